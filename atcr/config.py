@@ -1,0 +1,42 @@
+"""Settings shared by every service: how to reach the network and Valkey."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from atcr.errors import ConfigError
+from atcr.settings import check_positive, check_url, setting
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """How a service reaches PLC, handles, and upstream servers; shared by all three services."""
+
+    valkey_url: str = setting(
+        "", "VALKEY_URL", "Valkey URL (redis:// or rediss://); empty in `atcr dev` starts an embedded one",
+        secret=True,
+    )
+    plc_url: str = setting("https://plc.directory", "ATCR_PLC_URL", "PLC directory for did:plc resolution")
+    handle_resolver_url: str = setting(
+        "",
+        "ATCR_HANDLE_RESOLVER_URL",
+        "resolve handles through this PDS's com.atproto.identity.resolveHandle instead of DNS/https "
+        "(for networks whose handles have no DNS, e.g. .test)",
+    )
+    allow_private_networks: bool = setting(
+        False,
+        "ATCR_ALLOW_PRIVATE_NETWORKS",
+        "let outbound fetches reach loopback/private addresses (dev and tests only)",
+    )
+    http_timeout: float = setting(10.0, "ATCR_HTTP_TIMEOUT", "seconds before any outbound request gives up")
+    log_level: str = setting("info", "ATCR_LOG_LEVEL", "debug, info, warning or error")
+
+    def validate(self) -> None:
+        check_url("ATCR_PLC_URL", self.plc_url)
+        if self.handle_resolver_url:
+            check_url("ATCR_HANDLE_RESOLVER_URL", self.handle_resolver_url)
+        if self.valkey_url and not self.valkey_url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
+            raise ConfigError("VALKEY_URL: expected redis://, rediss://, valkey:// or unix:// URL")
+        check_positive("ATCR_HTTP_TIMEOUT", self.http_timeout)
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"ATCR_LOG_LEVEL={self.log_level!r}: expected debug, info, warning or error")

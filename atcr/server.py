@@ -1,0 +1,163 @@
+"""Serving pieces every service shares: health routes, logging, and the uvicorn runner.
+
+`serve_all` runs several ASGI apps in one event loop (that is `atcr dev`) and owns signal
+handling itself, so one Ctrl-C stops every server and then the embedded Valkey.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from litestar import Response, get
+from litestar.handlers import HTTPRouteHandler
+
+from atcr.errors import AtcrError
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+log = logging.getLogger("atcr")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def health_routes(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0) -> list[HTTPRouteHandler]:
+    """`/livez` (the process answers) and `/readyz` (every dependency answers within `timeout`)."""
+
+    @get("/livez", include_in_schema=False, sync_to_thread=False)
+    def livez() -> Response[dict[str, str]]:
+        return Response({"status": "ok"})
+
+    @get("/readyz", include_in_schema=False)
+    async def readyz() -> Response[dict[str, Any]]:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=timeout)
+                results[name] = "ok"
+            except Exception as exc:  # any failure means "not ready"; the reason is reported
+                ok = False
+                results[name] = f"failing: {type(exc).__name__}"
+        status = "ready" if ok else "not ready"
+        return Response({"status": status, "checks": results}, status_code=200 if ok else 503)
+
+    return [livez, readyz]
+
+
+def _bind(spec: ServedApp) -> socket.socket:
+    """Bind before serving so a busy port is one clear error, not a half-started stack."""
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((spec.host, spec.port))
+    except OSError as exc:
+        sock.close()
+        raise AtcrError(f"{spec.name}: cannot listen on {spec.host}:{spec.port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class ServedApp:
+    name: str
+    app: Any
+    host: str
+    port: int
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `serve_all`."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return
+
+    def capture_signals(self) -> Any:  # uvicorn >= 0.29
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+async def serve_all(
+    apps: Sequence[ServedApp],
+    *,
+    log_level: str = "info",
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve every app until SIGINT/SIGTERM, then shut all of them down gracefully."""
+    servers = []
+    for spec in apps:
+        config = uvicorn.Config(
+            spec.app,
+            host=spec.host,
+            port=spec.port,
+            log_level=log_level.lower(),
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+            timeout_keep_alive=30,
+            server_header=False,
+        )
+        servers.append(_QuietServer(config))
+
+    sockets = [_bind(spec) for spec in apps]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        if not stop.is_set():
+            log.info("shutting down")
+        stop.set()
+        for srv in servers:
+            srv.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop)
+
+    tasks = [
+        asyncio.create_task(srv.serve(sockets=[sock]), name=f"serve-{spec.name}")
+        for srv, spec, sock in zip(servers, apps, sockets, strict=True)
+    ]
+
+    async def wait_started() -> None:
+        while not all(srv.started for srv in servers):
+            if any(t.done() for t in tasks):
+                return
+            await asyncio.sleep(0.05)
+        if on_ready is not None:
+            on_ready()
+
+    watcher = asyncio.create_task(wait_started())
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # One server ending (startup failure or signal) ends them all.
+        request_stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in done:
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+    finally:
+        for sock in sockets:
+            sock.close()
+        watcher.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
