@@ -1,0 +1,66 @@
+"""OCI content digests: the one parser every component trusts with a digest from the wire.
+
+A digest names a storage path (``blobs/sha256/ab/<hex>/data``), so anything looser than the
+two algorithms we can verify, in canonical lower-case hex of the exact length, is refused:
+no ``..``, no upper case that would alias a second path, no algorithm we cannot hash.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from atcr.errors import AtcrError
+
+Algorithm = Literal["sha256", "sha512"]
+
+_HEX_LEN: dict[str, int] = {"sha256": 64, "sha512": 128}
+_PATTERN = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+
+
+class InvalidDigest(AtcrError):
+    """The string is not a canonical ``sha256:<64 hex>`` or ``sha512:<128 hex>`` digest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A validated OCI digest; only `parse_digest` and `Digest.of` make one."""
+
+    algorithm: Algorithm
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    @property
+    def blob_path(self) -> str:
+        """Where the blob lives relative to a storage root, as distribution lays it out."""
+        return f"blobs/{self.algorithm}/{self.hex[:2]}/{self.hex}/data"
+
+    @classmethod
+    def of(cls, algorithm: Algorithm, hexdigest: str) -> Digest:
+        return parse_digest(f"{algorithm}:{hexdigest}")
+
+
+def parse_digest(value: object) -> Digest:
+    """Validate `value` as an OCI digest we can verify, or raise `InvalidDigest`."""
+    if not isinstance(value, str):
+        raise InvalidDigest("digest must be a string")
+    match = _PATTERN.match(value)
+    if match is None:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise InvalidDigest(f"{shown!r} is not a sha256:<64 hex> or sha512:<128 hex> digest")
+    algorithm, hexpart = match.group(1), match.group(2)
+    if len(hexpart) != _HEX_LEN[algorithm]:
+        raise InvalidDigest(f"{algorithm} digest must have {_HEX_LEN[algorithm]} hex characters, got {len(hexpart)}")
+    alg: Algorithm = "sha256" if algorithm == "sha256" else "sha512"
+    return Digest(alg, hexpart)
+
+
+def is_digest(value: object) -> bool:
+    try:
+        parse_digest(value)
+    except InvalidDigest:
+        return False
+    return True
