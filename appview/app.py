@@ -1,19 +1,100 @@
-"""The AppView's ASGI application: wiring only; routes live in their own modules."""
+"""The AppView's ASGI application: builds the services from settings and mounts the routes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 
+from appview.auth.credentials import Authenticator, Principal
+from appview.auth.routes import TokenApi
+from appview.auth.sessions import PdsSessionStore, SessionCipher
+from appview.auth.tokens import TokenService
+from appview.cache.loader import Loader
+from appview.holds.client import HoldClient
+from appview.oci.registry import PROFILE_COLLECTION, Registry, now_iso
+from appview.oci.routes import Auth, OciApi
+from appview.oci.uploads import UploadStore
 from appview.settings import AppViewSettings
+from atcr.errors import AtcrError
+from atcr.keys import load_or_create_ec_key, load_or_create_secret
 from atcr.runtime import Runtime
 from atcr.server import health_routes
+
+log = logging.getLogger("appview")
+
+
+def _internal_error(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
+    """Nothing but a generic error leaves the process; the details go to the log."""
+    if isinstance(exc, HTTPException):
+        return Response({"errors": [{"code": "UNKNOWN", "message": exc.detail}]}, status_code=exc.status_code)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return Response(
+        {"errors": [{"code": "UNKNOWN", "message": "internal error"}]}, status_code=500, media_type="application/json"
+    )
 
 
 def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Litestar:
     rt = runtime or Runtime.from_settings(settings)
+    if rt.valkey is None:
+        raise AtcrError("the AppView needs Valkey: set VALKEY_URL")
+    valkey = rt.valkey
+
+    tokens = TokenService(
+        load_or_create_ec_key(settings.key_path),
+        issuer=settings.base_url,
+        service=settings.service,
+        lifetime=settings.token_expiration,
+    )
+    secret = load_or_create_secret(settings.secret_path)
+    sessions = PdsSessionStore(valkey, SessionCipher(secret), rt.http)
+    loader = Loader(valkey, rt.http, rt.resolver)
+
+    async def mint(user_did: str, hold_did: str, lxm: str) -> str | None:
+        client = await sessions.client(user_did)
+        if client is None:
+            return None
+        return await client.get_service_auth(aud=hold_did, lxm=lxm)
+
+    holds = HoldClient(
+        rt.http, rt.resolver, mint=mint, allow_http_loopback=settings.allow_private_networks,
+        timeout=settings.http_timeout,
+    )
+    registry = Registry(
+        loader, holds, sessions, UploadStore(valkey), default_hold_did=settings.default_hold_did
+    )
+    authenticator = Authenticator(valkey, rt.http, loader, sessions, secret)
+
+    async def owner_of(identity: str) -> str | None:
+        try:
+            return (await loader.identity(identity)).did
+        except AtcrError:
+            return None
+
+    async def ensure_profile(principal: Principal) -> None:
+        """ATCR's EnsureProfile: a first login gets a sailor profile naming the default hold."""
+        if await loader.profile(principal.did) is not None:
+            return
+        client = await sessions.client(principal.did)
+        if client is None:
+            return
+        record = {"defaultHold": settings.default_hold_did, "createdAt": now_iso()}
+        out = await client.put_record(principal.did, PROFILE_COLLECTION, "self", record)
+        await loader.wrote_record(
+            principal.did, PROFILE_COLLECTION, "self", {"$type": PROFILE_COLLECTION, **record}, cid=out.get("cid")
+        )
+
+    oci = OciApi(
+        registry,
+        Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),
+        max_blob_size=settings.max_blob_size,
+    )
+    token_api = TokenApi(tokens, authenticator, owner_of, after_login=ensure_profile)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -24,10 +105,15 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
                 await rt.aclose()
 
     app = Litestar(
-        route_handlers=[*health_routes({"valkey": rt.valkey_ready})],
+        route_handlers=[*health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers()],
         lifespan=[lifespan],
+        exception_handlers={Exception: _internal_error},
         debug=False,
     )
     app.state.settings = settings
     app.state.runtime = rt
+    app.state.registry = registry
+    app.state.loader = loader
+    app.state.tokens = tokens
+    app.state.sessions = sessions
     return app

@@ -31,7 +31,34 @@ class AppViewSettings(NetworkSettings):
     auth_key_path: Path | None = setting(
         None, "ATCR_AUTH_KEY_PATH", "ES256 PEM key that signs registry tokens; created if missing"
     )
+    secret_key_path: Path | None = setting(
+        None,
+        "ATCR_SECRET_KEY_PATH",
+        "32+ random bytes that seal sessions at rest; created if missing (share between replicas)",
+    )
+    max_blob_size: int = setting(10 * 1024**3, "ATCR_MAX_BLOB_SIZE", "largest blob accepted by a push, in bytes")
     workers: int = setting(1, "ATCR_WORKERS", "uvicorn worker processes")
+    # --- sign-in (docs/auth.md) ---
+    oauth_client: str = setting(
+        "auto",
+        "ATCR_OAUTH_CLIENT",
+        "OAuth client kind: confidential (https base URL), loopback (local runs), or auto (pick by base URL)",
+    )
+    oauth_key_path: Path | None = setting(
+        None, "ATCR_OAUTH_KEY_PATH", "ES256 PEM key of the confidential OAuth client; created if missing"
+    )
+    oauth_retired_key_paths: tuple[str, ...] = setting(
+        (), "ATCR_OAUTH_RETIRED_KEY_PATHS", "older client keys still published in the JWKS (comma-separated paths)"
+    )
+    oauth_scope: str = setting("", "ATCR_OAUTH_SCOPE", "OAuth scope to request; default: granular io.atcr.* scopes")
+    oauth_permission_set: bool = setting(
+        False, "ATCR_OAUTH_PERMISSION_SET", "ask for include:io.atcr.authFullApp instead of granular repo: scopes"
+    )
+    oauth_client_name: str = setting("ATCR", "ATCR_OAUTH_CLIENT_NAME", "client name shown on the consent page")
+    web_session_ttl: int = setting(30 * 24 * 3600, "ATCR_WEB_SESSION_TTL", "browser session lifetime in seconds")
+    device_code_ttl: int = setting(600, "ATCR_DEVICE_CODE_TTL", "seconds a device login code stays valid")
+    device_poll_interval: int = setting(5, "ATCR_DEVICE_POLL_INTERVAL", "seconds between device-flow polls")
+    bcrypt_rounds: int = setting(12, "ATCR_BCRYPT_ROUNDS", "bcrypt cost for device secrets (4-16)")
 
     def validate(self) -> None:
         super().validate()
@@ -43,6 +70,29 @@ class AppViewSettings(NetworkSettings):
         check_positive("ATCR_TOKEN_EXPIRATION", self.token_expiration)
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"ATCR_WORKERS={self.workers}: must be 1-64")
+        if self.oauth_client not in ("auto", "confidential", "loopback"):
+            raise ConfigError(f"ATCR_OAUTH_CLIENT={self.oauth_client!r}: expected auto, confidential or loopback")
+        if self.oauth_scope and "atproto" not in self.oauth_scope.split():
+            raise ConfigError("ATCR_OAUTH_SCOPE: must include 'atproto'")
+        check_positive("ATCR_WEB_SESSION_TTL", self.web_session_ttl)
+        check_positive("ATCR_DEVICE_CODE_TTL", self.device_code_ttl)
+        check_positive("ATCR_DEVICE_POLL_INTERVAL", self.device_poll_interval)
+        if not 4 <= self.bcrypt_rounds <= 16:
+            raise ConfigError(f"ATCR_BCRYPT_ROUNDS={self.bcrypt_rounds}: must be 4-16")
+
+    @property
+    def secret_path(self) -> Path:
+        return self.secret_key_path or self.data_dir / "auth" / "session-secret.key"
+
+    @property
+    def service(self) -> str:
+        from urllib.parse import urlsplit
+
+        return self.service_name or (urlsplit(self.base_url).netloc or "atcr")
+
+    @property
+    def oauth_key_file(self) -> Path:
+        return self.oauth_key_path or self.data_dir / "oauth" / "client.pem"
 
     @property
     def key_path(self) -> Path:

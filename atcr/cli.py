@@ -144,7 +144,9 @@ def dev_environment(
     """Zero-configuration defaults for the three services; the real environment still wins."""
     from atcr.identity import did_web_for_url
 
-    hold_url = f"http://127.0.0.1:{hold_port}"
+    # did:web of an IP literal is refused by the reference PDS as a service-auth audience, so a
+    # local hold is named by `localhost` (which still resolves to the 127.0.0.1 it listens on).
+    hold_url = f"http://localhost:{hold_port}"
     defaults = {
         "VALKEY_URL": valkey_url,
         "ATCR_ALLOW_PRIVATE_NETWORKS": "true",

@@ -92,3 +92,40 @@ class InvalidSwap(XrpcError):
 
 class AuthenticationRequired(XrpcError):
     """The upstream refused the call for missing or bad credentials."""
+
+
+class ReadModelError(AtcrError):
+    """The AppView read model cannot give a trustworthy answer for a record it holds."""
+
+
+class DigestMismatch(ReadModelError):
+    """Bytes fetched for a manifest do not hash to its digest; they are refused, never cached."""
+
+
+class ManifestBytesUnavailable(ReadModelError):
+    """A manifest record exists but its exact bytes cannot be had (no ``manifestBlob`` ref)."""
+
+
+class OAuthError(AtcrError):
+    """An ATProto OAuth exchange failed (sign-in, token refresh, discovery).
+
+    `error` is the OAuth error code when the authorization server sent one (``invalid_grant``,
+    ``use_dpop_nonce``, ...), else a short local code; the message is safe to show a user.
+    """
+
+    def __init__(self, error: str, message: str = "") -> None:
+        self.error = error
+        self.message = message or error
+        super().__init__(f"{error}: {message}" if message else error)
+
+
+class AuthServerInvalid(OAuthError):
+    """The PDS's authorization server metadata fails the checks the ATProto profile requires."""
+
+
+class OAuthCallbackInvalid(OAuthError):
+    """A callback cannot be trusted: unknown or replayed state, wrong issuer, wrong account."""
+
+
+class InvalidGrant(OAuthError):
+    """The authorization server refused a code or refresh token: the session is gone."""

@@ -12,11 +12,21 @@ from litestar import Litestar
 
 from atcr.runtime import Runtime
 from atcr.server import health_routes
+from hold.repo.service import RepoService
+from hold.repo.signing import EcKeySigner
+from hold.routes_blob import blob_routes
+from hold.routes_identity import identity_routes
+from hold.routes_upload import upload_routes
+from hold.service import HoldServices
 from hold.settings import HoldSettings
+from hold.xrpc import exception_handlers
 
 
 def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litestar:
     rt = runtime or Runtime.from_settings(settings)
+    services = HoldServices.build(settings, rt)
+    # The embedded PDS: the hold's own repo, signed with the identity's key (docs/hold-repo.md).
+    repo = RepoService(settings, services.identity.did, EcKeySigner(services.identity.key))
 
     async def storage_ready() -> None:
         if settings.storage_driver == "filesystem":
@@ -29,11 +39,14 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
                 os.unlink(path)
 
             await asyncio.to_thread(probe)
+        else:
+            await services.storage_ready()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
-            yield
+            async with services.lifespan(), repo.lifespan():
+                yield
         finally:
             if runtime is None:
                 await rt.aclose()
@@ -41,7 +54,20 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     checks = {"storage": storage_ready}
     if rt.valkey is not None:
         checks["valkey"] = rt.valkey_ready
-    app = Litestar(route_handlers=[*health_routes(checks)], lifespan=[lifespan], debug=False)
+    app = Litestar(
+        route_handlers=[
+            *health_routes(checks),
+            identity_routes(services.identity),
+            upload_routes(services),
+            blob_routes(services),
+            repo.routes(services.identity.did_document),
+        ],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers(),
+        debug=False,
+    )
     app.state.settings = settings
     app.state.runtime = rt
+    app.state.hold = services
+    app.state.repo = repo
     return app

@@ -14,7 +14,7 @@ from atcr.settings import check_addr, check_did, check_positive, check_url, defa
 class HoldSettings(NetworkSettings):
     http_addr: str = setting("127.0.0.1:8080", "HOLD_HTTP_ADDR", "address the hold listens on (host:port)")
     public_url: str = setting(
-        "http://127.0.0.1:8080", "HOLD_PUBLIC_URL", "public URL of the hold; its host becomes the did:web"
+        "http://localhost:8080", "HOLD_PUBLIC_URL", "public URL of the hold; its host becomes the did:web"
     )
     owner: str = setting("", "HOLD_OWNER", "DID of the captain (owner) of this hold")
     public: bool = setting(False, "HOLD_PUBLIC", "anyone may read blobs (pull) without being crew")
@@ -41,6 +41,25 @@ class HoldSettings(NetworkSettings):
     upload_max_age: int = setting(
         24 * 3600, "HOLD_UPLOAD_MAX_AGE", "seconds after which an unfinished upload is cleaned up"
     )
+    upload_part_max_size: int = setting(
+        64 * 1024**2, "HOLD_UPLOAD_PART_MAX_SIZE", "largest part accepted by uploadPart, in bytes"
+    )
+    upload_part_min_size: int = setting(
+        5 * 1024**2, "HOLD_UPLOAD_PART_MIN_SIZE", "smallest part but the last, in bytes (S3 needs >= 5 MiB)"
+    )
+    upload_sweep_interval: int = setting(
+        900, "HOLD_UPLOAD_SWEEP_INTERVAL", "seconds between sweeps for abandoned uploads (0: never)"
+    )
+    allow_token_reuse: bool = setting(
+        False,
+        "HOLD_ALLOW_TOKEN_REUSE",
+        "accept a service token more than once until it expires (for AppViews that cache tokens); "
+        "off: a replayed jti is refused",
+    )
+    storage_threads: int = setting(32, "HOLD_STORAGE_THREADS", "threads for blocking storage calls (boto3, disk)")
+    s3_max_attempts: int = setting(5, "S3_MAX_ATTEMPTS", "s3 driver: attempts per call on throttling/5xx")
+    s3_retry_base_delay: float = setting(0.2, "S3_RETRY_BASE_DELAY", "s3 driver: first backoff ceiling, seconds")
+    s3_retry_max_delay: float = setting(5.0, "S3_RETRY_MAX_DELAY", "s3 driver: largest backoff ceiling, seconds")
 
     def validate(self) -> None:
         super().validate()
@@ -57,7 +76,26 @@ class HoldSettings(NetworkSettings):
         check_positive("HOLD_URL_EXPIRY", self.url_expiry)
         check_positive("HOLD_UPLOAD_MAX_SIZE", self.upload_max_size)
         check_positive("HOLD_UPLOAD_MAX_AGE", self.upload_max_age)
+        check_positive("HOLD_UPLOAD_PART_MAX_SIZE", self.upload_part_max_size)
+        check_positive("HOLD_UPLOAD_PART_MIN_SIZE", self.upload_part_min_size)
+        if self.upload_part_min_size > self.upload_part_max_size:
+            raise ConfigError("HOLD_UPLOAD_PART_MIN_SIZE: must not exceed HOLD_UPLOAD_PART_MAX_SIZE")
+        if self.upload_part_max_size > 5 * 1024**3:
+            raise ConfigError("HOLD_UPLOAD_PART_MAX_SIZE: S3 parts are at most 5 GiB")
+        if self.storage_driver == "s3" and self.upload_part_min_size < 5 * 1024**2:
+            raise ConfigError("HOLD_UPLOAD_PART_MIN_SIZE: S3 needs at least 5 MiB per part but the last")
+        if self.upload_sweep_interval < 0:
+            raise ConfigError("HOLD_UPLOAD_SWEEP_INTERVAL: must be 0 (never) or positive")
+        check_positive("HOLD_STORAGE_THREADS", self.storage_threads)
+        check_positive("S3_MAX_ATTEMPTS", self.s3_max_attempts)
+        if self.s3_retry_base_delay < 0 or self.s3_retry_max_delay < self.s3_retry_base_delay:
+            raise ConfigError("S3_RETRY_BASE_DELAY/S3_RETRY_MAX_DELAY: need 0 <= base <= max")
 
     @property
     def signing_key_path(self) -> Path:
         return self.key_path or self.data_dir / "signing.key"
+
+    @property
+    def url_secret_path(self) -> Path:
+        """The secret the filesystem driver's signed URLs are keyed from (created on first start)."""
+        return self.data_dir / "url-signing.key"

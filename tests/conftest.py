@@ -20,7 +20,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
-pytest_plugins = ["tests.support.fixtures_pds"]
+pytest_plugins = ["tests.support.fixtures_pds", "tests.support.fixtures_stack"]
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_atcr_dev_serves_all_three_and_stops_cleanly(tmp_path: Path) -> None:
         # The embedded Valkey is a child process of `atcr dev`.
         children = _children(proc.pid)
         assert children, "embedded valkey not found"
-        assert "did:web:127.0.0.1%3A" + str(ports["hold"]) in output
+        assert "did:web:localhost%3A" + str(ports["hold"]) in output
         assert (data / "hold" / "blobs").is_dir()
     finally:
         proc.send_signal(signal.SIGINT)

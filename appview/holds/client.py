@@ -1,0 +1,261 @@
+"""The AppView's client for holds (ATCR's hold XRPC surface, ATCR-NOTES.md §4.4, §5.2).
+
+A hold is found from its DID: its document's `#atcr_hold` service names the endpoint. Calls
+that act for a user carry a service token minted by that user's PDS (`getServiceAuth`, with
+`aud` = the hold DID and `lxm` = the method), cached until shortly before it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from atcr.errors import AtcrError, NetworkError, UpstreamUnavailable, XrpcError
+from atcr.http import SafeHttpClient
+from atcr.identity import IdentityResolver, did_web_url
+
+log = logging.getLogger("appview.holds")
+
+# Mints a service token for (user DID, hold DID, lxm); None when the user has no session.
+TokenMinter = Callable[[str, str, str], Awaitable[str | None]]
+
+
+class HoldError(AtcrError):
+    """A hold refused or failed a call."""
+
+    def __init__(self, status: int, error: str, message: str = "") -> None:
+        self.status = status
+        self.error = error
+        self.message = message
+        super().__init__(f"hold {status} {error}: {message}")
+
+
+class HoldUnavailable(HoldError):
+    """The hold could not be reached in time."""
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    size: int | None
+    url: str | None  # where to redirect a GET
+
+
+class HoldClient:
+    def __init__(
+        self,
+        http: SafeHttpClient,
+        resolver: IdentityResolver,
+        *,
+        mint: TokenMinter | None = None,
+        allow_http_loopback: bool = False,
+        timeout: float = 10.0,
+        upload_timeout: float = 300.0,
+    ) -> None:
+        self._http = http
+        self._resolver = resolver
+        self._mint = mint
+        self._allow_http = allow_http_loopback
+        self._timeout = timeout
+        self._upload_timeout = upload_timeout
+        self._endpoints: dict[str, tuple[float, str]] = {}
+
+    async def endpoint(self, hold_did: str) -> str:
+        hit = self._endpoints.get(hold_did)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            doc = await self._resolver.resolve_did(hold_did)
+            url = doc.service("atcr_hold")
+        except NetworkError as exc:
+            raise HoldUnavailable(503, "HoldUnavailable", f"{hold_did}: {exc}") from None
+        except AtcrError as exc:
+            raise HoldError(404, "HoldNotFound", f"{hold_did}: {exc}") from None
+        if not url:
+            if hold_did.startswith("did:web:"):
+                url = did_web_url(hold_did, allow_http_loopback=self._allow_http).removesuffix(
+                    "/.well-known/did.json"
+                )
+            else:
+                raise HoldError(404, "HoldNotFound", f"{hold_did} has no #atcr_hold service")
+        self._endpoints[hold_did] = (time.monotonic() + 300, url.rstrip("/"))
+        return url.rstrip("/")
+
+    async def _token(self, user_did: str | None, hold_did: str, lxm: str) -> dict[str, str]:
+        """A fresh service token per call: holds refuse a replayed `jti`, so tokens are single-use."""
+        if user_did is None or self._mint is None:
+            return {}
+        try:
+            token = await self._mint(user_did, hold_did, lxm)
+        except NetworkError as exc:
+            raise HoldUnavailable(503, "PdsUnavailable", f"cannot get a service token: {exc}") from None
+        except XrpcError as exc:
+            raise HoldError(401, "ServiceAuthFailed", f"your PDS refused a service token: {exc.error}") from None
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _call(
+        self,
+        method: str,
+        hold_did: str,
+        nsid: str,
+        *,
+        user_did: str | None = None,
+        anonymous_first: bool = False,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        base = await self.endpoint(hold_did)
+        if anonymous_first and user_did is not None:
+            # Public holds answer reads without a token; only private ones cost a PDS round trip.
+            resp = await self._call(method, hold_did, nsid, params=params, headers=headers, timeout=timeout)
+            if resp.status_code not in (401, 403):
+                return resp
+        hdrs = dict(headers or {})
+        hdrs.update(await self._token(user_did, hold_did, nsid))
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        if content is not None:
+            kwargs["content"] = content
+        try:
+            return await self._http.request(
+                method,
+                f"{base}/xrpc/{nsid}",
+                params=params,
+                headers=hdrs,
+                follow_redirects=follow_redirects,
+                timeout=timeout or self._timeout,
+                **kwargs,
+            )
+        except NetworkError as exc:
+            raise HoldUnavailable(503, "HoldUnavailable", str(exc)) from None
+
+    @staticmethod
+    def _check(resp: httpx.Response) -> Any:
+        if resp.status_code < 400:
+            if not resp.content:
+                return {}
+            try:
+                return resp.json()
+            except ValueError:
+                return {}
+        error, message = "HoldError", ""
+        try:
+            body = resp.json()
+            error = str(body.get("error") or error)
+            message = str(body.get("message") or "")
+        except ValueError:
+            pass
+        if resp.status_code >= 500:
+            raise HoldUnavailable(resp.status_code, error, message)
+        raise HoldError(resp.status_code, error, message)
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    async def stat_blob(self, hold_did: str, digest: str, *, user_did: str | None = None) -> int | None:
+        """The blob's size on the hold, or None when the hold does not have it."""
+        resp = await self._call(
+            "HEAD", hold_did, "com.atproto.sync.getBlob", user_did=user_did, anonymous_first=True,
+            params={"did": hold_did, "cid": digest},
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 300 and resp.status_code < 400:
+            length = resp.headers.get("x-blob-size") or resp.headers.get("content-length")
+            return int(length) if length and length.isdigit() else 0
+        self._check(resp)
+        length = resp.headers.get("x-blob-size") or resp.headers.get("content-length")
+        return int(length) if length and length.isdigit() else 0
+
+    async def blob_url(self, hold_did: str, digest: str, *, user_did: str | None = None) -> str | None:
+        """A short-lived URL the client can fetch the blob from (presigned), or None if absent."""
+        resp = await self._call(
+            "GET", hold_did, "com.atproto.sync.getBlob", user_did=user_did, anonymous_first=True,
+            params={"did": hold_did, "cid": digest},
+        )
+        if resp.status_code == 404:
+            return None
+        if 300 <= resp.status_code < 400 and "location" in resp.headers:
+            return str(resp.headers["location"])
+        body = self._check(resp)
+        url = body.get("url") if isinstance(body, dict) else None
+        return str(url) if url else None
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    async def initiate_upload(self, hold_did: str, user_did: str, digest: str | None, size: int | None) -> str:
+        body: dict[str, Any] = {}
+        if digest:
+            body["digest"] = digest
+        if size is not None:
+            body["size"] = size
+        out = self._check(
+            await self._call("POST", hold_did, "io.atcr.hold.initiateUpload", user_did=user_did, json_body=body)
+        )
+        return str(out["uploadId"])
+
+    async def upload_part(
+        self, hold_did: str, user_did: str, upload_id: str, part_number: int, data: bytes
+    ) -> str:
+        out = self._check(
+            await self._call(
+                "PUT", hold_did, "io.atcr.hold.uploadPart", user_did=user_did, content=data,
+                headers={
+                    "X-Upload-Id": upload_id,
+                    "X-Part-Number": str(part_number),
+                    "Content-Type": "application/octet-stream",
+                },
+                timeout=self._upload_timeout,
+            )
+        )
+        return str(out["etag"])
+
+    async def complete_upload(
+        self, hold_did: str, user_did: str, upload_id: str, digest: str, parts: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = self._check(
+            await self._call(
+                "POST", hold_did, "io.atcr.hold.completeUpload", user_did=user_did,
+                json_body={"uploadId": upload_id, "digest": digest, "parts": parts},
+                timeout=self._upload_timeout,
+            )
+        )
+        return out
+
+    async def abort_upload(self, hold_did: str, user_did: str, upload_id: str) -> None:
+        try:
+            self._check(
+                await self._call(
+                    "POST", hold_did, "io.atcr.hold.abortUpload", user_did=user_did,
+                    json_body={"uploadId": upload_id},
+                )
+            )
+        except HoldError as exc:
+            log.info("abortUpload on %s failed: %s", hold_did, exc)
+
+    # --- notifications ------------------------------------------------------------------------
+
+    async def notify_manifest(self, hold_did: str, user_did: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = self._check(
+            await self._call(
+                "POST", hold_did, "io.atcr.hold.notifyManifest", user_did=user_did, json_body=body
+            )
+        )
+        return out
+
+    async def request_crew(self, hold_did: str, user_did: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._check(
+            await self._call("POST", hold_did, "io.atcr.hold.requestCrew", user_did=user_did, json_body={})
+        )
+        return out
+
+
+__all__ = ["BlobLocation", "HoldClient", "HoldError", "HoldUnavailable", "UpstreamUnavailable", "XrpcError"]

@@ -1,0 +1,591 @@
+"""The registry's behaviour (OCI Distribution v1.1) with no HTTP types.
+
+Reads go through the read-model loader (Valkey, refilled from PDSes on a miss). Writes go to
+the user's PDS through their session: the manifest bytes as a blob, then the
+`io.atcr.manifest` record, then the `io.atcr.tag` record with compare-and-swap. Blob bytes
+go to the user's hold and are served from it by redirect; they never rest in the AppView.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from appview.errors import (
+    BlobUnknown,
+    BlobUploadInvalid,
+    Denied,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    RangeInvalid,
+    RegistryError,
+    SizeInvalid,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from appview.holds.client import HoldClient, HoldError, HoldUnavailable
+from appview.oci.uploads import PART_SIZE, UploadSession, UploadStore
+from atcr.digest import Digest, InvalidDigest
+from atcr.errors import (
+    AuthenticationRequired,
+    HandleNotFound,
+    DidNotFound,
+    InvalidIdentifier,
+    InvalidDidDocument,
+    InvalidSwap,
+    NetworkError,
+    RecordNotFound,
+    RecordValidationError,
+    XrpcError,
+)
+from atcr.identity import Identity
+from atcr.oci import Manifest, InvalidManifest, parse_manifest
+from atcr.readmodel import ManifestEntry, TagEntry, tag_rkey
+from atcr.syntax import is_did, is_oci_repository, is_oci_tag
+from atcr.xrpc import XrpcClient
+
+log = logging.getLogger("appview.registry")
+
+MANIFEST_COLLECTION = "io.atcr.manifest"
+TAG_COLLECTION = "io.atcr.tag"
+PROFILE_COLLECTION = "io.atcr.sailor.profile"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+TAG_CAS_ATTEMPTS = 8
+
+
+class ReadModel(Protocol):
+    """What the registry needs from the loader (appview.cache.loader.Loader)."""
+
+    async def identity(self, identifier: str) -> Identity: ...
+    async def tags(self, did: str, repository: str) -> dict[str, str]: ...
+    async def tag(self, did: str, repository: str, tag: str) -> TagEntry | None: ...
+    async def manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None: ...
+    async def manifests(self, did: str, repository: str) -> list[ManifestEntry]: ...
+    async def referrers(self, did: str, repository: str, digest: str) -> list[ManifestEntry]: ...
+    async def catalog(self, last: str | None, n: int) -> list[str]: ...
+    async def profile(self, did: str) -> dict[str, Any] | None: ...
+    async def wrote_record(
+        self, did: str, collection: str, rkey: str, record: dict[str, Any], *, cid: str | None,
+        raw_manifest: bytes | None = None,
+    ) -> None: ...
+    async def deleted_record(self, did: str, collection: str, rkey: str) -> None: ...
+
+
+class SessionSource(Protocol):
+    async def client(self, did: str) -> XrpcClient | None: ...
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A parsed `<identity>/<repository>` name, resolved to its owner."""
+
+    name: str
+    did: str
+    handle: str | None
+    repository: str
+    pds: str
+
+
+@dataclass(frozen=True)
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """Split `<identity>/<repository>`; raise NAME_INVALID on anything the spec refuses."""
+    identity, sep, repository = name.partition("/")
+    if not sep or not identity or not is_oci_repository(repository):
+        raise NameInvalid(detail={"name": name[:300]})
+    if not (is_did(identity) or _plausible_handle(identity)):
+        raise NameInvalid(detail={"name": name[:300]})
+    return identity, repository
+
+
+def _plausible_handle(value: str) -> bool:
+    return 3 <= len(value) <= 253 and "." in value and all(c.isalnum() or c in ".-" for c in value)
+
+
+class Registry:
+    def __init__(
+        self,
+        model: ReadModel,
+        holds: HoldClient,
+        sessions: SessionSource,
+        uploads: UploadStore,
+        *,
+        default_hold_did: str,
+    ) -> None:
+        self.model = model
+        self.holds = holds
+        self.sessions = sessions
+        self.uploads = uploads
+        self.default_hold_did = default_hold_did
+
+    # --- names --------------------------------------------------------------------------------
+
+    async def resolve(self, name: str) -> RepoRef:
+        identity, repository = split_name(name)
+        try:
+            ident = await self.model.identity(identity)
+        except (HandleNotFound, DidNotFound, InvalidIdentifier, InvalidDidDocument):
+            raise NameUnknown(detail={"name": name}) from None
+        except NetworkError:
+            raise Unavailable("identity resolution is unavailable; try again", headers={"Retry-After": "5"}) from None
+        return RepoRef(name=name, did=ident.did, handle=ident.handle, repository=repository, pds=ident.pds_endpoint)
+
+    # --- manifests ----------------------------------------------------------------------------
+
+    async def get_manifest(self, ref: RepoRef, reference: str) -> ManifestEntry:
+        digest = await self._digest_for(ref, reference)
+        entry = await self._guard(self.model.manifest(ref.did, ref.repository, digest))
+        if entry is None:
+            raise ManifestUnknown(detail={"reference": reference})
+        return entry
+
+    async def _digest_for(self, ref: RepoRef, reference: str) -> str:
+        if ":" in reference:
+            try:
+                return str(Digest.parse(reference))
+            except InvalidDigest:
+                raise DigestInvalid("invalid digest", detail={"reference": reference[:200]}) from None
+        if not is_oci_tag(reference):
+            raise ManifestInvalid("invalid tag", detail={"reference": reference[:200]})
+        tag = await self._guard(self.model.tag(ref.did, ref.repository, reference))
+        if tag is None:
+            raise ManifestUnknown(detail={"tag": reference})
+        return tag.digest
+
+    async def put_manifest(
+        self, ref: RepoRef, user_did: str, reference: str, raw: bytes, content_type: str | None
+    ) -> PutResult:
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise TooLarge(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        tag: str | None = None
+        algorithm = "sha256"
+        if ":" in reference:
+            try:
+                wanted = Digest.parse(reference)
+            except InvalidDigest:
+                raise DigestInvalid(detail={"reference": reference[:200]}) from None
+            algorithm = wanted.algorithm
+        elif is_oci_tag(reference):
+            tag = reference
+        else:
+            raise ManifestInvalid("invalid tag", detail={"reference": reference[:200]})
+        try:
+            manifest = parse_manifest(raw, content_type, algorithm)
+        except InvalidManifest as exc:
+            raise ManifestInvalid(str(exc)) from None
+        if tag is None and manifest.digest != reference:
+            raise DigestInvalid("manifest digest does not match the reference", detail={"digest": manifest.digest})
+
+        hold_did = await self.push_hold(user_did)
+        await self._check_references(ref, user_did, manifest, hold_did)
+
+        client = await self._pds(user_did)
+        created = now_iso()
+        try:
+            blob = await client.upload_blob(raw, manifest.media_type)
+            record = manifest.to_record(
+                repository=ref.repository, hold_did=hold_did, manifest_blob=blob, created_at=created
+            )
+            rkey = Digest.parse(manifest.digest).hex
+            out = await client.put_record(ref.did, MANIFEST_COLLECTION, rkey, record)
+        except RecordValidationError as exc:
+            raise ManifestInvalid(str(exc)) from None
+        except AuthenticationRequired:
+            raise Unauthorized("your PDS session has expired: run docker login again") from None
+        except XrpcError as exc:
+            raise Unavailable(f"your PDS refused the write: {exc.error}") from None
+        except NetworkError:
+            raise Unavailable("your PDS is unreachable; nothing was written", headers={"Retry-After": "10"}) from None
+        await self.model.wrote_record(
+            ref.did, MANIFEST_COLLECTION, rkey, {"$type": MANIFEST_COLLECTION, **record},
+            cid=out.get("cid"), raw_manifest=raw,
+        )
+        if tag is not None:
+            await self._write_tag(client, ref, tag, manifest.digest, rkey)
+        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag))  # noqa: RUF006
+        return PutResult(digest=manifest.digest, subject=manifest.subject.digest if manifest.subject else None)
+
+    async def _write_tag(self, client: XrpcClient, ref: RepoRef, tag: str, digest: str, rkey: str) -> None:
+        """Point the tag at the manifest with compare-and-swap, retried on conflict."""
+        tag_key = tag_rkey(ref.repository, tag)
+        uri = f"at://{ref.did}/{MANIFEST_COLLECTION}/{rkey}"
+        for attempt in range(TAG_CAS_ATTEMPTS):
+            swap: str | None = None
+            created = now_iso()
+            try:
+                current = await client.get_record(ref.did, TAG_COLLECTION, tag_key)
+                swap = current.get("cid")
+                created = str((current.get("value") or {}).get("createdAt") or created)
+            except RecordNotFound:
+                swap = None
+            record = {
+                "repository": ref.repository,
+                "tag": tag,
+                "manifest": uri,
+                "manifestDigest": digest,
+                "createdAt": created,
+                "updatedAt": now_iso(),
+            }
+            try:
+                out = await client.put_record(ref.did, TAG_COLLECTION, tag_key, record, swap_record=swap)
+            except InvalidSwap:
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))  # noqa: S311
+                continue
+            except (XrpcError, NetworkError) as exc:
+                raise Unavailable(f"tag write failed: {exc}", headers={"Retry-After": "5"}) from None
+            await self.model.wrote_record(
+                ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **record}, cid=out.get("cid")
+            )
+            return
+        raise Unavailable("tag is being updated concurrently; retry", headers={"Retry-After": "1"})
+
+    async def _check_references(self, ref: RepoRef, user_did: str, manifest: Manifest, hold_did: str) -> None:
+        missing: list[str] = []
+        blobs = manifest.blob_references()
+
+        async def check_blob(digest: str) -> None:
+            if await self.blob_size(ref, digest, user_did=user_did, prefer=hold_did) is None:
+                missing.append(digest)
+
+        async def check_child(digest: str) -> None:
+            if await self._guard(self.model.manifest(ref.did, ref.repository, digest)) is None:
+                missing.append(digest)
+
+        sem = asyncio.Semaphore(16)
+
+        async def bounded(coro: Any) -> None:
+            async with sem:
+                await coro
+
+        await asyncio.gather(
+            *(bounded(check_blob(d.digest)) for d in blobs),
+            *(bounded(check_child(d.digest)) for d in manifest.manifests),
+        )
+        if missing:
+            raise ManifestBlobUnknown(detail={"digests": sorted(set(missing))[:50]})
+
+    async def _notify_push(
+        self, ref: RepoRef, user_did: str, hold_did: str, manifest: Manifest, tag: str | None
+    ) -> None:
+        body: dict[str, Any] = {
+            "repository": ref.repository,
+            "userDid": ref.did,
+            "manifestDigest": manifest.digest,
+            "operation": "push",
+            "manifest": {
+                "mediaType": manifest.media_type,
+                "layers": [
+                    {"digest": d.digest, "size": d.size, "mediaType": d.media_type} for d in manifest.layers
+                ],
+                "manifests": [
+                    {"digest": d.digest, "size": d.size, "mediaType": d.media_type, "platform": dict(d.platform or {})}
+                    for d in manifest.manifests
+                ],
+            },
+        }
+        if manifest.config is not None:
+            body["manifest"]["config"] = {"digest": manifest.config.digest, "size": manifest.config.size}
+        if tag:
+            body["tag"] = tag
+        try:
+            await self.holds.notify_manifest(hold_did, user_did, body)
+        except (HoldError, NetworkError) as exc:
+            log.info("notifyManifest(push) to %s failed: %s", hold_did, exc)
+
+    def notify_pull(self, ref: RepoRef, entry: ManifestEntry, user_did: str | None) -> None:
+        """Count a pull at the manifest's hold without delaying the response."""
+        if not entry.hold_did:
+            return
+        body = {
+            "repository": ref.repository,
+            "userDid": ref.did,
+            "manifestDigest": entry.digest,
+            "operation": "pull",
+        }
+
+        async def send() -> None:
+            try:
+                await self.holds.notify_manifest(entry.hold_did or "", None, body)
+            except (HoldError, NetworkError) as exc:
+                log.debug("notifyManifest(pull) failed: %s", exc)
+
+        asyncio.create_task(send())  # noqa: RUF006
+
+    async def delete_manifest(self, ref: RepoRef, user_did: str, reference: str) -> None:
+        client = await self._pds(user_did)
+        if ":" not in reference:
+            if not is_oci_tag(reference):
+                raise ManifestInvalid("invalid tag")
+            tag = await self._guard(self.model.tag(ref.did, ref.repository, reference))
+            if tag is None:
+                raise ManifestUnknown(detail={"tag": reference})
+            await self._delete(client, ref.did, TAG_COLLECTION, tag.rkey)
+            return
+        digest = await self._digest_for(ref, reference)
+        entry = await self._guard(self.model.manifest(ref.did, ref.repository, digest))
+        if entry is None:
+            raise ManifestUnknown(detail={"digest": digest})
+        tags = await self._guard(self.model.tags(ref.did, ref.repository))
+        for name, target in tags.items():
+            if target == digest:
+                t = await self._guard(self.model.tag(ref.did, ref.repository, name))
+                if t is not None:
+                    await self._delete(client, ref.did, TAG_COLLECTION, t.rkey)
+        await self._delete(client, ref.did, MANIFEST_COLLECTION, Digest.parse(digest).hex)
+
+    async def _delete(self, client: XrpcClient, did: str, collection: str, rkey: str) -> None:
+        try:
+            await client.delete_record(did, collection, rkey)
+        except (XrpcError, NetworkError) as exc:
+            raise Unavailable(f"delete failed at your PDS: {exc}") from None
+        await self.model.deleted_record(did, collection, rkey)
+
+    # --- discovery ----------------------------------------------------------------------------
+
+    async def tags(self, ref: RepoRef) -> list[str]:
+        tags = await self._guard(self.model.tags(ref.did, ref.repository))
+        if not tags:
+            manifests = await self._guard(self.model.manifests(ref.did, ref.repository))
+            if not manifests:
+                raise NameUnknown(detail={"name": ref.name})
+        return sorted(tags)
+
+    async def referrers(self, ref: RepoRef, digest: str, artifact_type: str | None) -> list[dict[str, Any]]:
+        try:
+            Digest.parse(digest)
+        except InvalidDigest:
+            raise DigestInvalid(detail={"digest": digest[:200]}) from None
+        out = []
+        for entry in await self._guard(self.model.referrers(ref.did, ref.repository, digest)):
+            if artifact_type and entry.artifact_type != artifact_type:
+                continue
+            desc: dict[str, Any] = {"mediaType": entry.media_type, "digest": entry.digest, "size": entry.size}
+            if entry.artifact_type:
+                desc["artifactType"] = entry.artifact_type
+            if entry.annotations:
+                desc["annotations"] = dict(entry.annotations)
+            out.append(desc)
+        out.sort(key=lambda d: d["digest"])
+        return out
+
+    async def catalog(self, last: str | None, n: int) -> list[str]:
+        return await self._guard(self.model.catalog(last, n))
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    async def push_hold(self, user_did: str) -> str:
+        """Where a user's new blobs go: their profile's defaultHold, else the AppView default."""
+        try:
+            profile = await self.model.profile(user_did)
+        except NetworkError:
+            profile = None
+        hold = (profile or {}).get("defaultHold")
+        return hold if isinstance(hold, str) and is_did(hold) else self.default_hold_did
+
+    async def _candidate_holds(self, ref: RepoRef, prefer: str | None) -> list[str]:
+        holds: list[str] = []
+        if prefer:
+            holds.append(prefer)
+        try:
+            for entry in await self.model.manifests(ref.did, ref.repository):
+                if entry.hold_did and entry.hold_did not in holds:
+                    holds.append(entry.hold_did)
+        except NetworkError:
+            pass
+        if self.default_hold_did not in holds:
+            holds.append(self.default_hold_did)
+        return holds
+
+    async def blob_size(
+        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None
+    ) -> int | None:
+        found = await self.locate_blob(ref, digest, user_did=user_did, prefer=prefer)
+        return None if found is None else found[1]
+
+    async def locate_blob(
+        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None
+    ) -> tuple[str, int] | None:
+        try:
+            Digest.parse(digest)
+        except InvalidDigest:
+            raise DigestInvalid(detail={"digest": digest[:200]}) from None
+        unavailable = False
+        for hold in await self._candidate_holds(ref, prefer):
+            try:
+                size = await self.holds.stat_blob(hold, digest, user_did=user_did)
+            except HoldUnavailable:
+                unavailable = True
+                continue
+            except HoldError:
+                continue
+            if size is not None:
+                return hold, size
+        if unavailable:
+            raise Unavailable("the hold storing this blob is unreachable", headers={"Retry-After": "10"})
+        return None
+
+    async def blob_redirect(self, ref: RepoRef, digest: str, user_did: str | None) -> tuple[str, int]:
+        found = await self.locate_blob(ref, digest, user_did=user_did)
+        if found is None:
+            raise BlobUnknown(detail={"digest": digest})
+        hold, size = found
+        try:
+            url = await self.holds.blob_url(hold, digest, user_did=user_did)
+        except HoldUnavailable:
+            raise Unavailable("the hold storing this blob is unreachable", headers={"Retry-After": "10"}) from None
+        except HoldError as exc:
+            if exc.status in (401, 403):
+                raise Denied("the hold storing this blob refused access") from None
+            raise BlobUnknown(detail={"digest": digest}) from None
+        if url is None:
+            raise BlobUnknown(detail={"digest": digest})
+        return url, size
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    async def start_upload(self, ref: RepoRef, user_did: str) -> UploadSession:
+        hold = await self.push_hold(user_did)
+        return await self.uploads.create(ref.did, ref.repository, hold)
+
+    async def mount(self, ref: RepoRef, user_did: str, digest: str) -> bool:
+        """Cross-repository mount: true when the blob is already on the user's hold."""
+        try:
+            Digest.parse(digest)
+        except InvalidDigest:
+            return False
+        hold = await self.push_hold(user_did)
+        try:
+            return await self.holds.stat_blob(hold, digest, user_did=user_did) is not None
+        except HoldError:
+            return False
+
+    async def upload_status(self, ref: RepoRef, upload_id: str) -> UploadSession:
+        return await self.uploads.get(upload_id, ref.did, ref.repository)
+
+    async def append(
+        self,
+        ref: RepoRef,
+        user_did: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None,
+        length: int | None,
+        max_size: int,
+    ) -> UploadSession:
+        """Append a chunk. `start` (from Content-Range) must equal the current offset (else 416)."""
+        lock = await self.uploads.lock(upload_id)
+        try:
+            session = await self.uploads.get(upload_id, ref.did, ref.repository)
+            if start is not None and start != session.offset:
+                raise RangeInvalid(detail={"offset": session.offset})
+            tail = bytearray(await self.uploads.tail(session))
+            received = 0
+            async for chunk in body:
+                received += len(chunk)
+                if length is not None and received > length:
+                    raise SizeInvalid("body longer than Content-Length")
+                if session.offset + received > max_size:
+                    raise TooLarge(f"blob exceeds {max_size} bytes")
+                tail += chunk
+                while len(tail) >= PART_SIZE:
+                    await self._send_part(session, user_did, bytes(tail[:PART_SIZE]))
+                    del tail[:PART_SIZE]
+            if length is not None and received != length:
+                raise SizeInvalid("body shorter than Content-Length")
+            session.offset += received
+            await self.uploads.save(session, bytes(tail))
+            return session
+        finally:
+            await self.uploads.unlock(upload_id, lock)
+
+    async def _send_part(self, session: UploadSession, user_did: str, data: bytes) -> None:
+        try:
+            if session.hold_upload_id is None:
+                session.hold_upload_id = await self.holds.initiate_upload(session.hold_did, user_did, None, None)
+            number = len(session.parts) + 1
+            etag = await self.holds.upload_part(session.hold_did, user_did, session.hold_upload_id, number, data)
+        except HoldUnavailable:
+            raise Unavailable("your hold is unreachable", headers={"Retry-After": "10"}) from None
+        except HoldError as exc:
+            if exc.status in (401, 403):
+                raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
+            raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
+        session.parts.append({"partNumber": number, "etag": etag})
+        # Persist progress per part so another replica can continue after this one.
+        await self.uploads.save(session, b"")
+
+    async def finish(self, ref: RepoRef, user_did: str, upload_id: str, digest: str) -> str:
+        try:
+            wanted = Digest.parse(digest)
+        except InvalidDigest:
+            raise DigestInvalid(detail={"digest": digest[:200]}) from None
+        lock = await self.uploads.lock(upload_id)
+        try:
+            session = await self.uploads.get(upload_id, ref.did, ref.repository)
+            tail = await self.uploads.tail(session)
+            if tail or not session.parts:
+                await self._send_part(session, user_did, tail)
+            assert session.hold_upload_id is not None
+            try:
+                await self.holds.complete_upload(
+                    session.hold_did, user_did, session.hold_upload_id, str(wanted), session.parts
+                )
+            except HoldUnavailable:
+                raise Unavailable("your hold is unreachable", headers={"Retry-After": "10"}) from None
+            except HoldError as exc:
+                if "digest" in exc.error.lower() or "digest" in exc.message.lower():
+                    await self.uploads.delete(upload_id)
+                    raise DigestInvalid(detail={"digest": str(wanted)}) from None
+                if exc.status == 413 or "quota" in exc.error.lower():
+                    raise Denied(exc.message or exc.error) from None
+                raise BlobUploadInvalid(f"hold refused to complete the upload: {exc.error}") from None
+            await self.uploads.delete(upload_id)
+            return str(wanted)
+        finally:
+            await self.uploads.unlock(upload_id, lock)
+
+    async def cancel(self, ref: RepoRef, user_did: str, upload_id: str) -> None:
+        session = await self.uploads.get(upload_id, ref.did, ref.repository)
+        if session.hold_upload_id:
+            await self.holds.abort_upload(session.hold_did, user_did, session.hold_upload_id)
+        await self.uploads.delete(upload_id)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _pds(self, user_did: str) -> XrpcClient:
+        client = await self.sessions.client(user_did)
+        if client is None:
+            raise Unauthorized("no session with your PDS: run docker login again")
+        return client
+
+    @staticmethod
+    async def _guard(coro: Any) -> Any:
+        """Map upstream failures of the read model to 503 with Retry-After."""
+        try:
+            return await coro
+        except RegistryError:
+            raise
+        except NetworkError:
+            raise Unavailable("upstream unavailable; try again", headers={"Retry-After": "5"}) from None
+
+
+__all__ = ["Denied", "PutResult", "Registry", "RepoRef", "split_name"]

@@ -1,0 +1,434 @@
+"""HTTP layer of the OCI Distribution API.
+
+Litestar path parameters must be the last segment, and OCI names contain slashes
+(`/v2/<identity>/<repo>/manifests/<ref>`), so one catch-all route parses the path itself.
+This module only translates HTTP to `Registry` calls and `RegistryError`s to the spec's
+JSON errors; the behaviour lives in `appview.oci.registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from litestar import Request, Response, route
+from litestar.datastructures import State
+from litestar.enums import HttpMethod
+
+from appview.auth.tokens import TokenClaims, TokenService
+from appview.errors import (
+    BlobUploadInvalid,
+    Denied,
+    NameInvalid,
+    NameUnknown,
+    PaginationInvalid,
+    RangeInvalid,
+    RegistryError,
+    SizeInvalid,
+    TooLarge,
+    Unauthorized,
+    Unsupported,
+)
+from appview.oci.registry import MAX_MANIFEST_BYTES, Registry, RepoRef
+from atcr.oci import OCI_INDEX
+
+log = logging.getLogger("appview.oci")
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+MAX_PAGE = 1000
+_CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d+)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Auth:
+    realm: str
+    service: str
+    tokens: TokenService
+
+
+def _challenge(auth: Auth, scope: str | None, error: str | None = None) -> str:
+    parts = [f'Bearer realm="{auth.realm}"', f'service="{auth.service}"']
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return ",".join(parts)
+
+
+def error_response(exc: RegistryError) -> Response[Any]:
+    body = {"errors": [{"code": exc.code, "message": exc.message, "detail": exc.detail}]}
+    headers = {**API_VERSION, **exc.headers}
+    return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
+
+
+def _claims(request: Request[Any, Any, State], auth: Auth) -> TokenClaims | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        return None
+    return auth.tokens.verify(value.strip())
+
+
+def _require(
+    request: Request[Any, Any, State], auth: Auth, name: str, action: str, owner_did: str | None = None
+) -> TokenClaims:
+    """Check the bearer token grants `action` on `name`; pushes also need the namespace owner."""
+    scope_actions = "pull" if action == "pull" else f"pull,{action}"
+    scope = f"repository:{name}:{scope_actions}"
+    try:
+        claims = _claims(request, auth)
+    except Unauthorized as exc:
+        raise Unauthorized(exc.message, headers={"WWW-Authenticate": _challenge(auth, scope, "invalid_token")}) from None
+    if claims is None:
+        raise Unauthorized(headers={"WWW-Authenticate": _challenge(auth, scope)})
+    if not claims.allows(name, action) and not (action == "delete" and claims.allows(name, "push")):
+        if not claims.subject:
+            raise Unauthorized(headers={"WWW-Authenticate": _challenge(auth, scope, "insufficient_scope")})
+        raise Denied(f"not allowed to {action} {name}")
+    if action != "pull" and owner_did is not None and claims.subject != owner_did:
+        raise Denied("you can only push to your own namespace")
+    return claims
+
+
+def _split(rest: str) -> tuple[str, str, str]:
+    """(name, kind, argument) from the path after /v2/."""
+    if rest.endswith("/tags/list"):
+        return rest[: -len("/tags/list")], "tags", ""
+    for marker, kind in (("/manifests/", "manifests"), ("/referrers/", "referrers"), ("/blobs/uploads/", "uploads")):
+        if marker in rest:
+            name, _, arg = rest.rpartition(marker)
+            return name, kind, arg
+    if rest.endswith("/blobs/uploads"):
+        return rest[: -len("/blobs/uploads")], "uploads", ""
+    if "/blobs/" in rest:
+        name, _, arg = rest.rpartition("/blobs/")
+        return name, "blobs", arg
+    raise NameUnknown("unknown endpoint")
+
+
+def _link(path: str, params: dict[str, str]) -> str:
+    return f'<{path}?{urlencode(params)}>; rel="next"'
+
+
+def _page_size(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise PaginationInvalid()
+    n = int(raw)
+    if n > MAX_PAGE:
+        raise PaginationInvalid(f"n must be at most {MAX_PAGE}")
+    return n
+
+
+async def _body(request: Request[Any, Any, State]) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+def _content_length(request: Request[Any, Any, State]) -> int | None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise SizeInvalid("invalid Content-Length")
+    return int(raw)
+
+
+class OciApi:
+    """Holds what the handlers need; `handlers()` returns the litestar route handlers."""
+
+    def __init__(self, registry: Registry, auth: Auth, *, max_blob_size: int) -> None:
+        self.registry = registry
+        self.auth = auth
+        self.max_blob_size = max_blob_size
+
+    def handlers(self) -> list[Any]:
+        api = self
+
+        @route("/v2/", http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False)
+        async def base(request: Request[Any, Any, State]) -> Response[Any]:
+            try:
+                claims = _claims(request, api.auth)
+            except RegistryError:
+                claims = None
+            if claims is None:
+                exc = Unauthorized(headers={"WWW-Authenticate": _challenge(api.auth, None)})
+                return error_response(exc)
+            return Response({}, headers=API_VERSION)
+
+        @route(
+            "/v2/{rest:path}",
+            http_method=[
+                HttpMethod.GET, HttpMethod.HEAD, HttpMethod.PUT, HttpMethod.POST, HttpMethod.PATCH, HttpMethod.DELETE,
+            ],
+            include_in_schema=False,
+            request_max_body_size=None,
+        )
+        async def dispatch(request: Request[Any, Any, State], rest: str) -> Response[Any]:
+            try:
+                return await api.dispatch(request, rest.lstrip("/"))
+            except RegistryError as exc:
+                return error_response(exc)
+
+        return [base, dispatch]
+
+    async def dispatch(self, request: Request[Any, Any, State], rest: str) -> Response[Any]:
+        method = request.method.upper()
+        if rest in ("_catalog", "_catalog/"):
+            if method != "GET":
+                raise Unsupported()
+            return await self.catalog(request)
+        name, kind, arg = _split(rest)
+        if not name:
+            raise NameInvalid()
+        if kind == "manifests":
+            if method in ("GET", "HEAD"):
+                return await self.get_manifest(request, name, arg, head=method == "HEAD")
+            if method == "PUT":
+                return await self.put_manifest(request, name, arg)
+            if method == "DELETE":
+                return await self.delete_manifest(request, name, arg)
+        elif kind == "blobs":
+            if method in ("GET", "HEAD"):
+                return await self.get_blob(request, name, arg, head=method == "HEAD")
+            if method == "DELETE":
+                _require(request, self.auth, name, "delete")
+                raise Unsupported(
+                    "blobs are content-addressed and shared; deleting manifests makes them unreferenced, "
+                    "and the hold reclaims unreferenced blobs"
+                )
+        elif kind == "uploads":
+            if method == "POST" and not arg:
+                return await self.start_upload(request, name)
+            if arg:
+                if method == "PATCH":
+                    return await self.patch_upload(request, name, arg)
+                if method == "PUT":
+                    return await self.put_upload(request, name, arg)
+                if method == "GET":
+                    return await self.upload_status(request, name, arg)
+                if method == "DELETE":
+                    return await self.cancel_upload(request, name, arg)
+        elif kind == "tags" and method == "GET":
+            return await self.tags(request, name)
+        elif kind == "referrers" and method == "GET":
+            return await self.referrers(request, name, arg)
+        raise Unsupported(f"{method} is not supported here")
+
+    # --- manifests ----------------------------------------------------------------------------
+
+    async def get_manifest(self, request: Request[Any, Any, State], name: str, ref: str, *, head: bool) -> Response[Any]:
+        claims = _require(request, self.auth, name, "pull")
+        repo = await self.registry.resolve(name)
+        entry = await self.registry.get_manifest(repo, ref)
+        headers = {
+            **API_VERSION,
+            "Docker-Content-Digest": entry.digest,
+            "Content-Length": str(len(entry.raw)),
+            "ETag": f'"{entry.digest}"',
+        }
+        if head:
+            return Response(b"", headers=headers, media_type=entry.media_type)
+        self.registry.notify_pull(repo, entry, claims.subject or None)
+        return Response(entry.raw, headers=headers, media_type=entry.media_type)
+
+    async def put_manifest(self, request: Request[Any, Any, State], name: str, ref: str) -> Response[Any]:
+        repo = await self._owned(request, name, "push")
+        claims = _require(request, self.auth, name, "push", repo.did)
+        declared = _content_length(request)
+        if declared is not None and declared > MAX_MANIFEST_BYTES:
+            raise TooLarge(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        raw = bytearray()
+        async for chunk in _body(request):
+            raw += chunk
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise TooLarge(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        result = await self.registry.put_manifest(
+            repo, claims.subject, ref, bytes(raw), request.headers.get("content-type")
+        )
+        headers = {
+            **API_VERSION,
+            "Location": f"/v2/{name}/manifests/{result.digest}",
+            "Docker-Content-Digest": result.digest,
+        }
+        if result.subject:
+            headers["OCI-Subject"] = result.subject
+        return Response(b"", status_code=201, headers=headers)
+
+    async def delete_manifest(self, request: Request[Any, Any, State], name: str, ref: str) -> Response[Any]:
+        repo = await self._owned(request, name, "delete")
+        claims = _require(request, self.auth, name, "delete", repo.did)
+        await self.registry.delete_manifest(repo, claims.subject, ref)
+        return Response(b"", status_code=202, headers=API_VERSION)
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    async def get_blob(self, request: Request[Any, Any, State], name: str, digest: str, *, head: bool) -> Response[Any]:
+        claims = _require(request, self.auth, name, "pull")
+        repo = await self.registry.resolve(name)
+        if head:
+            size = await self.registry.blob_size(repo, digest, user_did=claims.subject or None)
+            if size is None:
+                from appview.errors import BlobUnknown
+
+                raise BlobUnknown(detail={"digest": digest})
+            headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
+                       "Accept-Ranges": "bytes"}
+            return Response(b"", headers=headers, media_type="application/octet-stream")
+        url, _size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+        return Response(
+            b"", status_code=307, headers={**API_VERSION, "Location": url, "Docker-Content-Digest": digest}
+        )
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    async def _owned(self, request: Request[Any, Any, State], name: str, action: str) -> RepoRef:
+        # Authenticate before resolving, so anonymous clients get the challenge they need.
+        _require(request, self.auth, name, action)
+        return await self.registry.resolve(name)
+
+    def _upload_headers(self, name: str, upload_id: str, offset: int) -> dict[str, str]:
+        return {
+            **API_VERSION,
+            "Location": f"/v2/{name}/blobs/uploads/{quote(upload_id)}",
+            "Docker-Upload-UUID": upload_id,
+            "Range": f"0-{max(offset - 1, 0)}",
+        }
+
+    async def start_upload(self, request: Request[Any, Any, State], name: str) -> Response[Any]:
+        repo = await self._owned(request, name, "push")
+        claims = _require(request, self.auth, name, "push", repo.did)
+        q = request.query_params
+        mount = q.get("mount")
+        if mount:
+            from_name = q.get("from")
+            allowed = True
+            if from_name and from_name != name:
+                try:
+                    _require(request, self.auth, from_name, "pull")
+                except RegistryError:
+                    allowed = False
+            if allowed and await self.registry.mount(repo, claims.subject, mount):
+                return Response(
+                    b"", status_code=201,
+                    headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount},
+                )
+        session = await self.registry.start_upload(repo, claims.subject)
+        digest = q.get("digest")
+        if digest:
+            length = _content_length(request)
+            session = await self.registry.append(
+                repo, claims.subject, session.id, _body(request), start=None, length=length,
+                max_size=self.max_blob_size,
+            )
+            final = await self.registry.finish(repo, claims.subject, session.id, digest)
+            return Response(
+                b"", status_code=201,
+                headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{final}", "Docker-Content-Digest": final},
+            )
+        return Response(b"", status_code=202, headers=self._upload_headers(name, session.id, 0))
+
+    async def patch_upload(self, request: Request[Any, Any, State], name: str, upload_id: str) -> Response[Any]:
+        repo = await self._owned(request, name, "push")
+        claims = _require(request, self.auth, name, "push", repo.did)
+        start = None
+        length = _content_length(request)
+        crange = request.headers.get("content-range")
+        if crange:
+            m = _CONTENT_RANGE.match(crange.strip())
+            if not m:
+                raise RangeInvalid("malformed Content-Range")
+            start, end = int(m.group(1)), int(m.group(2))
+            if end < start:
+                raise RangeInvalid("malformed Content-Range")
+            if length is not None and end - start + 1 != length:
+                raise RangeInvalid("Content-Range does not match Content-Length")
+        session = await self.registry.append(
+            repo, claims.subject, upload_id, _body(request), start=start, length=length, max_size=self.max_blob_size
+        )
+        return Response(b"", status_code=202, headers=self._upload_headers(name, session.id, session.offset))
+
+    async def put_upload(self, request: Request[Any, Any, State], name: str, upload_id: str) -> Response[Any]:
+        repo = await self._owned(request, name, "push")
+        claims = _require(request, self.auth, name, "push", repo.did)
+        digest = request.query_params.get("digest")
+        if not digest:
+            raise BlobUploadInvalid("digest query parameter required")
+        length = _content_length(request)
+        start = None
+        crange = request.headers.get("content-range")
+        if crange:
+            m = _CONTENT_RANGE.match(crange.strip())
+            if not m:
+                raise RangeInvalid("malformed Content-Range")
+            start = int(m.group(1))
+        if length or request.headers.get("transfer-encoding"):
+            await self.registry.append(
+                repo, claims.subject, upload_id, _body(request), start=start, length=length,
+                max_size=self.max_blob_size,
+            )
+        final = await self.registry.finish(repo, claims.subject, upload_id, digest)
+        return Response(
+            b"", status_code=201,
+            headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{final}", "Docker-Content-Digest": final},
+        )
+
+    async def upload_status(self, request: Request[Any, Any, State], name: str, upload_id: str) -> Response[Any]:
+        repo = await self._owned(request, name, "push")
+        _require(request, self.auth, name, "push", repo.did)
+        session = await self.registry.upload_status(repo, upload_id)
+        return Response(b"", status_code=204, headers=self._upload_headers(name, session.id, session.offset))
+
+    async def cancel_upload(self, request: Request[Any, Any, State], name: str, upload_id: str) -> Response[Any]:
+        repo = await self._owned(request, name, "push")
+        claims = _require(request, self.auth, name, "push", repo.did)
+        await self.registry.cancel(repo, claims.subject, upload_id)
+        return Response(b"", status_code=204, headers=API_VERSION)
+
+    # --- discovery ----------------------------------------------------------------------------
+
+    async def tags(self, request: Request[Any, Any, State], name: str) -> Response[Any]:
+        _require(request, self.auth, name, "pull")
+        repo = await self.registry.resolve(name)
+        n = _page_size(request.query_params.get("n"))
+        last = request.query_params.get("last")
+        tags = await self.registry.tags(repo)
+        if last:
+            tags = [t for t in tags if t > last]
+        headers = dict(API_VERSION)
+        if n is not None:
+            if n < len(tags) and n > 0:
+                headers["Link"] = _link(f"/v2/{name}/tags/list", {"n": str(n), "last": tags[n - 1]})
+            tags = tags[:n]
+        return Response({"name": name, "tags": tags}, headers=headers)
+
+    async def referrers(self, request: Request[Any, Any, State], name: str, digest: str) -> Response[Any]:
+        _require(request, self.auth, name, "pull")
+        repo = await self.registry.resolve(name)
+        artifact_type = request.query_params.get("artifactType")
+        manifests = await self.registry.referrers(repo, digest, artifact_type)
+        headers = dict(API_VERSION)
+        if artifact_type:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+        return Response(body, headers=headers, media_type=OCI_INDEX)
+
+    async def catalog(self, request: Request[Any, Any, State]) -> Response[Any]:
+        claims = _claims(request, self.auth)
+        if claims is None:
+            raise Unauthorized(headers={"WWW-Authenticate": _challenge(self.auth, "registry:catalog:*")})
+        n = _page_size(request.query_params.get("n"))
+        size = 100 if n is None else n
+        last = request.query_params.get("last")
+        names = await self.registry.catalog(last, size + 1) if size else []
+        headers = dict(API_VERSION)
+        if len(names) > size:
+            names = names[:size]
+            headers["Link"] = _link("/v2/_catalog", {"n": str(size), "last": names[-1]})
+        return Response({"repositories": names}, headers=headers)

@@ -1,0 +1,124 @@
+"""Blob upload sessions that any AppView replica can continue.
+
+Docker and OCI clients send a blob as one body or as PATCH chunks of any size. Holds store
+blobs as multipart uploads whose parts must be at least 5 MiB (S3's minimum) except the last.
+The session therefore keeps (in Valkey) the hold's upload id, the parts sent so far, the byte
+offset, and the *tail*: the bytes received that do not yet fill a part. Each chunk is appended
+to the tail, full parts are sent to the hold as they fill, and the tail is flushed as the last
+part when the client finishes. A per-session lock keeps two replicas from appending at once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import valkey.asyncio as avalkey
+
+from appview.errors import BlobUploadInvalid, BlobUploadUnknown
+
+PART_SIZE = 8 * 1024 * 1024  # >= S3's 5 MiB minimum; parts are sent when this much is buffered
+SESSION_TTL = 24 * 3600
+
+
+@dataclass
+class UploadSession:
+    id: str
+    did: str
+    repository: str
+    hold_did: str
+    started_at: float
+    offset: int = 0
+    hold_upload_id: str | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "id": self.id,
+                "did": self.did,
+                "repository": self.repository,
+                "hold": self.hold_did,
+                "started": self.started_at,
+                "offset": self.offset,
+                "holdUpload": self.hold_upload_id,
+                "parts": self.parts,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> UploadSession:
+        d = json.loads(raw)
+        return cls(
+            id=d["id"],
+            did=d["did"],
+            repository=d["repository"],
+            hold_did=d["hold"],
+            started_at=d["started"],
+            offset=d["offset"],
+            hold_upload_id=d.get("holdUpload"),
+            parts=list(d.get("parts") or []),
+        )
+
+
+class UploadStore:
+    def __init__(self, valkey: avalkey.Valkey) -> None:
+        self._v = valkey
+
+    @staticmethod
+    def _key(upload_id: str) -> str:
+        return f"av:upload:{upload_id}"
+
+    @staticmethod
+    def _tail_key(upload_id: str) -> str:
+        return f"av:upload:{upload_id}:tail"
+
+    @staticmethod
+    def valid_id(upload_id: str) -> bool:
+        return 16 <= len(upload_id) <= 64 and all(c.isalnum() or c in "-_" for c in upload_id)
+
+    async def create(self, did: str, repository: str, hold_did: str) -> UploadSession:
+        session = UploadSession(
+            id=secrets.token_urlsafe(24), did=did, repository=repository, hold_did=hold_did, started_at=time.time()
+        )
+        await self._v.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
+        return session
+
+    async def get(self, upload_id: str, did: str | None = None, repository: str | None = None) -> UploadSession:
+        if not self.valid_id(upload_id):
+            raise BlobUploadUnknown()
+        raw = await self._v.get(self._key(upload_id))
+        if raw is None:
+            raise BlobUploadUnknown()
+        session = UploadSession.from_json(raw)
+        if (did is not None and session.did != did) or (repository is not None and session.repository != repository):
+            raise BlobUploadUnknown()
+        return session
+
+    async def save(self, session: UploadSession, tail: bytes) -> None:
+        async with self._v.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
+            pipe.set(self._tail_key(session.id), tail, ex=SESSION_TTL)
+            await pipe.execute()
+
+    async def tail(self, session: UploadSession) -> bytes:
+        raw = await self._v.get(self._tail_key(session.id))
+        return raw or b""
+
+    async def delete(self, upload_id: str) -> None:
+        await self._v.delete(self._key(upload_id), self._tail_key(upload_id))
+
+    async def lock(self, upload_id: str) -> str:
+        """Take the session's append lock or fail: chunks of one upload must not interleave."""
+        token = secrets.token_hex(8)
+        if not await self._v.set(f"av:upload:{upload_id}:lock", token, nx=True, px=600_000):
+            raise BlobUploadInvalid("another request is writing to this upload")
+        return token
+
+    async def unlock(self, upload_id: str, token: str) -> None:
+        key = f"av:upload:{upload_id}:lock"
+        if await self._v.get(key) == token.encode():
+            await self._v.delete(key)

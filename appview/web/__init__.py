@@ -1,0 +1,1 @@
+"""The web UI: HTML pages and their JSON endpoints (controllers only; behaviour lives in services)."""

@@ -1,0 +1,176 @@
+"""The Valkey key layout of the AppView read model (docs/cache.md is the reference).
+
+Every key starts with ``av:``. Keys that belong to one DID carry the DID as a hash tag,
+``av:{<did>}:...``, so that all of one user's (or one hold's) state lives in one cluster slot
+and the apply scripts can update it atomically with Lua, in a cluster as on a single node.
+Cross-user indexes (catalog, recent, popular, search) are global keys, updated after the
+per-DID script and therefore only eventually consistent with it.
+
+Record keys written by this AppView are derived here, so that a re-push overwrites instead of
+duplicating: ``tag_rkey`` for tags, ``manifest_rkey`` (digest hex, ATCR's convention) for
+manifests and ``stats_rkey`` (ATCR's hold stats scheme) for hold stats.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Final
+
+PREFIX: Final = "av:"
+
+# Collections the model keeps.
+MANIFEST: Final = "io.atcr.manifest"
+TAG: Final = "io.atcr.tag"
+PROFILE: Final = "io.atcr.sailor.profile"
+STAR: Final = "io.atcr.sailor.star"
+REPO_PAGE: Final = "io.atcr.repo.page"
+BSKY_PROFILE: Final = "app.bsky.actor.profile"
+CAPTAIN: Final = "io.atcr.hold.captain"
+CREW: Final = "io.atcr.hold.crew"
+STATS: Final = "io.atcr.hold.stats"
+
+USER_COLLECTIONS: Final = (MANIFEST, TAG, PROFILE, STAR, REPO_PAGE, BSKY_PROFILE)
+HOLD_COLLECTIONS: Final = (CAPTAIN, CREW, STATS)
+COLLECTIONS: Final = frozenset(USER_COLLECTIONS + HOLD_COLLECTIONS)
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def tag_rkey(repository: str, tag: str) -> str:
+    """Deterministic rkey of the tag record (repository, tag).
+
+    ``base32(sha256(repository + ":" + tag)[:16])``, lowercase, unpadded: 26 chars of
+    ``[a-z2-7]``, valid under every record-key rule. Re-tagging overwrites the same record
+    (and its swapRecord CAS protects concurrent pushes). Readers never rely on it: tags
+    written by other AppViews may use any rkey, so tags are read by listing the collection.
+    """
+    return _b32(hashlib.sha256(f"{repository}:{tag}".encode()).digest()[:16])
+
+
+def stats_rkey(owner_did: str, repository: str) -> str:
+    """ATCR's rkey of ``io.atcr.hold.stats``: ``base32(sha256(ownerDid + "/" + repository)[:16])``.
+
+    Lowercase and unpadded like `tag_rkey` (the case ATCR uses is not documented; holds in
+    this tree import this function so writer and reader agree).
+    """
+    return _b32(hashlib.sha256(f"{owner_did}/{repository}".encode()).digest()[:16])
+
+
+def manifest_rkey(digest: str) -> str:
+    """The rkey of a manifest record: the digest's hex without the algorithm.
+
+    ``sha256:<64 hex>`` -> the 64 hex chars (ATCR's convention). ``sha512:<128 hex>`` -> the
+    128 hex chars (still a valid rkey; the length tells the algorithm back).
+    """
+    return digest.split(":", 1)[1] if ":" in digest else digest
+
+
+def digest_from_rkey(rkey: str) -> str | None:
+    """Inverse of `manifest_rkey` for hex rkeys; None for other rkeys (e.g. TIDs)."""
+    if len(rkey) not in (64, 128) or any(c not in "0123456789abcdef" for c in rkey):
+        return None
+    return ("sha256:" if len(rkey) == 64 else "sha512:") + rkey
+
+
+# --- identity (global) ------------------------------------------------------------------------
+
+
+def identity(ident: str) -> str:
+    """Resolved identity JSON, under the DID and under the (lowercased) verified handle."""
+    return f"{PREFIX}id:{ident}"
+
+
+def negative_identity(ident: str) -> str:
+    return f"{PREFIX}neg:id:{ident}"
+
+
+# --- per DID (hash-tagged) --------------------------------------------------------------------
+
+
+def did_prefix(did: str) -> str:
+    return f"{PREFIX}{{{did}}}:"
+
+
+def records(did: str, collection: str) -> str:
+    """rkey -> ordering entry ``{r: rev, c: cid, t: ms, p: pointer, d: tombstone}``."""
+    return f"{did_prefix(did)}r:{collection}"
+
+
+def sync(did: str) -> str:
+    """``<collection>|at`` (ms of the last complete load) and ``<collection>|floor`` (its repo rev)."""
+    return f"{did_prefix(did)}sync"
+
+
+def manifests(did: str, repository: str) -> str:
+    return f"{did_prefix(did)}m:{repository}"
+
+
+def manifest_bytes(did: str, digest: str) -> str:
+    return f"{did_prefix(did)}mb:{digest}"
+
+
+def referrers(did: str, repository: str, subject: str) -> str:
+    return f"{did_prefix(did)}ref:{repository}@{subject}"
+
+
+def tags(did: str, repository: str) -> str:
+    return f"{did_prefix(did)}t:{repository}"
+
+
+def repositories(did: str) -> str:
+    return f"{did_prefix(did)}repos"
+
+
+def single(did: str, name: str) -> str:
+    """One-record collections: ``profile``, ``bsky`` (Bluesky profile), ``captain``."""
+    return f"{did_prefix(did)}{name}"
+
+
+def repo_page(did: str, repository: str) -> str:
+    return f"{did_prefix(did)}page:{repository}"
+
+
+def crew(did: str) -> str:
+    return f"{did_prefix(did)}crew"
+
+
+def starred(did: str) -> str:
+    """Stars a user gave: star rkey -> ``<subject did>/<repository>``."""
+    return f"{did_prefix(did)}starred"
+
+
+def stars(did: str, repository: str) -> str:
+    """DIDs that starred one repository (in the repository owner's slot)."""
+    return f"{did_prefix(did)}stars:{repository}"
+
+
+def stats(did: str, repository: str) -> str:
+    """Per-hold counters of one repository: hold DID -> JSON."""
+    return f"{did_prefix(did)}stats:{repository}"
+
+
+# --- global indexes ---------------------------------------------------------------------------
+
+CATALOG: Final = f"{PREFIX}catalog"
+RECENT: Final = f"{PREFIX}recent"
+POPULAR_STARS: Final = f"{PREFIX}pop:stars"
+POPULAR_PULLS: Final = f"{PREFIX}pop:pulls"
+SEARCH_TERMS: Final = f"{PREFIX}sx:t"
+
+
+def search_doc(doc_id: str) -> str:
+    return f"{PREFIX}sx:d:{doc_id}"
+
+
+# --- loader machinery -------------------------------------------------------------------------
+
+
+def lock(flight: str) -> str:
+    return f"{PREFIX}lock:{flight}"
+
+
+def failure(flight: str) -> str:
+    return f"{PREFIX}err:{flight}"

@@ -1,0 +1,163 @@
+"""One processor for every source: events in, read-model changes out.
+
+Jetstream, the firehose and the backfill all end here, so the read model sees one set of
+rules whichever way a change arrived:
+
+* commits become rev-ordered upserts/deletes (`atcr.readmodel`), so duplicates, replays
+  after a rewind and out-of-order delivery leave the model as the newest rev says;
+* identity events drop cached identity (the next read resolves it again);
+* account events hide a deactivated, suspended or taken-down account and purge a deleted
+  one; commits of such an account are dropped until it is active again, when its records
+  are listed afresh (the caller gets the DID back in `BatchResult.resync`).
+
+Events are applied in batches, one Valkey round trip per batch, because per-event round
+trips cap a consumer at a few thousand events per second. Order is kept where it matters:
+an account event and the commits of the same DID apply in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atcr.readmodel import keys
+from atcr.readmodel.records import hold_did_of
+from atcr.syntax import is_did
+from jetstream.events import AccountEvent, CommitEvent, Event, IdentityEvent
+from jetstream.model import ReadModel, RecordChange
+
+log = logging.getLogger("jetstream.processor")
+
+
+@dataclass
+class BatchResult:
+    """What one batch did, for metrics, the cursor and follow-up work."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, outcome) -> count
+    resync: list[str] = field(default_factory=list)  # DIDs whose records must be listed again
+    holds: set[str] = field(default_factory=set)  # hold DIDs the batch's records name
+    newest_us: int | None = None  # time of the newest event in the batch
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+    def count(self, kind: str, outcome: str, n: int = 1) -> None:
+        self.outcomes[(kind, outcome)] += n
+
+
+def holds_named(collection: str, did: str, record: dict[str, Any] | None) -> list[str]:
+    """Hold DIDs a record tells us about: where a manifest's layers live, a user's default
+    hold, or the hold itself (its captain record). Backfill lists every hold seen here."""
+    if record is None:
+        return []
+    if collection == keys.MANIFEST:
+        hold = hold_did_of(record)
+        return [hold] if hold else []
+    if collection == keys.PROFILE:
+        hold = record.get("defaultHold")
+        return [hold] if isinstance(hold, str) and is_did(hold) else []
+    if collection == keys.CAPTAIN:
+        return [did]
+    return []
+
+
+class Processor:
+    """Applies batches of normalized events to the read model."""
+
+    def __init__(self, model: ReadModel) -> None:
+        self.model = model
+
+    async def apply(self, events: Sequence[Event]) -> BatchResult:
+        """Apply `events` (in delivery order). Never raises for one bad event; Valkey errors
+        propagate, because then nothing can be applied and the caller must retry the batch."""
+        started = time.perf_counter()
+        result = BatchResult()
+        if not events:
+            return result
+        result.newest_us = max(e.time_us for e in events)
+        commit_dids = list(dict.fromkeys(e.did for e in events if isinstance(e, CommitEvent)))
+        inactive = await self.model.inactive(commit_dids)
+
+        commits: list[CommitEvent] = []
+        commit_dids_pending: set[str] = set()
+        accounts: list[AccountEvent] = []
+        account_dids_pending: set[str] = set()
+        identities: list[tuple[str, str | None]] = []
+
+        for event in events:
+            if isinstance(event, CommitEvent):
+                if event.did in account_dids_pending:
+                    await self._flush_accounts(accounts, inactive, result)
+                    account_dids_pending.clear()
+                if event.did in inactive:
+                    result.count("commit", "hidden")
+                    continue
+                commits.append(event)
+                commit_dids_pending.add(event.did)
+            elif isinstance(event, AccountEvent):
+                if event.did in commit_dids_pending:
+                    await self._flush_commits(commits, result)
+                    commit_dids_pending.clear()
+                if event.did in account_dids_pending:
+                    await self._flush_accounts(accounts, inactive, result)
+                    account_dids_pending.clear()
+                accounts.append(event)
+                account_dids_pending.add(event.did)
+            elif isinstance(event, IdentityEvent):
+                identities.append((event.did, event.handle))
+        await self._flush_commits(commits, result)
+        await self._flush_accounts(accounts, inactive, result)
+        if identities:
+            await self.model.forget_identities(identities)
+            result.count("identity", "applied", len(identities))
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _flush_commits(self, commits: list[CommitEvent], result: BatchResult) -> None:
+        if not commits:
+            return
+        changes = [
+            RecordChange(c.did, c.collection, c.rkey, c.record, c.cid, c.rev, c.raw_manifest) for c in commits
+        ]
+        applied = await self.model.apply_records(changes)
+        for commit, ok in zip(commits, applied, strict=True):
+            result.count("commit", "applied" if ok else "ignored")
+            if ok:
+                result.holds.update(holds_named(commit.collection, commit.did, commit.record))
+        commits.clear()
+
+    async def _flush_accounts(self, accounts: list[AccountEvent], inactive: dict[str, str], result: BatchResult) -> None:
+        for event in accounts:
+            outcome = await self.model.apply_account(event.did, event.active, event.status)
+            result.count("account", outcome)
+            if outcome in ("hidden", "purged"):
+                inactive[event.did] = event.status or "deactivated"
+                log.info("account %s is %s: its repositories are %s", event.did, event.status, outcome)
+            elif event.active:
+                inactive.pop(event.did, None)
+                if outcome == "restored":
+                    result.resync.append(event.did)
+                    log.info("account %s is active again: listing its records", event.did)
+        accounts.clear()
+
+    async def apply_listing(
+        self,
+        did: str,
+        collection: str,
+        records: Sequence[tuple[str, dict[str, Any], str | None]],
+        *,
+        rev: str | None,
+        started_ms: int,
+    ) -> tuple[int, set[str]]:
+        """Apply one complete listing (backfill); returns (changed entries, hold DIDs named)."""
+        changed = await self.model.apply_listing(did, collection, records, rev=rev, started_ms=started_ms)
+        holds: set[str] = set()
+        for _, record, _ in records:
+            holds.update(holds_named(collection, did, record))
+        return changed, holds
