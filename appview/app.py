@@ -15,12 +15,14 @@ from appview.auth.credentials import Authenticator, Principal
 from appview.auth.routes import TokenApi
 from appview.auth.sessions import PdsSessionStore, SessionCipher
 from appview.auth.tokens import TokenService
-from appview.cache.loader import Loader
+from appview.cache.loader import Loader, LoaderConfig
 from appview.holds.client import HoldClient
+from appview.holds.pulls import PullCounter
 from appview.oci.registry import PROFILE_COLLECTION, Registry, now_iso
 from appview.oci.routes import Auth, OciApi
 from appview.oci.uploads import UploadStore
 from appview.settings import AppViewSettings
+from appview.web.auth_routes import build_sign_in
 from atcr.errors import AtcrError
 from atcr.keys import load_or_create_ec_key, load_or_create_secret
 from atcr.runtime import Runtime
@@ -53,7 +55,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     )
     secret = load_or_create_secret(settings.secret_path)
     sessions = PdsSessionStore(valkey, SessionCipher(secret), rt.http)
-    loader = Loader(valkey, rt.http, rt.resolver)
+    loader = Loader(valkey, rt.http, rt.resolver, config=LoaderConfig.from_settings(settings))
 
     async def mint(user_did: str, hold_did: str, lxm: str) -> str | None:
         client = await sessions.client(user_did)
@@ -65,10 +67,19 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         rt.http, rt.resolver, mint=mint, allow_http_loopback=settings.allow_private_networks,
         timeout=settings.http_timeout,
     )
+    pulls = PullCounter(holds)
     registry = Registry(
-        loader, holds, sessions, UploadStore(valkey), default_hold_did=settings.default_hold_did
+        loader, holds, sessions, UploadStore(valkey), default_hold_did=settings.default_hold_did, pulls=pulls
     )
-    authenticator = Authenticator(valkey, rt.http, loader, sessions, secret)
+    async def after_web_login(principal: Principal) -> None:
+        await ensure_profile(principal)  # defined below, with the token endpoint's hooks
+
+    sign_in = build_sign_in(
+        settings, http=rt.http, resolver=rt.resolver, valkey=valkey, secret=secret, sessions=sessions,
+        after_login=after_web_login,
+    )
+    sessions.use_oauth(sign_in.oauth)  # PDS writes of OAuth users go through DPoP
+    authenticator = Authenticator(valkey, rt.http, loader, sessions, secret, devices=sign_in.devices)
 
     async def owner_of(identity: str) -> str | None:
         try:
@@ -98,14 +109,20 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pulls.start()
         try:
             yield
         finally:
+            await pulls.stop()
+            await loader.aclose()
             if runtime is None:
                 await rt.aclose()
 
     app = Litestar(
-        route_handlers=[*health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers()],
+        route_handlers=[
+            *health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers(),
+            *sign_in.web.handlers(),
+        ],
         lifespan=[lifespan],
         exception_handlers={Exception: _internal_error},
         debug=False,
@@ -116,4 +133,5 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     app.state.loader = loader
     app.state.tokens = tokens
     app.state.sessions = sessions
+    app.state.sign_in = sign_in
     return app

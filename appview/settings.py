@@ -38,6 +38,14 @@ class AppViewSettings(NetworkSettings):
     )
     max_blob_size: int = setting(10 * 1024**3, "ATCR_MAX_BLOB_SIZE", "largest blob accepted by a push, in bytes")
     workers: int = setting(1, "ATCR_WORKERS", "uvicorn worker processes")
+    cache_fresh_ttl: float = setting(60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh")
+    cache_max_stale: float = setting(
+        3600.0, "ATCR_CACHE_MAX_STALE", "seconds a stale entry may still be served while its PDS is failing"
+    )
+    cache_negative_ttl: float = setting(30.0, "ATCR_CACHE_NEGATIVE_TTL", "seconds an unknown name is remembered")
+    cache_upstream_timeout: float = setting(
+        5.0, "ATCR_CACHE_UPSTREAM_TIMEOUT", "seconds a cache miss waits on a PDS before failing fast"
+    )
     # --- sign-in (docs/auth.md) ---
     oauth_client: str = setting(
         "auto",
@@ -68,6 +76,13 @@ class AppViewSettings(NetworkSettings):
             raise ConfigError("ATCR_DEFAULT_HOLD_DID: required (the DID of the hold new users push to)")
         check_did("ATCR_DEFAULT_HOLD_DID", self.default_hold_did)
         check_positive("ATCR_TOKEN_EXPIRATION", self.token_expiration)
+        for env, value in (
+            ("ATCR_CACHE_FRESH_TTL", self.cache_fresh_ttl),
+            ("ATCR_CACHE_MAX_STALE", self.cache_max_stale),
+            ("ATCR_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
+            ("ATCR_CACHE_UPSTREAM_TIMEOUT", self.cache_upstream_timeout),
+        ):
+            check_positive(env, value)
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"ATCR_WORKERS={self.workers}: must be 1-64")
         if self.oauth_client not in ("auto", "confidential", "loopback"):

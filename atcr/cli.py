@@ -239,6 +239,11 @@ def make_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_setting_flags(p, cls)
+        if spec.name == "jetstream":
+            p.add_argument(
+                "--status", dest="show_status", action="store_true",
+                help="print the running consumer's status (from its status address) and exit",
+            )
     dev = sub.add_parser(
         "dev",
         help="Run AppView + hold + consumer together with zero configuration.",
@@ -265,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         spec = SERVICES[ns.command]
         settings = build_settings(spec, os.environ, _overrides(ns, _resolve(spec.settings)))
+        if getattr(ns, "show_status", False):
+            _resolve("jetstream.status:print_status")(settings)
+            return
         _run_service(spec, settings)
     except ConfigError as exc:
         print(f"atcr {ns.command}: configuration error: {exc}", file=sys.stderr)

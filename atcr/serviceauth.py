@@ -236,6 +236,32 @@ class ReplayCache(Protocol):
     async def first_use(self, key: str, ttl: int) -> bool: ...
 
 
+def atproto_key_of(document: Mapping[str, Any], did: str) -> str | None:
+    """The `#atproto` key of a DID document as a Multikey, whatever form the document uses.
+
+    Current documents carry a ``Multikey``; older PLC entries (and the reference dev PLC)
+    still carry ``EcdsaSecp256k1VerificationKey2019``/``...r1...`` with an uncompressed key
+    and no multicodec prefix, which the spec says verifiers must keep accepting.
+    """
+    from atproto_crypto.did import get_did_key
+
+    for vm in document.get("verificationMethod") or []:
+        if not isinstance(vm, dict):
+            continue
+        ident = vm.get("id")
+        if not isinstance(ident, str) or ident not in ("#atproto", f"{did}#atproto"):
+            continue
+        key, kind = vm.get("publicKeyMultibase"), vm.get("type")
+        if not isinstance(key, str) or not isinstance(kind, str):
+            return None
+        try:
+            did_key = get_did_key(kind, key)
+        except Exception:  # malformed key material: no usable key
+            return None
+        return did_key.removeprefix("did:key:") if did_key else None
+    return None
+
+
 class ResolverSigningKeys:
     """`SigningKeys` over the shared identity resolver."""
 
@@ -246,8 +272,7 @@ class ResolverSigningKeys:
         if fresh:
             self._resolver.invalidate(did)
         doc = await self._resolver.resolve_did(did)
-        key: str | None = doc.signing_key
-        return key
+        return atproto_key_of(doc.raw, did)
 
 
 class ValkeyReplayCache:
@@ -334,7 +359,7 @@ class ServiceAuthVerifier:
         self._audiences = {service_did} if accept_bare_did or not service_fragment else set()
         if service_fragment:
             self._audiences.add(f"{service_did}#{service_fragment.lstrip('#')}")
-        self._keys = keys
+        self.keys = keys
         self._replay = replay
         self._skew = clock_skew
         self._max_lifetime = max_lifetime
@@ -353,7 +378,7 @@ class ServiceAuthVerifier:
     async def _signature_ok(self, iss: str, alg: str, signing_input: bytes, signature: bytes) -> bool:
         for fresh in (False, True):
             try:
-                multikey = await self._keys.signing_key(iss, fresh=fresh)
+                multikey = await self.keys.signing_key(iss, fresh=fresh)
             except NetworkError as exc:
                 raise IssuerUnavailable(f"cannot resolve issuer {iss}: {exc}") from None
             except IdentityError as exc:

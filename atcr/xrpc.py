@@ -199,11 +199,13 @@ class XrpcClient:
 
     async def delete_record(
         self, repo: str, collection: str, rkey: str, *, swap_record: str | None = None
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Returns `{commit: {cid, rev}}` when the PDS reports it."""
         payload: dict[str, Any] = {"repo": repo, "collection": collection, "rkey": rkey}
         if swap_record is not None:
             payload["swapRecord"] = swap_record
-        await self.procedure("com.atproto.repo.deleteRecord", payload)
+        out = await self.procedure("com.atproto.repo.deleteRecord", payload)
+        return out if isinstance(out, dict) else {}
 
     async def upload_blob(self, data: bytes, mime_type: str) -> dict[str, Any]:
         """Upload bytes; returns the blob ref (`{"$type":"blob","ref":{"$link":cid},...}`)."""

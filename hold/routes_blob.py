@@ -216,6 +216,8 @@ def _signed_blob_handlers(services: HoldServices, store: FilesystemBlobStore) ->
         size = await size_of(path)
         headers = headers_for(digest, size, None)
         headers["Content-Length"] = str(size)
-        return Response(None, headers=headers, media_type="application/octet-stream")
+        # litestar renders an empty body only for text/*; the header names the real type.
+        headers["Content-Type"] = "application/octet-stream"
+        return Response(None, headers=headers, media_type="text/plain")
 
     return [serve, serve_head]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Router, post, put
+from litestar import Request, Response, Router, post, put
 from litestar.handlers import HTTPRouteHandler
 
 from hold.errors import HoldError, InvalidPartNumber, InvalidRequest
@@ -94,18 +94,22 @@ def upload_routes(services: HoldServices) -> Router:
         presigned = await manager().part_url(did, upload_id, number)
         return {"url": presigned.url, "method": presigned.method, "headers": dict(presigned.headers)}
 
+    def etag_response(etag: str) -> Response[dict[str, str]]:
+        # The JSON body is ATCR's shape; the ETag header matches what S3 answers a presigned PUT.
+        return Response({"etag": etag}, headers={"ETag": etag if etag.startswith('"') else f'"{etag}"'})
+
     @put(f"/xrpc/{NSID_UPLOAD_PART}", status_code=200, request_max_body_size=None)
-    async def upload_part(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def upload_part(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         did = await writer(request, NSID_UPLOAD_PART)
         upload_id = request.headers.get("x-upload-id") or request.query_params.get("uploadId") or ""
         number = _part_number(request.headers.get("x-part-number") or request.query_params.get("partNumber"))
         info = await manager().write_part(
             did, upload_id, number, body_stream(request), content_length=content_length(request)
         )
-        return {"etag": info.etag}
+        return etag_response(info.etag)
 
     @put(f"{UPLOAD_URL_PREFIX}/{{upload_id:str}}/{{part:str}}", status_code=200, request_max_body_size=None)
-    async def signed_part(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def signed_part(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         upload_id, part = str(request.path_params["upload_id"]), str(request.path_params["part"])
         services.signer.verify(
             "PUT", request.url.path, request.query_params.get("exp"), request.query_params.get("sig")
@@ -113,7 +117,7 @@ def upload_routes(services: HoldServices) -> Router:
         info = await manager().write_part(
             None, upload_id, _part_number(part), body_stream(request), content_length=content_length(request)
         )
-        return {"etag": info.etag}
+        return etag_response(info.etag)
 
     @post(f"/xrpc/{NSID_COMPLETE}", status_code=200)
     async def complete_upload(request: Request[Any, Any, Any]) -> dict[str, Any]:

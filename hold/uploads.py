@@ -372,15 +372,8 @@ class UploadManager:
         session = await self._load(upload_id, caller)
         if session.state != "open":
             raise UploadBusy() if session.state != "done" else UploadNotFound()
-        records = await self._records(upload_id)
-        others = sum(r.size for n, r in records.items() if n != number)
-        limit = self.limits.part_max_size
-        too_large: type[TooLarge] = PartTooLarge
-        cap = (session.size if session.size is not None else self.limits.max_blob_size) - others
-        if cap < limit:
-            limit, too_large = max(0, cap), BlobTooLarge
-        if content_length is not None and content_length > limit:
-            raise too_large(f"part of {content_length} bytes exceeds the {limit} bytes still allowed")
+        if content_length is not None and content_length > self.limits.part_max_size:
+            raise PartTooLarge(f"part of {content_length} bytes exceeds {self.limits.part_max_size} bytes")
 
         keys = _keys(upload_id)
         outcome = await self._acquire(
@@ -394,6 +387,19 @@ class UploadManager:
         committed = False
         lock_held = True
         try:
+            # Read the chain only now that this part number is ours: a writer that finished
+            # between our first look and the lease must be seen.
+            session = await self._load(upload_id, caller)
+            records = await self._records(upload_id)
+            others = sum(r.size for n, r in records.items() if n != number)
+            limit = self.limits.part_max_size
+            too_large: type[TooLarge] = PartTooLarge
+            cap = (session.size if session.size is not None else self.limits.max_blob_size) - others
+            if cap < limit:
+                limit, too_large = max(0, cap), BlobTooLarge
+            if content_length is not None and content_length > limit:
+                raise too_large(f"part of {content_length} bytes exceeds the {limit} bytes still allowed")
+
             existing = records.get(number)
             hasher: ResumableHash | None = None
             mode = "plain"

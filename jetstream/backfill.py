@@ -42,6 +42,9 @@ DONE_KEY: Final = "js:backfill:done"
 HOLDS_KEY: Final = "js:holds"
 MAX_PAGES: Final = 1000
 PAGE_SIZE: Final = 100
+Listed = tuple[str, dict[str, Any], str | None]
+"""(rkey, record, cid) as listRecords returned it."""
+
 UNSUPPORTED: Final = frozenset(("MethodNotImplemented", "XRPCNotSupported", "NotFound", "AuthMissing"))
 
 
@@ -142,7 +145,8 @@ class Backfill:
 
     async def interrupted(self) -> bool:
         """Whether a previous run stopped before it finished (the consumer resumes it)."""
-        return await done(self._v.hget(STATE_KEY, "state")) == b"running"
+        state: Any = await done(self._v.hget(STATE_KEY, "state"))
+        return state in (b"running", "running")
 
     async def last_finished(self) -> float | None:
         raw = await done(self._v.hget(STATE_KEY, "finished"))
@@ -158,7 +162,8 @@ class Backfill:
             resumed = await self.interrupted()
             if not resumed:
                 await done(self._v.delete(DONE_KEY))
-                await done(self._v.hset(STATE_KEY, mapping={"state": "running", "reason": reason, "started": str(self._clock())}))
+                state = {"state": "running", "reason": reason, "started": str(self._clock())}
+                await done(self._v.hset(STATE_KEY, mapping=state))
             st = self.status = BackfillStatus(
                 running=True, reason=reason, started_at=self._clock(), resumed=resumed, runs=self.status.runs
             )
@@ -309,7 +314,7 @@ class Backfill:
                 raise BackfillError(f"{did}: {exc.error}") from None
         except errors.NetworkError as exc:
             raise BackfillError(f"{did}: {endpoint}: {exc}") from None
-        listings: list[tuple[str, list[tuple[str, dict[str, Any], str | None]]]] = []
+        listings: list[tuple[str, list[Listed]]] = []
         for collection in collections:
             listings.append((collection, await self._list(client, did, collection)))
         result = RepoResult()
@@ -326,8 +331,8 @@ class Backfill:
             await self.holds.add(holds)
         return result
 
-    async def _list(self, client: XrpcClient, did: str, collection: str) -> list[tuple[str, dict[str, Any], str | None]]:
-        out: list[tuple[str, dict[str, Any], str | None]] = []
+    async def _list(self, client: XrpcClient, did: str, collection: str) -> list[Listed]:
+        out: list[Listed] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             try:

@@ -187,7 +187,7 @@ def read_car(data: bytes, *, verify: bool = True) -> tuple[bytes | None, dict[by
 _UNKNOWN: Final = object()
 
 
-def mst_lookup(blocks: Mapping[bytes, bytes], root: bytes, key: str) -> bytes | None | object:
+def mst_lookup(blocks: Mapping[bytes, bytes], root: bytes, key: str) -> bytes | object | None:
     """The CID the MST rooted at `root` holds for `key`: bytes, None (absent) or `UNKNOWN`.
 
     `UNKNOWN` means a node on the path is not among `blocks`, so the CAR proves nothing

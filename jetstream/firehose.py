@@ -59,7 +59,9 @@ def _decode_frame(frame: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return parts[0], parts[1]
 
 
-def parse_frame(frame: bytes, wanted: tuple[str, ...] = (), wanted_dids: frozenset[str] = frozenset()) -> FirehoseMessage:
+def parse_frame(
+    frame: bytes, wanted: tuple[str, ...] = (), wanted_dids: frozenset[str] = frozenset()
+) -> FirehoseMessage:
     """Decode one frame, keeping only ops in `wanted` collections (and `wanted_dids`, if any).
 
     Raises StreamRefused for an error frame (the server ends the stream after it) and

@@ -52,7 +52,10 @@ class Metrics:
             "atcr_jetstream_lag_seconds", "Now minus the time of the newest applied event.", ["source"], registry=r
         )
         self.cursor = Gauge(
-            "atcr_jetstream_cursor", "Saved cursor (Jetstream: unix microseconds; firehose: seq).", ["source"], registry=r
+            "atcr_jetstream_cursor",
+            "Saved cursor (Jetstream: unix microseconds; firehose: seq).",
+            ["source"],
+            registry=r,
         )
         self.connected = Gauge(
             "atcr_jetstream_connected", "1 while the source has an open stream.", ["source"], registry=r

@@ -132,7 +132,9 @@ class Processor:
                 result.holds.update(holds_named(commit.collection, commit.did, commit.record))
         commits.clear()
 
-    async def _flush_accounts(self, accounts: list[AccountEvent], inactive: dict[str, str], result: BatchResult) -> None:
+    async def _flush_accounts(
+        self, accounts: list[AccountEvent], inactive: dict[str, str], result: BatchResult
+    ) -> None:
         for event in accounts:
             outcome = await self.model.apply_account(event.did, event.active, event.status)
             result.count("account", outcome)

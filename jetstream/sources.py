@@ -95,9 +95,13 @@ class Backoff:
         self._rng = rng
 
     def next(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
+        delay = min(self.cap, self.base * float(2**self.attempt))
         self.attempt = min(self.attempt + 1, 62)
         return delay / 2 + self._rng() * delay / 2
+
+    def short(self) -> float:
+        """A delay below the base: for moving on to the next URL of a list."""
+        return self.base * self._rng()
 
     def reset(self) -> None:
         self.attempt = 0
@@ -133,7 +137,8 @@ class Source:
         self._on_malformed = on_malformed
         self._on_connection_change = on_connection_change
         self._index = 0
-        self._position: int | None = None  # newest position read (not necessarily applied)
+        self._position: int | None = None  # where to resume: newest position read (maybe not applied)
+        self._seen: int | None = None  # newest position an event (or the saved cursor) vouches for
         self._position_loaded = False
         self._ws: ClientConnection | None = None
 
@@ -145,7 +150,9 @@ class Source:
     async def on_open(self, ws: ClientConnection) -> None:
         """Called once the stream is open (Jetstream sends its hello here)."""
 
-    async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], position: int | None) -> None:
+    async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], seen: int | None) -> None:
+        """Read until the stream ends. `seen` is the newest position an event vouched for
+        before this connection (None on a first start): what a gap is measured from."""
         raise NotImplementedError
 
     max_size: int = 1024 * 1024
@@ -154,7 +161,7 @@ class Source:
 
     async def start_position(self) -> int | None:
         if not self._position_loaded:
-            self._position = await self._load_position()
+            self._position = self._seen = await self._load_position()
             self._position_loaded = True
         return self._position
 
@@ -177,6 +184,7 @@ class Source:
             opened_at: float | None = None
             try:
                 position = await self.start_position()
+                vouched = self._seen
                 target = self.connect_url(url, position)
                 async with connect(
                     target,
@@ -191,12 +199,11 @@ class Source:
                     opened_at = time.monotonic()
                     self._ws = ws
                     self.status.url = url
-                    self.status.failures_in_row = 0
                     self.status.next_retry_in = None
                     self._set_connected(True)
                     log.info("%s: connected to %s (cursor %s)", self.name, url, position)
                     await self.on_open(ws)
-                    await self.read(ws, out, position)
+                    await self.read(ws, out, vouched)
                 raise SourceError("the server closed the stream")
             except asyncio.CancelledError:
                 raise
@@ -206,16 +213,15 @@ class Source:
                 self._ws = None
                 if self.status.connected:
                     self._set_connected(False)
-            stable = opened_at is not None and time.monotonic() - opened_at >= STABLE_AFTER
-            if stable:
-                self._backoff.reset()
+            if opened_at is not None and time.monotonic() - opened_at >= STABLE_AFTER:
+                self.note_event()
             self.status.reconnects += 1
             self.status.failures_in_row += 1
             self.status.last_error = reason
             # Try every URL once before waiting long: a dead instance should cost one short delay.
             self._index = (self._index + 1) % len(self.urls)
             full_round = self.status.failures_in_row % len(self.urls) == 0
-            delay = self._backoff.next() if full_round or len(self.urls) == 1 else self._backoff.base * random.random()
+            delay = self._backoff.next() if full_round or len(self.urls) == 1 else self._backoff.short()
             self.status.next_retry_in = round(delay, 2)
             streak = self.status.failures_in_row
             level = logging.WARNING if streak == 1 else logging.INFO if streak % 10 == 0 else logging.DEBUG
@@ -223,8 +229,10 @@ class Source:
             await asyncio.sleep(delay)
 
     def note_event(self) -> None:
-        """A delivered event proves the connection works: start the backoff over."""
+        """A delivered event (or a long-lived connection) proves the connection works: the
+        next failure starts a new streak with the shortest delay."""
         self._backoff.reset()
+        self.status.failures_in_row = 0
 
 
 def describe(exc: BaseException) -> str:
@@ -314,6 +322,10 @@ class JetstreamSource(Source):
         )
 
     async def on_open(self, ws: ClientConnection) -> None:
+        if self._position is None:
+            # Live from now: if this connection drops before its first event, the next one
+            # must resume from here, not from "now" again, or the events between are lost.
+            self._position = time.time_ns() // 1000
         # requireHello: nothing flows until the filter arrives, so filters computed after
         # connecting (or too long for a URL, e.g. thousands of DIDs) lose no events.
         await ws.send(self.options_update())
@@ -329,7 +341,7 @@ class JetstreamSource(Source):
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(self.options_update())
 
-    async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], position: int | None) -> None:
+    async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], seen: int | None) -> None:
         first = True
         dids = frozenset(self.dids)
         async for message in ws:
@@ -344,12 +356,12 @@ class JetstreamSource(Source):
             if first:
                 first = False
                 self.note_event()
-                if position is not None and event.time_us > position + self.gap_us:
+                if seen is not None and event.time_us > seen + self.gap_us:
                     gap = True
                     log.warning(
                         "%s: first event is %.0fs newer than the cursor: events were skipped",
                         self.name,
-                        (event.time_us - position) / 1e6,
+                        (event.time_us - seen) / 1e6,
                     )
             if event.kind == "commit" and not wants_collection(getattr(event, "collection", ""), self.collections):
                 continue  # a server that ignored the filter
@@ -357,6 +369,8 @@ class JetstreamSource(Source):
                 continue
             if self._position is None or event.time_us > self._position:
                 self._position = event.time_us
+            if self._seen is None or event.time_us > self._seen:
+                self._seen = event.time_us
             self.status.position = self._position
             await out.put(Delivery(self.name, [event], event.time_us, gap=gap))
 
@@ -372,6 +386,11 @@ def firehose_url(base: str) -> str:
     if not path.endswith("/xrpc/com.atproto.sync.subscribeRepos"):
         path = "/xrpc/com.atproto.sync.subscribeRepos"
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def firehose_source_name(url: str) -> str:
+    """`fh:<host:port>`: the firehose's status name and the key of its cursor."""
+    return f"fh:{urlsplit(firehose_url(url)).netloc}"
 
 
 class FirehoseSource(Source):
@@ -399,7 +418,7 @@ class FirehoseSource(Source):
     ) -> None:
         endpoint = firehose_url(url)
         super().__init__(
-            f"fh:{urlsplit(endpoint).netloc}",
+            firehose_source_name(url),
             [endpoint],
             load_position=load_position,
             backoff_min=backoff_min,
@@ -415,7 +434,7 @@ class FirehoseSource(Source):
     def connect_url(self, base: str, position: int | None) -> str:
         return base if position is None else f"{base}?{urlencode({'cursor': position})}"
 
-    async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], position: int | None) -> None:
+    async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], seen: int | None) -> None:
         last_sent = time.monotonic()
         async for frame in ws:
             if isinstance(frame, str):
@@ -431,7 +450,7 @@ class FirehoseSource(Source):
                 self._malformed(exc)
                 continue
             if msg.seq is not None:
-                self._position = msg.seq
+                self._position = self._seen = msg.seq
                 self.status.position = msg.seq
             if msg.outdated_cursor:
                 log.warning("%s: the host no longer has events since our cursor: events were skipped", self.name)

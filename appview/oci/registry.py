@@ -34,6 +34,7 @@ from appview.errors import (
     Unavailable,
 )
 from appview.holds.client import HoldClient, HoldError, HoldUnavailable
+from appview.holds.pulls import PullCounter
 from appview.oci.uploads import PART_SIZE, UploadSession, UploadStore
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
@@ -76,9 +77,9 @@ class ReadModel(Protocol):
     async def profile(self, did: str) -> dict[str, Any] | None: ...
     async def wrote_record(
         self, did: str, collection: str, rkey: str, record: dict[str, Any], *, cid: str | None,
-        raw_manifest: bytes | None = None,
+        raw_manifest: bytes | None = None, rev: str | None = None,
     ) -> None: ...
-    async def deleted_record(self, did: str, collection: str, rkey: str) -> None: ...
+    async def deleted_record(self, did: str, collection: str, rkey: str, *, rev: str | None = None) -> None: ...
 
 
 class SessionSource(Protocol):
@@ -100,6 +101,13 @@ class RepoRef:
 class PutResult:
     digest: str
     subject: str | None
+
+
+def _rev(out: Any) -> str | None:
+    """The repo rev of a write (orders our write-through against Jetstream replays)."""
+    commit = out.get("commit") if isinstance(out, dict) else None
+    rev = commit.get("rev") if isinstance(commit, dict) else None
+    return rev if isinstance(rev, str) else None
 
 
 def now_iso() -> str:
@@ -129,7 +137,9 @@ class Registry:
         uploads: UploadStore,
         *,
         default_hold_did: str,
+        pulls: PullCounter | None = None,
     ) -> None:
+        self.pulls = pulls
         self.model = model
         self.holds = holds
         self.sessions = sessions
@@ -216,7 +226,7 @@ class Registry:
             raise Unavailable("your PDS is unreachable; nothing was written", headers={"Retry-After": "10"}) from None
         await self.model.wrote_record(
             ref.did, MANIFEST_COLLECTION, rkey, {"$type": MANIFEST_COLLECTION, **record},
-            cid=out.get("cid"), raw_manifest=raw,
+            cid=out.get("cid"), raw_manifest=raw, rev=_rev(out),
         )
         if tag is not None:
             await self._write_tag(client, ref, tag, manifest.digest, rkey)
@@ -252,7 +262,8 @@ class Registry:
             except (XrpcError, NetworkError) as exc:
                 raise Unavailable(f"tag write failed: {exc}", headers={"Retry-After": "5"}) from None
             await self.model.wrote_record(
-                ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **record}, cid=out.get("cid")
+                ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **record}, cid=out.get("cid"),
+                rev=_rev(out),
             )
             return
         raise Unavailable("tag is being updated concurrently; retry", headers={"Retry-After": "1"})
@@ -312,22 +323,8 @@ class Registry:
 
     def notify_pull(self, ref: RepoRef, entry: ManifestEntry, user_did: str | None) -> None:
         """Count a pull at the manifest's hold without delaying the response."""
-        if not entry.hold_did:
-            return
-        body = {
-            "repository": ref.repository,
-            "userDid": ref.did,
-            "manifestDigest": entry.digest,
-            "operation": "pull",
-        }
-
-        async def send() -> None:
-            try:
-                await self.holds.notify_manifest(entry.hold_did or "", None, body)
-            except (HoldError, NetworkError) as exc:
-                log.debug("notifyManifest(pull) failed: %s", exc)
-
-        asyncio.create_task(send())  # noqa: RUF006
+        if entry.hold_did and self.pulls is not None:
+            self.pulls.count(entry.hold_did, ref.did, ref.repository, entry.digest)
 
     async def delete_manifest(self, ref: RepoRef, user_did: str, reference: str) -> None:
         client = await self._pds(user_did)
@@ -353,10 +350,10 @@ class Registry:
 
     async def _delete(self, client: XrpcClient, did: str, collection: str, rkey: str) -> None:
         try:
-            await client.delete_record(did, collection, rkey)
+            out = await client.delete_record(did, collection, rkey)
         except (XrpcError, NetworkError) as exc:
             raise Unavailable(f"delete failed at your PDS: {exc}") from None
-        await self.model.deleted_record(did, collection, rkey)
+        await self.model.deleted_record(did, collection, rkey, rev=_rev(out))
 
     # --- discovery ----------------------------------------------------------------------------
 

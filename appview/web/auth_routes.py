@@ -310,7 +310,8 @@ class AuthWeb:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         try:
-            user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            # Device secrets never contain ':' but DIDs do: split at the last one.
+            user, _, secret = base64.b64decode(value.strip(), validate=True).decode().rpartition(":")
         except (binascii.Error, UnicodeDecodeError):
             user, secret = "", ""
         if scheme.lower() != "basic" or not user.startswith("did:"):
@@ -472,8 +473,8 @@ class AuthWeb:
             return await web._devices_page(request)
 
         @post("/settings/devices/{device_id:str}/revoke", include_in_schema=False, status_code=303)
-        async def devices_revoke(request: Request[Any, Any, State], device_id: str) -> Response[Any]:
-            return await web._revoke_form(request, device_id)
+        async def devices_revoke(request: Request[Any, Any, State]) -> Response[Any]:
+            return await web._revoke_form(request, str(request.path_params["device_id"]))
 
         @get("/api/devices", include_in_schema=False)
         async def api_devices(request: Request[Any, Any, State]) -> Response[Any]:
@@ -483,8 +484,9 @@ class AuthWeb:
             devices = await web.devices.devices(user.did)
             return Response({"devices": [d.__dict__ for d in devices]}, headers=NO_STORE)
 
-        @delete("/api/devices/{device_id:str}", include_in_schema=False, status_code=204)
-        async def api_device_delete(request: Request[Any, Any, State], device_id: str) -> Response[Any]:
+        @delete("/api/devices/{device_id:str}", include_in_schema=False, status_code=200)
+        async def api_device_delete(request: Request[Any, Any, State]) -> Response[Any]:
+            device_id = str(request.path_params["device_id"])
             user = await web.user(request)
             if user is None:
                 return Response({"error": "not_signed_in"}, status_code=401, headers=NO_STORE)

@@ -69,6 +69,10 @@ class RepoMismatch(RepoError):
     """The database on disk belongs to another DID than the one the hold was started with."""
 
 
+class RepoLocked(RepoError):
+    """Another process has the repository open; two writers would fork its history."""
+
+
 class CorruptRepo(RepoError):
     """Stored blocks do not form a valid repository (missing block, bad node, wrong hash)."""
 

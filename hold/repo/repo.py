@@ -25,6 +25,7 @@ from atcr.lexicon import known_record_nsids, validate_record
 from atcr.syntax import is_did, is_nsid, is_record_key
 from hold.repo.cbor import Cid, decode, encode, from_json, to_json, write_car
 from hold.repo.errors import (
+    CorruptRepo,
     InvalidCursor,
     InvalidKey,
     InvalidParams,
@@ -276,7 +277,10 @@ class Repo:
             if row is None:
                 return None
             if row[0] != self.did:
-                raise RepoMismatch(f"the repository database belongs to {row[0]}, not {self.did}")
+                raise RepoMismatch(
+                    f"{self._store.path}: this repository belongs to {row[0]}, not {self.did} "
+                    "(did the hold's public URL change? restore it, or start with a new data directory)"
+                )
             first, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
             last = last or 0
             return _Head(Cid(row[1]), Cid(row[2]), row[3]), first or last + 1, last
@@ -463,6 +467,9 @@ class Repo:
     def _write_txn(
         self, conn: sqlite3.Connection, head: _Head, writes: list[_Prepared], *, rev: str, seq: int, now: str
     ) -> _TxnResult:
+        stored = conn.execute("SELECT commit_cid FROM repo_root WHERE id = 1").fetchone()
+        if stored is None or Cid(stored[0]) != head.commit:
+            raise CorruptRepo("the stored head is not the one this process wrote: refusing to fork the repo")
         nodes = NodeStore(_block_getter(conn), self._cache)
         mst = MST.load(nodes, head.data)
         ops: list[tuple[Action, _Prepared, Cid | None]] = []

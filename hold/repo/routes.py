@@ -22,7 +22,7 @@ from typing import Any
 from litestar import Request, Response, Router, WebSocket, get, websocket
 from litestar.handlers import BaseRouteHandler
 
-from atcr.syntax import is_did, is_nsid, is_record_key, is_tid
+from atcr.syntax import is_did, is_handle, is_nsid, is_record_key, is_tid
 from hold.errors import InvalidRequest
 from hold.repo.errors import RecordNotFound, UnknownRepo
 from hold.repo.firehose import error_frame, subscribe_frames
@@ -119,9 +119,11 @@ def default_did_document(repo: Repo, service_endpoint: str) -> dict[str, Any]:
 
 
 def _handle_of(doc: DidDocument) -> str | None:
+    """The document's `at://` alias if it is a syntactically valid handle (an IP host is not)."""
     for aka in doc.get("alsoKnownAs") or []:
         if isinstance(aka, str) and aka.startswith("at://"):
-            return aka[5:]
+            handle = aka[5:]
+            return handle if is_handle(handle, allow_reserved_tlds=True) else None
     return None
 
 

@@ -10,6 +10,9 @@ one consistent snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -17,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from hold.repo.errors import CorruptRepo, RepoClosed
+from hold.repo.errors import CorruptRepo, RepoClosed, RepoLocked
 
 T = TypeVar("T")
 
@@ -84,6 +87,7 @@ class Store:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._closed = False
         # Test hook: called inside the write transaction just before COMMIT. Raising from it
         # (or killing the process) shows that a half-done commit leaves the old head in place.
@@ -92,11 +96,31 @@ class Store:
     @classmethod
     async def open(cls, path: Path, readers: int = 4) -> Store:
         store = cls(path, readers)
-        await asyncio.get_running_loop().run_in_executor(store._writer_pool, store._init_writer)
+        try:
+            await asyncio.get_running_loop().run_in_executor(store._writer_pool, store._init_writer)
+        except BaseException:
+            await store.close()
+            raise
         return store
+
+    def _take_lock(self) -> None:
+        """One process per repository: the head lives in memory, so a second writer would fork it.
+
+        SQLite would happily let two processes share the file (each commit is atomic), but
+        each would build on its own idea of the head. An exclusive lock on a side file turns
+        that into an error at start, and the OS drops it if the process dies.
+        """
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RepoLocked(f"{self.path} is open in another process (or another Repo in this one)") from None
+        self._lock_fd = fd
 
     def _init_writer(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         conn = _connect(self.path, readonly=False)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -172,3 +196,8 @@ class Store:
             conns, self._conns = self._conns, []
         for conn in conns:
             conn.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -194,6 +194,11 @@ class S3BlobStore:
                     self._sleep(self._delay(attempt))
                     continue
                 raise StorageUnavailable(f"storage unreachable during {operation}: {type(exc).__name__}") from None
+            except botocore.exceptions.NoCredentialsError:
+                raise StorageError(f"no storage credentials for {operation} (see boto3's credential chain)") from None
+            except botocore.exceptions.BotoCoreError as exc:
+                log.warning("S3 %s failed: %s", operation, exc)
+                raise StorageError(f"storage client error during {operation}: {type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
     def _translate(self, operation: str, code: str, status: int) -> HoldError:

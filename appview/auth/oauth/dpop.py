@@ -114,7 +114,11 @@ class NonceCache:
         self._max = max_entries
 
     def get(self, url: str) -> str | None:
-        return self._nonces.get(origin_of(url))
+        return self._nonces.get(origin_of(url)) or None
+
+    def known(self, url: str) -> bool:
+        """Whether this server was heard from (a server that wants no nonce is stored as "")."""
+        return origin_of(url) in self._nonces
 
     def put(self, origin: str, nonce: str) -> None:
         self._nonces[origin] = nonce
@@ -123,7 +127,7 @@ class NonceCache:
             self._nonces.popitem(last=False)
 
     def remember(self, response: httpx.Response) -> str | None:
-        nonce = response.headers.get("dpop-nonce")
+        nonce: str | None = response.headers.get("dpop-nonce")
         if nonce:
             self.put(response_origin(response), nonce)
         return nonce

@@ -66,8 +66,8 @@ def default_scope(*, permission_set: bool = False) -> str:
         parts.append(f"include:{PERMISSION_SET}")
     else:
         parts.extend(f"repo:{c}" for c in WRITTEN_COLLECTIONS)
-    parts.append("blob?" + urlencode([("accept", t) for t in BLOB_TYPES]))
-    parts.append("rpc?" + urlencode([("lxm", m) for m in HOLD_METHODS] + [("aud", "*")]))
+    parts.extend(f"blob:{t}" for t in BLOB_TYPES)
+    parts.extend(f"rpc:{m}?aud=*" for m in HOLD_METHODS)
     return " ".join(parts)
 
 

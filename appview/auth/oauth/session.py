@@ -21,8 +21,15 @@ import valkey.asyncio as avalkey
 from valkey.exceptions import WatchError
 
 from appview.auth.oauth.client import OAuthClient, OAuthSession, PendingAuth
-from appview.auth.oauth.dpop import error_code, response_origin, wants_nonce
-from atcr.errors import AuthenticationRequired, InvalidGrant, OAuthCallbackInvalid, OAuthError, UpstreamUnavailable
+from appview.auth.oauth.dpop import error_code, origin_of, response_origin, wants_nonce
+from atcr.errors import (
+    AuthenticationRequired,
+    InvalidGrant,
+    NetworkError,
+    OAuthCallbackInvalid,
+    OAuthError,
+    UpstreamUnavailable,
+)
 
 if TYPE_CHECKING:
     from appview.auth.sessions import PdsSessionStore, SessionCipher
@@ -210,12 +217,34 @@ class DpopXrpcAuth:
         self._key = fresh.dpop_key
         return fresh
 
+    async def _learn_nonce(self, url: str, session: OAuthSession) -> None:
+        """Ask a server we have not heard from for its nonce before the real request.
+
+        `XrpcClient` retries a request once; spending that retry on the nonce would leave none
+        for a refresh when the server also finds the token expired. A proof without a nonce
+        draws `use_dpop_nonce` and the nonce at the price the retry would have cost anyway.
+        """
+        nonces = self._sessions.client.nonces
+        probe = origin_of(url) + "/xrpc/com.atproto.server.getSession"
+        proof = self._key.proof("GET", probe, access_token=session.access_token)
+        try:
+            resp = await self._sessions.client.http.get(
+                probe, headers={"Authorization": f"DPoP {session.access_token}", "DPoP": proof},
+                max_bytes=64 * 1024, follow_redirects=False,
+            )
+        except NetworkError:
+            return  # the real request will report the trouble
+        if not nonces.remember(resp):
+            nonces.put(response_origin(resp), "")
+
     async def headers(self, method: str, url: str) -> dict[str, str]:
         session = self._session
         if session.expiring():
             session = await self._fresh()
-        nonce = self._sessions.client.nonces.get(url)
-        proof = self._key.proof(method, url, nonce=nonce, access_token=session.access_token)
+        nonces = self._sessions.client.nonces
+        if not nonces.known(url):
+            await self._learn_nonce(url, session)
+        proof = self._key.proof(method, url, nonce=nonces.get(url), access_token=session.access_token)
         return {"Authorization": f"DPoP {session.access_token}", "DPoP": proof}
 
     async def should_retry(self, response: httpx.Response) -> bool:

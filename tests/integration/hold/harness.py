@@ -167,6 +167,7 @@ async def running_hold(
     env: dict[str, str] | None = None,
     runtime_env: dict[str, str] | None = None,
     keys: KeyDirectory | None = None,
+    public_host: str = "127.0.0.1",
 ) -> AsyncIterator[Hold]:
     port = free_port()
     environ = {
@@ -174,7 +175,7 @@ async def running_hold(
         "ATCR_ALLOW_PRIVATE_NETWORKS": "true",
         "ATCR_LOG_LEVEL": "warning",
         "HOLD_HTTP_ADDR": f"127.0.0.1:{port}",
-        "HOLD_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "HOLD_PUBLIC_URL": f"http://{public_host}:{port}",
         "HOLD_PUBLIC": "true",
         "HOLD_ALLOW_ALL_CREW": "true",
         "HOLD_DATA_DIR": str(workdir / "hold"),
@@ -200,7 +201,8 @@ async def running_hold(
         )
     try:
         async with serve(app, port), httpx.AsyncClient(timeout=120) as client:
-            yield Hold(url=settings.public_url, settings=settings, services=services, keys=directory, client=client)
+            url = f"http://127.0.0.1:{port}"
+            yield Hold(url=url, settings=settings, services=services, keys=directory, client=client)
     finally:
         if runtime.valkey is not None:
             await runtime.valkey.flushdb()

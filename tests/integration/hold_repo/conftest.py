@@ -123,10 +123,11 @@ class Hold:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app_for_port: Any, *, lifespan: bool = False) -> AsyncIterator[str]:
+async def serve_app(app_for_port: Any, *, lifespan: bool = False, port: int = 0) -> AsyncIterator[str]:
     """Serve the ASGI app `app_for_port(port)` on 127.0.0.1; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app_for_port(port),

@@ -132,3 +132,15 @@ def test_connection_failures_are_retried_then_unavailable(client: object) -> Non
                 botocore.exceptions.ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
             ),
         )
+
+
+def test_missing_credentials_are_a_clear_storage_error(client: object) -> None:
+    s = store(client, Sleeps())
+
+    def no_creds() -> None:
+        raise botocore.exceptions.NoCredentialsError()
+
+    with pytest.raises(StorageError, match="credential"):
+        s.call("HeadObject", no_creds)
+    with pytest.raises(StorageError, match="ParamValidationError"):
+        s.call("HeadObject", lambda: (_ for _ in ()).throw(botocore.exceptions.ParamValidationError(report="x")))

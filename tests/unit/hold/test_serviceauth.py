@@ -227,11 +227,9 @@ async def test_issuer_problems(alice_key: ec.EllipticCurvePrivateKey, keys: Keys
         await verifier(keys).verify(mint(alice_key), lxm=LXM)
 
 
-async def test_high_s_signatures_verify_like_the_reference_server(
-    alice_key: ec.EllipticCurvePrivateKey, keys: Keys
-) -> None:
-    if not isinstance(alice_key.curve, ec.SECP256K1):
-        pytest.skip("checked on secp256k1")
+async def test_high_s_signatures_verify_like_the_reference_server() -> None:
+    alice_key = ec.generate_private_key(ec.SECP256K1())
+    keys = Keys(**{ALICE.replace(":", "_"): alice_key})
     token = mint(alice_key)
     header, claims, sig = token.split(".")
     raw = base64.urlsafe_b64decode(sig + "==")
@@ -254,3 +252,23 @@ def test_minted_signatures_are_low_s_and_keys_round_trip() -> None:
     assert multikey_of(ec.generate_private_key(ec.SECP256R1())).startswith("zDn")
     with pytest.raises(ValueError):
         public_key_from_multikey("zNotAKey")
+
+
+def test_atproto_key_from_current_and_legacy_did_documents() -> None:
+    import libipld
+    from cryptography.hazmat.primitives import serialization
+
+    from atcr.serviceauth import atproto_key_of
+
+    def doc(ident: str, kind: str, key: object) -> dict[str, object]:
+        return {"verificationMethod": [{"id": ident, "type": kind, "publicKeyMultibase": key}]}
+
+    key = ec.generate_private_key(ec.SECP256K1())
+    did = "did:plc:alice"
+    assert atproto_key_of(doc(f"{did}#atproto", "Multikey", multikey_of(key)), did) == multikey_of(key)
+    # What the dev PLC (and older PLC entries) still serve: uncompressed key, no multicodec.
+    raw = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    legacy = doc("#atproto", "EcdsaSecp256k1VerificationKey2019", libipld.encode_multibase("z", raw))
+    assert atproto_key_of(legacy, did) == multikey_of(key)
+    assert atproto_key_of(doc("#other", "Multikey", "z"), did) is None
+    assert atproto_key_of(doc("#atproto", "Multikey", 5), did) is None

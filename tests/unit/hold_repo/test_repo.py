@@ -25,6 +25,7 @@ from hold.repo.errors import (
     InvalidSwap,
     RecordAlreadyExists,
     RecordNotFound,
+    RepoLocked,
     RepoMismatch,
 )
 from hold.repo.tid import decode_tid
@@ -251,6 +252,16 @@ async def test_reopening_with_another_did_is_refused(repo_path: Path, signer: Ec
     await repo.close()
     with pytest.raises(RepoMismatch):
         await Repo.open(repo_path, "did:web:other.example.com", signer)
+
+
+async def test_one_process_per_repository(repo: Repo, repo_path: Path, signer: EcKeySigner) -> None:
+    """A second opener (another process, or by mistake this one) is refused, not forked."""
+    with pytest.raises(RepoLocked):
+        await Repo.open(repo_path, HOLD_DID, signer)
+    await repo.apply_writes([Create(LAYER, "a", layer_record(1))])  # the first one is unaffected
+    await repo.close()
+    again = await Repo.open(repo_path, HOLD_DID, signer)
+    await again.close()
 
 
 async def test_a_failure_inside_the_transaction_keeps_the_previous_head(repo_path: Path, signer: EcKeySigner) -> None:

@@ -1,0 +1,242 @@
+"""The registry against Debian's docker-registry (CNCF distribution 2.8), same machine, same run.
+
+    .venv/bin/python bench/registry_vs_distribution.py [--duration 15] [--image-mb 200]
+
+Needs: docker-registry, wrk, hyperfine, skopeo (Debian packages). Starts, on 127.0.0.1 only:
+a real PLC+PDS (dev-env), Valkey, our hold (filesystem driver, like distribution's), our
+AppView (2 uvicorn workers), and distribution 2.8 (filesystem, no auth). Measures:
+
+* manifest GET by tag, warm: wrk requests/s and p99 (ours with a bearer token, as clients send);
+* blob GET: ours answers 307 to the hold's signed URL; distribution streams the bytes itself
+  (its filesystem driver has no redirect), so the figure is "how fast a pull learns where the
+  bytes are" vs "serving a small blob";
+* push and pull of an image of `--image-mb` in 4 layers with skopeo, timed by hyperfine.
+
+Writes a section into docs/benchmarks.md between markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from atcr.identity import did_web_for_url  # noqa: E402
+from tests.support.ocilayout import Layout  # noqa: E402
+from tests.support.pdsnet import TestNetwork, create_account, create_app_password, ensure_installed  # noqa: E402
+from tests.support.services import free_port, running_valkey  # noqa: E402
+from tests.support.stack import appview_env, hold_env, network_env, start_service  # noqa: E402
+
+MARK_BEGIN = "<!-- bench:registry_vs_distribution begin -->"
+MARK_END = "<!-- bench:registry_vs_distribution end -->"
+
+
+def wrk(url: str, headers: dict[str, str], duration: int, connections: int = 64) -> dict[str, float]:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "bad": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": errors.group(1) if errors else "",  # type: ignore[dict-item]
+    }
+
+
+def hyperfine(command: str, prepare: str, runs: int, export: Path) -> dict[str, float]:
+    subprocess.run(
+        ["hyperfine", "--runs", str(runs), "--prepare", prepare, "--export-json", str(export), "--style", "none", command],
+        check=True,
+        capture_output=True,
+    )
+    result = json.loads(export.read_text())["results"][0]
+    return {"mean": result["mean"], "stddev": result["stddev"], "min": result["min"], "max": result["max"]}
+
+
+def start_distribution(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    (work / "registry").mkdir()
+    cfg = work / "registry.yml"
+    cfg.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  cache:\n"
+        f"    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {work / 'registry'}\n"
+        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/v2/", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("docker-registry did not start")
+
+
+GEN = """
+import sys; sys.path.insert(0, {root!r})
+import shutil
+from pathlib import Path
+from tests.support.ocilayout import Layout
+root = Path({path!r}); shutil.rmtree(root, ignore_errors=True)
+lay = Layout(root)
+layers = [lay.add_big_blob({size}) for _ in range(4)]
+lay.tag(lay.image(layers=layers), "big")
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--image-mb", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    for tool in ("docker-registry", "wrk", "hyperfine", "skopeo"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: apt-get install docker-registry wrk hyperfine skopeo")
+
+    work = Path(tempfile.mkdtemp(prefix="atcr-bench-"))
+    ensure_installed()
+    results: dict[str, dict[str, float]] = {}
+    with running_valkey() as valkey_url, TestNetwork() as net:
+        env = network_env(valkey_url, net.plc_url, net.pds_url)
+        env["ATCR_LOG_LEVEL"] = "warning"
+        hold_port, app_port = free_port(), free_port()
+        hold = start_service("hold", "hold", {**env, **hold_env(work, hold_port)}, work, f"http://127.0.0.1:{hold_port}")
+        hold_did = did_web_for_url(f"http://localhost:{hold_port}")
+        app_env = {**env, **appview_env(work, app_port, hold_did), "ATCR_WORKERS": "2"}
+        appview = start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+        dist, dist_url = start_distribution(work)
+        try:
+            account = create_account(net.pds_url, "bench")
+            password = create_app_password(account, "bench")
+            ours = appview.url.removeprefix("http://")
+            theirs = dist_url.removeprefix("http://")
+
+            # A small image for the request-rate figures.
+            small = Layout(work / "small")
+            desc = small.image()
+            small.tag(desc, "v1")
+            creds = f"--dest-creds={account.handle}:{password}"
+            for host, extra in ((ours, [creds]), (theirs, [])):
+                subprocess.run(
+                    ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", *extra,
+                     f"oci:{small.root}:v1", f"docker://{host}/{account.handle}/small:v1"],
+                    check=True, capture_output=True,
+                )
+            token = httpx.get(
+                f"{appview.url}/auth/token",
+                params={"service": ours, "scope": f"repository:{account.handle}/small:pull"},
+                timeout=30,
+            ).json()["token"]
+            accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+            path = f"/v2/{account.handle}/small/manifests/v1"
+            for label, base, hdrs in (
+                ("ours", appview.url, {**accept, "Authorization": f"Bearer {token}"}),
+                ("distribution", dist_url, accept),
+            ):
+                wrk(base + path, hdrs, 3)  # warm up
+                results[f"manifest_{label}"] = wrk(base + path, hdrs, args.duration)
+            layer = small.index[0]
+            cfg_digest = json.loads((small.root / "blobs" / "sha256" / str(layer["digest"])[7:]).read_text())["config"]["digest"]
+            blob_path = f"/v2/{account.handle}/small/blobs/{cfg_digest}"
+            results["blob_ours"] = wrk(appview.url + blob_path, {"Authorization": f"Bearer {token}"}, args.duration)
+            results["blob_distribution"] = wrk(dist_url + blob_path, {}, args.duration)
+
+            # Push and pull of a big image, timed by hyperfine.
+            size = args.image_mb * 1024 * 1024 // 4
+            src = work / "big"
+            gen = work / "gen.py"
+            gen.write_text(GEN.format(root=str(ROOT), path=str(src), size=size))
+            prepare = f"{sys.executable} {gen}"
+            subprocess.run(prepare.split(), check=True)
+            for label, host, extra in ((f"ours", ours, creds), ("distribution", theirs, "")):
+                push = (
+                    f"skopeo --insecure-policy copy --dest-tls-verify=false {extra} "
+                    f"oci:{src}:big docker://{host}/{account.handle}/big-$(date +%s%N):1"
+                )
+                results[f"push_{label}"] = hyperfine(push, prepare, args.runs, work / f"push-{label}.json")
+                # Pull: push once to a fixed name, then pull it repeatedly into a fresh dir.
+                subprocess.run(
+                    f"skopeo --insecure-policy copy --dest-tls-verify=false {extra} oci:{src}:big "
+                    f"docker://{host}/{account.handle}/bigpull:1", shell=True, check=True, capture_output=True,
+                )
+                out = work / f"pulled-{label}"
+                pull = f"skopeo --insecure-policy copy --src-tls-verify=false docker://{host}/{account.handle}/bigpull:1 oci:{out}:x"
+                results[f"pull_{label}"] = hyperfine(pull, f"rm -rf {out}", args.runs, work / f"pull-{label}.json")
+        finally:
+            dist.terminate()
+            appview.stop()
+            hold.stop()
+            dist.wait(timeout=10)
+    shutil.rmtree(work, ignore_errors=True)
+    write_report(results, args)
+    print(json.dumps(results, indent=2))
+
+
+def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    mo, md = r["manifest_ours"], r["manifest_distribution"]
+    bo, bd = r["blob_ours"], r["blob_distribution"]
+    lines = [
+        MARK_BEGIN,
+        "## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`)",
+        "",
+        f"`bench/registry_vs_distribution.py`, {os.cpu_count()} cores, everything on 127.0.0.1 in one run; "
+        f"wrk -t2 -c64 -d{args.duration}s; hyperfine {args.runs} runs; {args.image_mb} MB image in 4 layers. "
+        "Ours: AppView with 2 uvicorn workers + bearer token on every request, hold on the filesystem driver. "
+        "distribution: filesystem driver, no auth.",
+        "",
+        "| measure | ours | distribution 2.8 | ratio |",
+        "|---|---:|---:|---:|",
+        f"| manifest GET by tag (warm), req/s | {mo['rps']:.0f} | {md['rps']:.0f} | {mo['rps'] / md['rps']:.2f}x |",
+        f"| manifest GET p50 / p99, ms | {mo['p50']:.2f} / {mo['p99']:.2f} | {md['p50']:.2f} / {md['p99']:.2f} | |",
+        f"| blob GET, req/s (ours: 307 to signed URL; theirs: bytes) | {bo['rps']:.0f} | {bd['rps']:.0f} | "
+        f"{bo['rps'] / bd['rps']:.2f}x |",
+        f"| blob GET p99, ms | {bo['p99']:.2f} | {bd['p99']:.2f} | |",
+        f"| push {args.image_mb} MB (skopeo), s | {r['push_ours']['mean']:.2f} ± {r['push_ours']['stddev']:.2f} | "
+        f"{r['push_distribution']['mean']:.2f} ± {r['push_distribution']['stddev']:.2f} | "
+        f"{r['push_ours']['mean'] / r['push_distribution']['mean']:.2f}x |",
+        f"| pull {args.image_mb} MB (skopeo), s | {r['pull_ours']['mean']:.2f} ± {r['pull_ours']['stddev']:.2f} | "
+        f"{r['pull_distribution']['mean']:.2f} ± {r['pull_distribution']['stddev']:.2f} | "
+        f"{r['pull_ours']['mean'] / r['pull_distribution']['mean']:.2f}x |",
+        "",
+        f"Non-2xx/3xx responses during wrk: ours {mo['bad']:.0f} (manifest) / {bo['bad']:.0f} (blob); "
+        f"distribution {md['bad']:.0f} / {bd['bad']:.0f}.",
+        MARK_END,
+    ]
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    section = "\n".join(lines)
+    if MARK_BEGIN in text:
+        text = re.sub(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The consumer follows a real PDS through the Jetstream double into real Valkey."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from atcr.readmodel import keys, read
+from jetstream.cursor import CursorStore
+from tests.integration.jetstream.conftest import ConsumerFactory
+from tests.integration.jetstream.helpers import Writer, eventually
+from tests.support.jetstream_server import JetstreamServer
+
+pytestmark = pytest.mark.integration
+
+
+async def _connected(consumer: Any) -> None:
+    async def up() -> bool:
+        return all(s.status.connected for s in consumer.sources)
+
+    await eventually(up, timeout=5)
+
+
+async def test_push_appears_in_the_model_within_two_seconds(
+    make_consumer: ConsumerFactory, writer: Writer, valkey: Any
+) -> None:
+    consumer = await make_consumer(ATCR_BACKFILL_ENABLED="false")
+    await _connected(consumer)
+    digest = await writer.push("app", "v1")
+
+    async def tagged() -> bool:
+        tags, _ = await read.read_tags(valkey, writer.did, "app")
+        return "v1" in tags and tags["v1"].digest == digest
+
+    took = await eventually(tagged, timeout=2.0)
+    assert took < 2.0
+    manifests, _ = await read.read_manifests(valkey, writer.did, "app")
+    assert [m.digest for m in manifests] == [digest]
+
+    # A deleted tag disappears the same way.
+    await writer.delete(keys.TAG, keys.tag_rkey("app", "v1"))
+
+    async def untagged() -> bool:
+        tags, _ = await read.read_tags(valkey, writer.did, "app")
+        return "v1" not in tags
+
+    assert await eventually(untagged, timeout=2.0) < 2.0
+    status = consumer.status()
+    assert status["events_total"] >= 3
+    assert status["sources"][0]["connected"] is True
+
+
+async def test_cursor_is_saved_and_resumed_with_rewind(
+    make_consumer: ConsumerFactory, writer: Writer, valkey: Any, jetstream_server: JetstreamServer
+) -> None:
+    consumer = await make_consumer(ATCR_BACKFILL_ENABLED="false", ATCR_JETSTREAM_REWIND="30")
+    await _connected(consumer)
+    await writer.push("svc", "a")
+
+    async def saved() -> bool:
+        return await CursorStore(valkey, "jetstream").load() is not None
+
+    await eventually(saved, timeout=3)
+    await consumer.stop()
+    cursor = await CursorStore(valkey, "jetstream").load()
+    assert cursor is not None
+
+    before = jetstream_server.connections_total
+    await writer.push("svc", "b")  # written while the consumer is down
+    again = await make_consumer(ATCR_BACKFILL_ENABLED="false", ATCR_JETSTREAM_REWIND="30")
+
+    async def caught_up() -> bool:
+        tags, _ = await read.read_tags(valkey, writer.did, "svc")
+        return set(tags) == {"a", "b"}
+
+    await eventually(caught_up, timeout=5)
+    assert jetstream_server.connections_total > before
+    # The reconnect asked for the saved cursor minus the rewind, and said hello first.
+    assert any(f"cursor={cursor - 30_000_000}" in r for r in jetstream_server.requests)
+    assert jetstream_server.hellos and jetstream_server.hellos[-1]["wantedCollections"] == ["io.atcr.*"]
+    assert again.status()["events_total"] >= 2
+
+
+async def test_reconnects_after_the_server_drops_the_connection(
+    make_consumer: ConsumerFactory, writer: Writer, valkey: Any, jetstream_server: JetstreamServer
+) -> None:
+    consumer = await make_consumer(ATCR_BACKFILL_ENABLED="false")
+    await _connected(consumer)
+    jetstream_server.drop_connections()
+    await writer.push("web", "1")
+
+    async def arrived() -> bool:
+        tags, _ = await read.read_tags(valkey, writer.did, "web")
+        return "1" in tags
+
+    await eventually(arrived, timeout=5)
+    assert consumer.sources[0].status.reconnects >= 1
