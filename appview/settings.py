@@ -58,7 +58,9 @@ class AppViewSettings(NetworkSettings):
     oauth_retired_key_paths: tuple[str, ...] = setting(
         (), "ATCR_OAUTH_RETIRED_KEY_PATHS", "older client keys still published in the JWKS (comma-separated paths)"
     )
-    oauth_scope: str = setting("", "ATCR_OAUTH_SCOPE", "OAuth scope to request; default: granular io.atcr.* scopes")
+    oauth_scope: str = setting(
+        "", "ATCR_OAUTH_SCOPE", "OAuth scope to request; default: granular io.atcr.* scopes (docs/auth.md)"
+    )
     oauth_permission_set: bool = setting(
         False, "ATCR_OAUTH_PERMISSION_SET", "ask for include:io.atcr.authFullApp instead of granular repo: scopes"
     )

@@ -173,7 +173,8 @@ class SafeHttpClient:
             async with asyncio.timeout((timeout or self.timeout) * 3):
                 async with self._stream(method, url, follow_redirects=follow_redirects, **kwargs) as resp:
                     declared = resp.headers.get("content-length")
-                    if declared is not None and declared.isdigit() and int(declared) > limit:
+                    # A HEAD answer's Content-Length describes the resource, not a body to read.
+                    if method.upper() != "HEAD" and declared is not None and declared.isdigit() and int(declared) > limit:
                         raise ResponseTooLarge(f"{url}: response of {declared} bytes exceeds {limit}")
                     chunks: list[bytes] = []
                     total = 0

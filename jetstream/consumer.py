@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import valkey.asyncio as avalkey
@@ -28,7 +29,7 @@ from atcr.serviceauth import atproto_key_of
 from jetstream.backfill import Backfill, HoldRegistry
 from jetstream.cursor import Checkpointer, CursorStore
 from jetstream.errors import BackfillError, MalformedEvent, SourceError
-from jetstream.events import Event
+from jetstream.events import AccountEvent, Event
 from jetstream.firehose import CommitVerifier
 from jetstream.metrics import EventRate, Metrics
 from jetstream.model import ReadModel, ValkeyReadModel
@@ -39,9 +40,19 @@ from jetstream.sources import Backoff, Delivery, FirehoseSource, JetstreamSource
 log = logging.getLogger("jetstream")
 
 QUEUE_MAX: Final = 20_000
+HIDDEN_MEMORY: Final = 100_000
+PIPELINE_DEPTH: Final = 3
+"""Batches in flight at once (one being recorded, the next ones being applied)."""
 RESYNC_WORKERS: Final = 2
 TICK: Final = 0.5
 DRAIN_ON_STOP: Final = 3.0
+
+
+@dataclass
+class _InFlight:
+    task: asyncio.Task[None]
+    dids: set[str]
+    accounts: set[str]  # DIDs with account events in the batch
 
 
 class Consumer:
@@ -91,6 +102,7 @@ class Consumer:
         self._backfill_task: asyncio.Task[None] | None = None
         self._resync_queue: asyncio.Queue[str] = asyncio.Queue()
         self._resync_pending: set[str] = set()
+        self._hidden: dict[str, None] = {}  # accounts this process saw hidden, oldest first
         self._build_sources()
 
     # -- construction ----------------------------------------------------------------------------
@@ -206,37 +218,78 @@ class Consumer:
     # -- applying --------------------------------------------------------------------------------
 
     async def _process_loop(self) -> None:
-        backoff = Backoff(0.2, 10.0)
-        while True:
-            batch = [await self.queue.get()]
-            count = len(batch[0].events)
-            while count < self.settings.batch_max:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                batch.append(item)
-                count += len(item.events)
-            while True:
-                try:
-                    await self._apply(batch)
-                except (ValkeyConnectionError, ValkeyTimeoutError, OSError) as exc:
-                    delay = backoff.next()
-                    self.apply_errors += 1
-                    log.warning("valkey unavailable (%s); retrying the batch in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                except Exception:  # a bug: report it loudly, but keep following the stream
-                    self.apply_errors += 1
-                    log.exception("applying a batch of %d deliveries failed; skipped", len(batch))
-                backoff.reset()
-                for _ in batch:
-                    self.queue.task_done()
-                break
+        """Collect batches from the queue and apply them, up to `PIPELINE_DEPTH` at once.
 
-    async def _apply(self, batch: list[Delivery]) -> None:
-        events = [e for d in batch for e in d.events]
-        result = await self._apply_events(events)
+        Python prepares the next batch while Valkey runs the previous one's scripts; without
+        that, each side waits for the other half of the time. Overlap is safe because every
+        record change is judged by its rev inside one atomic script. The exception is an
+        account event that hides an account (or restores one we hid): a batch that shares a
+        DID with such an event in flight waits for it, so no commit slips in after a purge.
+        (A restore of an account hidden before this process started may race its commits;
+        the restore lists the account's records again, which settles it.) Results, cursors
+        and metrics are recorded strictly in batch order, so a cursor never passes an
+        unapplied event.
+        """
+        inflight: deque[_InFlight] = deque()
+        try:
+            while True:
+                batch = [await self.queue.get()]
+                count = len(batch[0].events)
+                while count < self.settings.batch_max:
+                    try:
+                        item = self.queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    batch.append(item)
+                    count += len(item.events)
+                events = [e for d in batch for e in d.events]
+                dids = {e.did for e in events}
+                accounts = {
+                    e.did
+                    for e in events
+                    if isinstance(e, AccountEvent) and (not e.active or e.did in self._hidden)
+                }
+                if any(f.accounts & dids or accounts & f.dids for f in inflight):
+                    while inflight:
+                        await inflight.popleft().task
+                prev = inflight[-1].task if inflight else None
+                task = asyncio.create_task(self._run_batch(batch, events, prev))
+                inflight.append(_InFlight(task, dids, accounts))
+                while inflight and (len(inflight) >= PIPELINE_DEPTH or inflight[0].task.done()):
+                    await inflight.popleft().task
+        finally:
+            for f in inflight:
+                f.task.cancel()
+            await asyncio.gather(*(f.task for f in inflight), return_exceptions=True)
+
+    async def _run_batch(self, batch: list[Delivery], events: list[Event], prev: asyncio.Task[None] | None) -> None:
+        """Apply one batch (maybe while `prev` still runs), then record it after `prev`."""
+        backoff = Backoff(0.2, 10.0)
+        result = BatchResult()
+        while True:
+            try:
+                result = await self._apply_events(events)
+                break
+            except (ValkeyConnectionError, ValkeyTimeoutError, OSError) as exc:
+                delay = backoff.next()
+                self.apply_errors += 1
+                log.warning("valkey unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+        if prev is not None:
+            await prev
+        try:
+            await self._finish(batch, events, result)
+        except (ValkeyConnectionError, ValkeyTimeoutError, OSError) as exc:
+            log.warning("valkey unavailable (%s): cursor not saved this time", exc)
+        except Exception:  # a bug: report it loudly, but keep following the stream
+            self.apply_errors += 1
+            log.exception("recording a batch of %d deliveries failed", len(batch))
+        finally:
+            for _ in batch:
+                self.queue.task_done()
+
+    async def _finish(self, batch: list[Delivery], events: list[Event], result: BatchResult) -> None:
+        """Metrics, follow-up work and cursors of an applied batch (in batch order)."""
         self._record(batch, events, result)
         positions: dict[str, tuple[int, int]] = {}
         gaps: list[str] = []
@@ -250,15 +303,20 @@ class Consumer:
                 positions[d.source] = (max(prev[0], d.position), prev[1] + len(d.events))
         for did in result.resync:
             self.request_resync(did)
+            self._hidden.pop(did, None)
+        for did in result.hidden:
+            self._hidden[did] = None
+            if len(self._hidden) > HIDDEN_MEMORY:
+                del self._hidden[next(iter(self._hidden))]
+        for name in gaps:
+            self.metrics.gaps.labels(source=name).inc()
+            self.request_backfill(f"gap detected on {name}")
         if result.holds:
             await self.holds.add(result.holds)
         for name, (position, n) in positions.items():
             cp = self.checkpoints.get(name)
             if cp is not None and await cp.advance(position, max(n, 1)):
                 self.metrics.cursor.labels(source=name).set(position)
-        for name in gaps:
-            self.metrics.gaps.labels(source=name).inc()
-            self.request_backfill(f"gap detected on {name}")
 
     async def _apply_events(self, events: list[Event]) -> BatchResult:
         """Apply a batch; if it fails for a reason other than Valkey being away, apply the
@@ -283,6 +341,7 @@ class Consumer:
                 continue
             merged.outcomes.update(one.outcomes)
             merged.resync += one.resync
+            merged.hidden += one.hidden
             merged.holds |= one.holds
         merged.newest_us = max(e.time_us for e in events)
         return merged

@@ -39,8 +39,9 @@ class ReadModel(Protocol):
 
     async def forget_identities(self, items: Sequence[tuple[str, str | None]]) -> None: ...
 
-    async def apply_account(self, did: str, active: bool, status: str | None) -> str:
-        """``hidden``, ``purged``, ``restored`` or ``ignored`` (see `atcr.readmodel.events`)."""
+    async def apply_accounts(self, items: Sequence[tuple[str, bool, str | None]]) -> list[str]:
+        """Per (did, active, status): ``hidden``, ``purged``, ``restored`` or ``ignored``
+        (see `atcr.readmodel.events`)."""
         ...
 
     async def inactive(self, dids: Sequence[str]) -> dict[str, str]:
@@ -77,8 +78,8 @@ class ValkeyReadModel:
     async def forget_identities(self, items: Sequence[tuple[str, str | None]]) -> None:
         await rm_events.apply_identity(self.valkey, items)
 
-    async def apply_account(self, did: str, active: bool, status: str | None) -> str:
-        return await rm_events.apply_account(self.valkey, did, active, status)
+    async def apply_accounts(self, items: Sequence[tuple[str, bool, str | None]]) -> list[str]:
+        return await rm_events.apply_accounts(self.valkey, items)
 
     async def inactive(self, dids: Sequence[str]) -> dict[str, str]:
         return await rm_events.inactive_accounts(self.valkey, dids)

@@ -39,6 +39,7 @@ class BatchResult:
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, outcome) -> count
     resync: list[str] = field(default_factory=list)  # DIDs whose records must be listed again
+    hidden: list[str] = field(default_factory=list)  # DIDs hidden or purged by this batch
     holds: set[str] = field(default_factory=set)  # hold DIDs the batch's records name
     newest_us: int | None = None  # time of the newest event in the batch
     seconds: float = 0.0
@@ -75,7 +76,13 @@ class Processor:
 
     async def apply(self, events: Sequence[Event]) -> BatchResult:
         """Apply `events` (in delivery order). Never raises for one bad event; Valkey errors
-        propagate, because then nothing can be applied and the caller must retry the batch."""
+        propagate, because then nothing can be applied and the caller must retry the batch.
+
+        Order only matters between an account event and the commits of the same DID, so the
+        batch is cut into waves: a DID's commits go into the wave after its last account
+        event. Each wave is one round trip for its commits, then one for its account events;
+        a batch without such interleaving (almost all of them) is a single wave.
+        """
         started = time.perf_counter()
         result = BatchResult()
         if not events:
@@ -84,69 +91,58 @@ class Processor:
         commit_dids = list(dict.fromkeys(e.did for e in events if isinstance(e, CommitEvent)))
         inactive = await self.model.inactive(commit_dids)
 
-        commits: list[CommitEvent] = []
-        commit_dids_pending: set[str] = set()
-        accounts: list[AccountEvent] = []
-        account_dids_pending: set[str] = set()
+        waves: list[tuple[list[CommitEvent], list[AccountEvent]]] = [([], [])]
+        wave_of: dict[str, int] = {}  # DID -> wave its next commit goes to
         identities: list[tuple[str, str | None]] = []
-
         for event in events:
-            if isinstance(event, CommitEvent):
-                if event.did in account_dids_pending:
-                    await self._flush_accounts(accounts, inactive, result)
-                    account_dids_pending.clear()
-                if event.did in inactive:
-                    result.count("commit", "hidden")
-                    continue
-                commits.append(event)
-                commit_dids_pending.add(event.did)
-            elif isinstance(event, AccountEvent):
-                if event.did in commit_dids_pending:
-                    await self._flush_commits(commits, result)
-                    commit_dids_pending.clear()
-                if event.did in account_dids_pending:
-                    await self._flush_accounts(accounts, inactive, result)
-                    account_dids_pending.clear()
-                accounts.append(event)
-                account_dids_pending.add(event.did)
+            if isinstance(event, CommitEvent | AccountEvent):
+                w = wave_of.get(event.did, 0)
+                if w == len(waves):
+                    waves.append(([], []))
+                if isinstance(event, CommitEvent):
+                    waves[w][0].append(event)
+                else:
+                    waves[w][1].append(event)
+                    wave_of[event.did] = w + 1
             elif isinstance(event, IdentityEvent):
                 identities.append((event.did, event.handle))
-        await self._flush_commits(commits, result)
-        await self._flush_accounts(accounts, inactive, result)
+        for commits, accounts in waves:
+            await self._commits(commits, inactive, result)
+            await self._accounts(accounts, inactive, result)
         if identities:
             await self.model.forget_identities(identities)
             result.count("identity", "applied", len(identities))
         result.seconds = time.perf_counter() - started
         return result
 
-    async def _flush_commits(self, commits: list[CommitEvent], result: BatchResult) -> None:
-        if not commits:
+    async def _commits(self, commits: list[CommitEvent], inactive: dict[str, str], result: BatchResult) -> None:
+        kept = [c for c in commits if c.did not in inactive]
+        if len(kept) < len(commits):
+            result.count("commit", "hidden", len(commits) - len(kept))
+        if not kept:
             return
-        changes = [
-            RecordChange(c.did, c.collection, c.rkey, c.record, c.cid, c.rev, c.raw_manifest) for c in commits
-        ]
+        changes = [RecordChange(c.did, c.collection, c.rkey, c.record, c.cid, c.rev, c.raw_manifest) for c in kept]
         applied = await self.model.apply_records(changes)
-        for commit, ok in zip(commits, applied, strict=True):
+        for commit, ok in zip(kept, applied, strict=True):
             result.count("commit", "applied" if ok else "ignored")
             if ok:
                 result.holds.update(holds_named(commit.collection, commit.did, commit.record))
-        commits.clear()
 
-    async def _flush_accounts(
-        self, accounts: list[AccountEvent], inactive: dict[str, str], result: BatchResult
-    ) -> None:
-        for event in accounts:
-            outcome = await self.model.apply_account(event.did, event.active, event.status)
+    async def _accounts(self, accounts: list[AccountEvent], inactive: dict[str, str], result: BatchResult) -> None:
+        if not accounts:
+            return
+        outcomes = await self.model.apply_accounts([(e.did, e.active, e.status) for e in accounts])
+        for event, outcome in zip(accounts, outcomes, strict=True):
             result.count("account", outcome)
             if outcome in ("hidden", "purged"):
                 inactive[event.did] = event.status or "deactivated"
+                result.hidden.append(event.did)
                 log.info("account %s is %s: its repositories are %s", event.did, event.status, outcome)
             elif event.active:
                 inactive.pop(event.did, None)
-                if outcome == "restored":
+                if outcome == "restored" and event.did not in result.resync:
                     result.resync.append(event.did)
                     log.info("account %s is active again: listing its records", event.did)
-        accounts.clear()
 
     async def apply_listing(
         self,

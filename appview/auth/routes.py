@@ -51,21 +51,24 @@ class TokenApi:
         self.after_login = after_login
 
     async def grant(self, principal: Principal | None, scopes: list[str]) -> list[Access]:
-        """Intersect what was asked with what the principal may do (Docker token semantics)."""
+        """What the principal may do for each requested scope.
+
+        Anyone may pull. In their own namespace an authenticated user gets pull, push and
+        delete whatever subset they asked for: some clients (oras-py among them) keep the
+        first token of a session and never ask again, so a pull-only token fetched by an
+        early HEAD would make the rest of their push fail. Elsewhere they get pull only.
+        """
         granted: list[Access] = []
         for raw in scopes[:MAX_SCOPES]:
             for one in raw.split(" "):
                 access = parse_scope(one)
-                if access is None or access.type != "repository":
+                if access is None or access.type != "repository" or not access.actions:
                     continue
-                allowed = {"pull"} if "pull" in access.actions or "*" in access.actions else set()
-                wants_write = {"push", "delete", "*"} & set(access.actions)
-                if principal is not None and wants_write:
+                allowed = {"pull"}
+                if principal is not None:
                     identity = access.name.partition("/")[0]
                     if await self.owner_of(identity) == principal.did:
-                        allowed |= {"pull", "push", "delete"} if "*" in access.actions else (
-                            wants_write | {"pull"}
-                        )
+                        allowed = {"pull", "push", "delete"}
                 granted.append(Access(access.type, access.name, tuple(sorted(allowed))))
         return granted
 
@@ -82,7 +85,7 @@ class TokenApi:
         }
         if oauth:
             body["token_type"] = "Bearer"
-        return Response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return Response(body, status_code=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     async def _login(self, username: str, password: str) -> Principal:
         principal = await self.authenticator.login(username, password)
@@ -96,7 +99,7 @@ class TokenApi:
     def handlers(self) -> list[Any]:
         api = self
 
-        @route("/auth/token", http_method=[HttpMethod.GET], include_in_schema=True, sync_to_thread=False)
+        @route("/auth/token", http_method=[HttpMethod.GET], include_in_schema=True)
         async def token_get(request: Request[Any, Any, State]) -> Response[Any]:
             """Docker token endpoint: Basic credentials (app password or device secret), or anonymous."""
             try:

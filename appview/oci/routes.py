@@ -60,6 +60,8 @@ def _challenge(auth: Auth, scope: str | None, error: str | None = None) -> str:
 
 
 def error_response(exc: RegistryError) -> Response[Any]:
+    if exc.status >= 500:
+        log.warning("%s %s: %s", exc.status, exc.code, exc.message)
     body = {"errors": [{"code": exc.code, "message": exc.message, "detail": exc.detail}]}
     headers = {**API_VERSION, **exc.headers}
     return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
@@ -160,7 +162,7 @@ class OciApi:
             if claims is None:
                 exc = Unauthorized(headers={"WWW-Authenticate": _challenge(api.auth, None)})
                 return error_response(exc)
-            return Response({}, headers=API_VERSION)
+            return Response({}, status_code=200, headers=API_VERSION)
 
         @route(
             "/v2/{rest:path}",
@@ -234,9 +236,9 @@ class OciApi:
             "ETag": f'"{entry.digest}"',
         }
         if head:
-            return Response(b"", headers=headers, media_type=entry.media_type)
+            return Response(b"", status_code=200, headers=headers, media_type=entry.media_type)
         self.registry.notify_pull(repo, entry, claims.subject or None)
-        return Response(entry.raw, headers=headers, media_type=entry.media_type)
+        return Response(entry.raw, status_code=200, headers=headers, media_type=entry.media_type)
 
     async def put_manifest(self, request: Request[Any, Any, State], name: str, ref: str) -> Response[Any]:
         repo = await self._owned(request, name, "push")
@@ -280,7 +282,7 @@ class OciApi:
                 raise BlobUnknown(detail={"digest": digest})
             headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
                        "Accept-Ranges": "bytes"}
-            return Response(b"", headers=headers, media_type="application/octet-stream")
+            return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
         url, _size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
         return Response(
             b"", status_code=307, headers={**API_VERSION, "Location": url, "Docker-Content-Digest": digest}
@@ -406,7 +408,7 @@ class OciApi:
             if n < len(tags) and n > 0:
                 headers["Link"] = _link(f"/v2/{name}/tags/list", {"n": str(n), "last": tags[n - 1]})
             tags = tags[:n]
-        return Response({"name": name, "tags": tags}, headers=headers)
+        return Response({"name": name, "tags": tags}, status_code=200, headers=headers)
 
     async def referrers(self, request: Request[Any, Any, State], name: str, digest: str) -> Response[Any]:
         _require(request, self.auth, name, "pull")
@@ -417,7 +419,7 @@ class OciApi:
         if artifact_type:
             headers["OCI-Filters-Applied"] = "artifactType"
         body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-        return Response(body, headers=headers, media_type=OCI_INDEX)
+        return Response(body, status_code=200, headers=headers, media_type=OCI_INDEX)
 
     async def catalog(self, request: Request[Any, Any, State]) -> Response[Any]:
         claims = _claims(request, self.auth)
@@ -431,4 +433,4 @@ class OciApi:
         if len(names) > size:
             names = names[:size]
             headers["Link"] = _link("/v2/_catalog", {"n": str(size), "last": names[-1]})
-        return Response({"repositories": names}, headers=headers)
+        return Response({"repositories": names}, status_code=200, headers=headers)

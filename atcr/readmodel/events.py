@@ -150,11 +150,6 @@ async def inactive_accounts(v: avalkey.Valkey, dids: Sequence[str]) -> dict[str,
     return {d: (s.decode() if isinstance(s, bytes) else str(s)) for d, s in zip(dids, values, strict=True) if s}
 
 
-async def _known(v: avalkey.Valkey, did: str) -> bool:
-    names = [keys.sync(did), keys.repositories(did)] + [keys.records(did, c) for c in sorted(keys.COLLECTIONS)]
-    return int(await done(v.exists(*names))) > 0
-
-
 async def _drop(v: avalkey.Valkey, did: str) -> None:
     """Remove the DID's repositories from the cross-DID indexes, then its own keys."""
     repos = await done(v.zrange(keys.repositories(did), 0, -1))
@@ -177,13 +172,46 @@ async def apply_account(v: avalkey.Valkey, did: str, active: bool, status: str |
     ``"ignored"``: nothing to do (already active, or a status such as ``throttled`` that says
     nothing about the data).
     """
-    marker = account_marker(did)
-    if active:
-        return "restored" if int(await done(v.delete(marker))) else "ignored"
-    state = (status or "deactivated").lower()
-    if state not in HIDDEN_STATUSES and state not in PURGED_STATUSES:
-        return "ignored"
-    await done(v.set(marker, state, ex=ACCOUNT_MARKER_TTL))
-    if await _known(v, did):
-        await _drop(v, did)
-    return "purged" if state in PURGED_STATUSES else "hidden"
+    (outcome,) = await apply_accounts(v, [(did, active, status)])
+    return outcome
+
+
+def _known_keys(did: str) -> list[str]:
+    return [keys.sync(did), keys.repositories(did)] + [keys.records(did, c) for c in sorted(keys.COLLECTIONS)]
+
+
+async def apply_accounts(v: avalkey.Valkey, items: Sequence[tuple[str, bool, str | None]]) -> list[str]:
+    """`apply_account` for many (did, active, status), in order, in one round trip.
+
+    Most account events on the network are about accounts this model never saw: those cost
+    one marker write (or delete) each; only known accounts pay for dropping their keys.
+    """
+    if not items:
+        return []
+    pipe = v.pipeline(transaction=False)
+    plan: list[tuple[str, str]] = []  # (what, state) per item, to read the pipeline results
+    for did, active, status in items:
+        if active:
+            pipe.delete(account_marker(did))
+            plan.append(("activate", ""))
+            continue
+        state = (status or "deactivated").lower()
+        if state not in HIDDEN_STATUSES and state not in PURGED_STATUSES:
+            plan.append(("ignore", state))
+            continue
+        pipe.set(account_marker(did), state, ex=ACCOUNT_MARKER_TTL)
+        pipe.exists(*_known_keys(did))
+        plan.append(("hide", state))
+    results = iter(await pipe.execute())
+    outcomes: list[str] = []
+    for (did, _, _), (what, state) in zip(items, plan, strict=True):
+        if what == "activate":
+            outcomes.append("restored" if int(next(results)) else "ignored")
+        elif what == "ignore":
+            outcomes.append("ignored")
+        else:
+            next(results)  # SET
+            if int(next(results)):
+                await _drop(v, did)
+            outcomes.append("purged" if state in PURGED_STATUSES else "hidden")
+    return outcomes

@@ -30,14 +30,14 @@ def skopeo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
 
 
 def push(stack: RegistryStack, pusher: Pusher, layout: Path, ref: str, dest: str, *, all_: bool = False) -> None:
-    args = ["copy", "--dest-tls-verify=false", f"--dest-creds={pusher.handle}:{pusher.app_password}"]
+    args = ["copy", "--preserve-digests", "--dest-tls-verify=false", f"--dest-creds={pusher.handle}:{pusher.app_password}"]
     if all_:
         args.append("--all")
     skopeo(*args, f"oci:{layout}:{ref}", f"docker://{stack.host}/{dest}")
 
 
 def pull(stack: RegistryStack, src: str, out: Path, *, all_: bool = False) -> None:
-    args = ["copy", "--src-tls-verify=false"]
+    args = ["copy", "--preserve-digests", "--src-tls-verify=false"]
     if all_:
         args.append("--all")
     skopeo(*args, f"docker://{stack.host}/{src}", f"oci:{out}:pulled")
@@ -110,7 +110,7 @@ def test_artifact_with_subject_visible_through_referrers(
     push(registry_stack, pusher, layout.root, "base", f"{pusher.handle}/signed:base")
 
     client = oras.client.OrasClient(hostname=registry_stack.host, insecure=True)
-    client.set_basic_auth(pusher.handle, pusher.app_password)
+    client.auth.set_basic_auth(pusher.handle, pusher.app_password)
     sbom = tmp_path / "sbom.json"
     sbom.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "name": "x"}))
     subject = oras.oci.Subject(mediaType=str(desc["mediaType"]), digest=str(desc["digest"]), size=int(desc["size"]))  # type: ignore[arg-type]

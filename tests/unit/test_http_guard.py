@@ -85,3 +85,12 @@ async def test_non_http_scheme_refused() -> None:
     async with SafeHttpClient(transport=mock(lambda r: httpx.Response(200))) as client:
         with pytest.raises((BlockedAddress, NetworkError, httpx.UnsupportedProtocol)):
             await client.get("file:///etc/passwd")
+
+
+async def test_head_content_length_is_not_a_body() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(50 * 1024 * 1024)})
+
+    async with SafeHttpClient(transport=mock(handler), max_bytes=1000) as client:
+        resp = await client.request("HEAD", "http://1.1.1.1/blob")
+    assert resp.status_code == 200

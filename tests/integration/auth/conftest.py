@@ -21,7 +21,9 @@ def harness_env() -> dict[str, str]:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, pds_network: TestNetwork, valkey, harness_env: dict[str, str]) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
+async def harness(  # type: ignore[no-untyped-def]
+    tmp_path: Path, pds_network: TestNetwork, valkey, harness_env: dict[str, str]
+) -> AsyncIterator[Harness]:
     port = free_port()
     settings = settings_for(tmp_path, base_url=f"http://127.0.0.1:{port}", plc_url=pds_network.plc_url,
                             pds_url=pds_network.pds_url, **harness_env)
@@ -38,7 +40,7 @@ async def browser(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def csrf_of(html: str) -> str:
-    return html.split('name="csrf_token" value="')[1].split('"')[0]
+    return html.split('name="csrf_token" value="')[1].split('"', maxsplit=1)[0]
 
 
 async def start_login(client: httpx.AsyncClient, account: Account, next_path: str = "/") -> str:

@@ -71,4 +71,4 @@ async def test_identity_event_drops_cached_identity(
     async def dropped() -> bool:
         return await valkey.exists(keys.identity(writer.did), keys.identity(old)) == 0
 
-    await eventually(dropped)
+    await eventually(dropped, timeout=10)

@@ -81,8 +81,10 @@ async def test_grant_push_only_in_own_namespace() -> None:
     api = TokenApi(service(), authenticator=None, owner_of=owner)  # type: ignore[arg-type]
     alice = Principal("did:plc:alice", "alice.test", "app_password")
     granted = await api.grant(alice, ["repository:alice.test/app:pull,push", "repository:bob.test/app:pull,push"])
-    assert granted[0].actions == ("pull", "push")
+    assert granted[0].actions == ("delete", "pull", "push")
     assert granted[1].actions == ("pull",)
+    own_pull = await api.grant(alice, ["repository:alice.test/app:pull"])
+    assert own_pull[0].actions == ("delete", "pull", "push")
     anonymous = await api.grant(None, ["repository:alice.test/app:pull,push"])
     assert anonymous[0].actions == ("pull",)
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 
 
 def header_of(token: str) -> dict[str, object]:
-    part = token.split(".")[0]
+    part = token.split(".", maxsplit=1)[0]
     return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
 
 
@@ -68,7 +68,8 @@ def response(status: int, *, body: object = None, headers: dict[str, str] | None
 
 def test_nonce_refusals_are_recognised() -> None:
     assert wants_nonce(response(400, body={"error": "use_dpop_nonce"}))
-    assert wants_nonce(response(401, headers={"WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="x"'}))
+    challenge = 'DPoP error="use_dpop_nonce", error_description="x"'
+    assert wants_nonce(response(401, headers={"WWW-Authenticate": challenge}))
     assert not wants_nonce(response(401, body={"error": "invalid_token"}))
     assert not wants_nonce(response(200, body={"error": "use_dpop_nonce"}))
     assert error_code(response(401, headers={"WWW-Authenticate": 'DPoP error="invalid_token"'},

@@ -46,7 +46,7 @@ async def client(app: tuple[Litestar, SignIn]) -> AsyncIterator[httpx.AsyncClien
 
 
 def csrf_of(html: str) -> str:
-    return html.split('name="csrf_token" value="')[1].split('"')[0]
+    return html.split('name="csrf_token" value="')[1].split('"', maxsplit=1)[0]
 
 
 async def login(client: httpx.AsyncClient, fake_as: FakeAuthServer, next_path: str = "/") -> httpx.Response:

@@ -45,12 +45,16 @@ class FakeModel:
     async def forget_identities(self, items: Sequence[tuple[str, str | None]]) -> None:
         self.calls.append(("identity", list(items)))
 
-    async def apply_account(self, did: str, active: bool, status: str | None) -> str:
-        self.calls.append(("account", (did, active)))
-        if active:
-            return "restored" if self.hidden.pop(did, None) else "ignored"
-        self.hidden[did] = status or "deactivated"
-        return "purged" if status == "deleted" else "hidden"
+    async def apply_accounts(self, items: Sequence[tuple[str, bool, str | None]]) -> list[str]:
+        self.calls.append(("accounts", [(did, active) for did, active, _ in items]))
+        out = []
+        for did, active, status in items:
+            if active:
+                out.append("restored" if self.hidden.pop(did, None) else "ignored")
+                continue
+            self.hidden[did] = status or "deactivated"
+            out.append("purged" if status == "deleted" else "hidden")
+        return out
 
     async def inactive(self, dids: Sequence[str]) -> dict[str, str]:
         return {d: self.hidden[d] for d in dids if d in self.hidden}
@@ -85,12 +89,13 @@ async def test_account_events_keep_their_place_among_the_same_dids_commits() -> 
         IdentityEvent(B, 4, "b.test"),
     ]
     result = await Processor(model).apply(events)
-    # Order across DIDs is free (B's commit 4 may wait for the next flush); A's is kept.
+    # Waves: order across DIDs is free (B's commit 4 joins the first wave); A's order is kept,
+    # and A's commit 3, after its deactivation, is dropped without a call.
     assert model.calls == [
-        ("records", [(A, "1"), (B, "2")]),
-        ("account", (A, False)),
-        ("account", (A, True)),
-        ("records", [(B, "4"), (A, "5")]),
+        ("records", [(A, "1"), (B, "2"), (B, "4")]),
+        ("accounts", [(A, False)]),
+        ("accounts", [(A, True)]),
+        ("records", [(A, "5")]),
         ("identity", [(B, "b.test")]),
     ]
     assert result.outcomes[("commit", "hidden")] == 1
@@ -133,3 +138,12 @@ async def test_listing_passes_through_and_reports_holds() -> None:
     )
     assert changed == 1 and holds == {HOLD}
     assert model.calls == [("listing", (A, "io.atcr.manifest", 1))]
+
+
+async def test_consecutive_account_events_of_one_did_stay_in_order() -> None:
+    model = FakeModel()
+    await Processor(model).apply(
+        [AccountEvent(A, 1, False, "deactivated"), AccountEvent(A, 2, True), AccountEvent(A, 3, False, "deleted")]
+    )
+    assert model.calls == [("accounts", [(A, False)]), ("accounts", [(A, True)]), ("accounts", [(A, False)])]
+    assert model.hidden == {A: "deleted"}
