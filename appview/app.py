@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
@@ -18,6 +18,7 @@ from appview.auth.tokens import TokenService
 from appview.cache.loader import Loader, LoaderConfig
 from appview.holds.client import HoldClient
 from appview.holds.pulls import PullCounter
+from appview.identity import AppViewIdentity
 from appview.oci.registry import PROFILE_COLLECTION, Registry, now_iso
 from appview.oci.routes import Auth, OciApi
 from appview.oci.uploads import UploadStore
@@ -47,8 +48,10 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         raise AtcrError("the AppView needs Valkey: set VALKEY_URL")
     valkey = rt.valkey
 
+    signing_key = load_or_create_ec_key(settings.key_path)
+    me = AppViewIdentity(settings.base_url, signing_key)
     tokens = TokenService(
-        load_or_create_ec_key(settings.key_path),
+        signing_key,
         issuer=settings.base_url,
         service=settings.service,
         lifetime=settings.token_expiration,
@@ -67,7 +70,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         rt.http, rt.resolver, mint=mint, allow_http_loopback=settings.allow_private_networks,
         timeout=settings.http_timeout,
     )
-    pulls = PullCounter(holds)
+    pulls = PullCounter(holds, mint=me.mint)
     registry = Registry(
         loader, holds, sessions, UploadStore(valkey), default_hold_did=settings.default_hold_did, pulls=pulls
     )
@@ -118,8 +121,14 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
             if runtime is None:
                 await rt.aclose()
 
+    @get("/.well-known/did.json", sync_to_thread=False, include_in_schema=False)
+    def did_json() -> dict[str, Any]:
+        """The AppView's did:web document: holds verify its pull notifications with this key."""
+        return me.did_document()
+
     app = Litestar(
         route_handlers=[
+            did_json,
             *health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers(),
             *sign_in.web.handlers(),
         ],

@@ -42,7 +42,8 @@ class DigestInvalid(RegistryError):
 
 
 class ManifestBlobUnknown(RegistryError):
-    code, status, default_message = "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry"
+    code, status = "MANIFEST_BLOB_UNKNOWN", 400
+    default_message = "manifest references a manifest or blob unknown to registry"
 
 
 class ManifestInvalid(RegistryError):

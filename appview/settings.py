@@ -38,7 +38,9 @@ class AppViewSettings(NetworkSettings):
     )
     max_blob_size: int = setting(10 * 1024**3, "ATCR_MAX_BLOB_SIZE", "largest blob accepted by a push, in bytes")
     workers: int = setting(1, "ATCR_WORKERS", "uvicorn worker processes")
-    cache_fresh_ttl: float = setting(60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh")
+    cache_fresh_ttl: float = setting(
+        60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh"
+    )
     cache_max_stale: float = setting(
         3600.0, "ATCR_CACHE_MAX_STALE", "seconds a stale entry may still be served while its PDS is failing"
     )

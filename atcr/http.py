@@ -174,7 +174,8 @@ class SafeHttpClient:
                 async with self._stream(method, url, follow_redirects=follow_redirects, **kwargs) as resp:
                     declared = resp.headers.get("content-length")
                     # A HEAD answer's Content-Length describes the resource, not a body to read.
-                    if method.upper() != "HEAD" and declared is not None and declared.isdigit() and int(declared) > limit:
+                    too_big = declared is not None and declared.isdigit() and int(declared) > limit
+                    if method.upper() != "HEAD" and too_big:
                         raise ResponseTooLarge(f"{url}: response of {declared} bytes exceeds {limit}")
                     chunks: list[bytes] = []
                     total = 0

@@ -29,19 +29,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from jetstream_record import events as recorded  # noqa: E402
+from jetstream_record import events as recorded
 
-from atcr.http import SafeHttpClient  # noqa: E402
-from atcr.identity import IdentityResolver  # noqa: E402
-from atcr.settings import load  # noqa: E402
-from atcr.valkey import EmbeddedValkey, connect  # noqa: E402
-from jetstream.consumer import Consumer  # noqa: E402
-from jetstream.errors import MalformedEvent  # noqa: E402
-from jetstream.events import Event, parse_jetstream  # noqa: E402
-from jetstream.model import ValkeyReadModel  # noqa: E402
-from jetstream.processor import Processor  # noqa: E402
-from jetstream.settings import JetstreamSettings  # noqa: E402
-from jetstream.sources import Delivery  # noqa: E402
+from atcr.http import SafeHttpClient
+from atcr.identity import IdentityResolver
+from atcr.settings import load
+from atcr.valkey import EmbeddedValkey, connect
+from jetstream.consumer import Consumer
+from jetstream.errors import MalformedEvent
+from jetstream.events import Event, parse_jetstream
+from jetstream.model import ValkeyReadModel
+from jetstream.processor import Processor
+from jetstream.settings import JetstreamSettings
+from jetstream.sources import Delivery
 
 BATCH = 500
 
@@ -104,8 +104,7 @@ async def run_consumer(v: Any, url: str, lines: list[str]) -> tuple[float, float
     return elapsed, cpu
 
 
-async def main(count: int, record: Path | None) -> None:
-    lines = record.read_text().splitlines() if record else list(recorded(count))
+async def main(lines: list[str]) -> None:
     server = EmbeddedValkey()
     url = server.start()
     where = pin(server)
@@ -120,13 +119,18 @@ async def main(count: int, record: Path | None) -> None:
         await v.aclose()
         server.stop()
     n = len(lines)
-    print(f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {where}")
+    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    print(f"Machine: {machine}; {where}")
     print(f"Recording: {n} events; outcomes: {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}")
     print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB\n")
     print("| path | events | seconds | events/s | CPU s (this process) |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| processor (parse + apply, batches of {BATCH}) | {n} | {p_elapsed:.2f} | {n / p_elapsed:,.0f} | {p_cpu:.2f} |")
-    print(f"| consumer loop (queue + batches + cursor + metrics) | {n} | {c_elapsed:.2f} | {n / c_elapsed:,.0f} | {c_cpu:.2f} |")
+    rows = [
+        (f"processor (parse + apply, batches of {BATCH})", p_elapsed, p_cpu),
+        ("consumer loop (queue + batches + cursor + metrics)", c_elapsed, c_cpu),
+    ]
+    for name, elapsed, cpu in rows:
+        print(f"| {name} | {n} | {elapsed:.2f} | {n / elapsed:,.0f} | {cpu:.2f} |")
 
 
 if __name__ == "__main__":
@@ -134,4 +138,4 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--record", type=Path, default=None, help="a JSONL recording (default: generate one)")
     ns = ap.parse_args()
-    asyncio.run(main(ns.events, ns.record))
+    asyncio.run(main(ns.record.read_text().splitlines() if ns.record else list(recorded(ns.events))))

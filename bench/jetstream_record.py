@@ -107,13 +107,22 @@ def events(count: int, *, users: int = 2000, seed: int = 1, start_us: int = 1_76
             commit = {
                 "collection": "io.atcr.sailor.profile",
                 "rkey": "self",
-                "record": {"$type": "io.atcr.sailor.profile", "defaultHold": rng.choice(holds), "createdAt": "2026-01-01T00:00:00Z"},
+                "record": {
+                    "$type": "io.atcr.sailor.profile",
+                    "defaultHold": rng.choice(holds),
+                    "createdAt": "2026-01-01T00:00:00Z",
+                },
             }
         elif roll < 0.67:
             commit = {
                 "collection": "io.atcr.repo.page",
                 "rkey": repo,
-                "record": {"$type": "io.atcr.repo.page", "repository": repo, "description": "A service. " * 20, "createdAt": "2026-01-01T00:00:00Z"},
+                "record": {
+                    "$type": "io.atcr.repo.page",
+                    "repository": repo,
+                    "description": "A service. " * 20,
+                    "createdAt": "2026-01-01T00:00:00Z",
+                },
             }
         elif roll < 0.70:
             hold = rng.choice(holds)
@@ -122,10 +131,20 @@ def events(count: int, *, users: int = 2000, seed: int = 1, start_us: int = 1_76
             commit = {
                 "collection": "io.atcr.hold.stats",
                 "rkey": hashlib.sha256(f"{owner}/{repo}".encode()).hexdigest()[:26],
-                "record": {"$type": "io.atcr.hold.stats", "ownerDid": owner, "repository": repo, "pullCount": n, "pushCount": 1, "updatedAt": "2026-01-01T00:00:00Z"},
+                "record": {
+                    "$type": "io.atcr.hold.stats",
+                    "ownerDid": owner,
+                    "repository": repo,
+                    "pullCount": n,
+                    "pushCount": 1,
+                    "updatedAt": "2026-01-01T00:00:00Z",
+                },
             }
         elif roll < 0.75:
-            commit = {"collection": "io.atcr.tag", "rkey": hashlib.sha256(f"{repo}:v{rng.randrange(20)}".encode()).hexdigest()[:26]}
+            commit = {
+                "collection": "io.atcr.tag",
+                "rkey": hashlib.sha256(f"{repo}:v{rng.randrange(20)}".encode()).hexdigest()[:26],
+            }
         if commit is not None:
             op = "delete" if "record" not in commit else rng.choice(("create", "create", "update"))
             body = {"rev": rev, "operation": op, **commit}
@@ -133,7 +152,12 @@ def events(count: int, *, users: int = 2000, seed: int = 1, start_us: int = 1_76
                 body["cid"] = "bafyrei" + hashlib.sha256(rev.encode()).hexdigest()[:52]
             event = {"did": did, "time_us": t, "kind": "commit", "commit": body}
         elif roll < 0.90:
-            event = {"did": did, "time_us": t, "kind": "identity", "identity": {"did": did, "seq": n, "time": "2026-01-01T00:00:00Z", "handle": f"u{n}.bsky.social"}}
+            event = {
+                "did": did,
+                "time_us": t,
+                "kind": "identity",
+                "identity": {"did": did, "seq": n, "time": "2026-01-01T00:00:00Z", "handle": f"u{n}.bsky.social"},
+            }
         else:
             active = rng.random() < 0.9
             acct: dict[str, Any] = {"active": active, "did": did, "seq": n, "time": "2026-01-01T00:00:00Z"}

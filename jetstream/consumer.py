@@ -245,9 +245,7 @@ class Consumer:
                 events = [e for d in batch for e in d.events]
                 dids = {e.did for e in events}
                 accounts = {
-                    e.did
-                    for e in events
-                    if isinstance(e, AccountEvent) and (not e.active or e.did in self._hidden)
+                    e.did for e in events if isinstance(e, AccountEvent) and (not e.active or e.did in self._hidden)
                 }
                 if any(f.accounts & dids or accounts & f.dids for f in inflight):
                     while inflight:

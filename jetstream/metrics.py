@@ -85,9 +85,7 @@ class Metrics:
         self.backfill_repos_done = Gauge(
             "atcr_jetstream_backfill_repos_done", "Repositories the current backfill finished.", registry=r
         )
-        self.backfill_records = Counter(
-            "atcr_jetstream_backfill_records", "Records read by backfills.", registry=r
-        )
+        self.backfill_records = Counter("atcr_jetstream_backfill_records", "Records read by backfills.", registry=r)
         self.backfill_failures = Counter(
             "atcr_jetstream_backfill_failures", "Repositories a backfill could not list.", registry=r
         )

@@ -19,9 +19,7 @@ class JetstreamSettings(NetworkSettings):
     relay_endpoint: str = setting(
         "https://relay1.us-east.bsky.network", "ATCR_RELAY_ENDPOINT", "relay used for backfill"
     )
-    status_addr: str = setting(
-        "127.0.0.1:5001", "ATCR_JETSTREAM_STATUS_ADDR", "address of the status/metrics endpoint"
-    )
+    status_addr: str = setting("127.0.0.1:5001", "ATCR_JETSTREAM_STATUS_ADDR", "address of the status/metrics endpoint")
     enabled: bool = setting(True, "ATCR_JETSTREAM_ENABLED", "connect to Jetstream (off: status endpoint only)")
     backfill_enabled: bool = setting(True, "ATCR_BACKFILL_ENABLED", "backfill from the relay at start and after gaps")
     wanted_collections: tuple[str, ...] = setting(

@@ -90,9 +90,9 @@ class Authenticator:
 
         proof_key = f"av:apppw:{ident.did}"
         remembered = await self._v.get(proof_key)
-        if remembered is not None and hmac.compare_digest(remembered, self._proof(ident.did, password)):
-            if await self._sessions.load(ident.did) is not None:
-                return Principal(ident.did, ident.handle, "app_password")
+        proven = remembered is not None and hmac.compare_digest(remembered, self._proof(ident.did, password))
+        if proven and await self._sessions.load(ident.did) is not None:
+            return Principal(ident.did, ident.handle, "app_password")
 
         pds = XrpcClient(self._http, ident.pds_endpoint)
         try:

@@ -243,10 +243,14 @@ class HoldClient:
 
     # --- notifications ------------------------------------------------------------------------
 
-    async def notify_manifest(self, hold_did: str, user_did: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    async def notify_manifest(
+        self, hold_did: str, user_did: str | None, body: dict[str, Any], *, service_token: str | None = None
+    ) -> dict[str, Any]:
+        """Tell the hold about a push (user's token) or pulls (`service_token` signed by the AppView)."""
+        headers = {"Authorization": f"Bearer {service_token}"} if service_token else None
         out: dict[str, Any] = self._check(
             await self._call(
-                "POST", hold_did, "io.atcr.hold.notifyManifest", user_did=user_did, json_body=body
+                "POST", hold_did, "io.atcr.hold.notifyManifest", user_did=user_did, json_body=body, headers=headers
             )
         )
         return out

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("appview.pulls")
@@ -23,12 +24,19 @@ MAX_PENDING_KEYS = 100_000
 
 
 class Notifier(Protocol):
-    async def notify_manifest(self, hold_did: str, user_did: str | None, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def notify_manifest(
+        self, hold_did: str, user_did: str | None, body: dict[str, Any], *, service_token: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+# Mints a service token signed by the AppView's own did:web key for (hold DID, lxm).
+AppViewMinter = Callable[[str, str], str]
 
 
 class PullCounter:
-    def __init__(self, notifier: Notifier, *, interval: float = 1.0) -> None:
+    def __init__(self, notifier: Notifier, *, mint: AppViewMinter | None = None, interval: float = 1.0) -> None:
         self._notifier = notifier
+        self._mint = mint
         self._interval = interval
         self._pending: Counter[Key] = Counter()
         self._task: asyncio.Task[None] | None = None
@@ -70,7 +78,8 @@ class PullCounter:
                 "count": n,
             }
             try:
-                await self._notifier.notify_manifest(hold, None, body)
+                token = self._mint(hold, "io.atcr.hold.notifyManifest") if self._mint else None
+                await self._notifier.notify_manifest(hold, None, body, service_token=token)
             except Exception as exc:  # any failure: keep the counts for the next round
                 log.debug("pull count flush to %s failed: %s", hold, exc)
                 self._pending[key] += n

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from appview.errors import (
     BlobUnknown,
@@ -39,10 +39,10 @@ from appview.oci.uploads import PART_SIZE, UploadSession, UploadStore
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
     AuthenticationRequired,
-    HandleNotFound,
     DidNotFound,
-    InvalidIdentifier,
+    HandleNotFound,
     InvalidDidDocument,
+    InvalidIdentifier,
     InvalidSwap,
     NetworkError,
     RecordNotFound,
@@ -50,12 +50,14 @@ from atcr.errors import (
     XrpcError,
 )
 from atcr.identity import Identity
-from atcr.oci import Manifest, InvalidManifest, parse_manifest
+from atcr.oci import InvalidManifest, Manifest, parse_manifest
 from atcr.readmodel import ManifestEntry, TagEntry, tag_rkey
 from atcr.syntax import is_did, is_oci_repository, is_oci_tag
 from atcr.xrpc import XrpcClient
 
 log = logging.getLogger("appview.registry")
+
+T = TypeVar("T")
 
 MANIFEST_COLLECTION = "io.atcr.manifest"
 TAG_COLLECTION = "io.atcr.tag"
@@ -575,7 +577,7 @@ class Registry:
         return client
 
     @staticmethod
-    async def _guard(coro: Any) -> Any:
+    async def _guard(coro: Awaitable[T]) -> T:
         """Map upstream failures of the read model to 503 with Retry-After."""
         try:
             return await coro

@@ -84,7 +84,8 @@ def _require(
     try:
         claims = _claims(request, auth)
     except Unauthorized as exc:
-        raise Unauthorized(exc.message, headers={"WWW-Authenticate": _challenge(auth, scope, "invalid_token")}) from None
+        challenge = _challenge(auth, scope, "invalid_token")
+        raise Unauthorized(exc.message, headers={"WWW-Authenticate": challenge}) from None
     if claims is None:
         raise Unauthorized(headers={"WWW-Authenticate": _challenge(auth, scope)})
     if not claims.allows(name, action) and not (action == "delete" and claims.allows(name, "push")):
@@ -225,7 +226,9 @@ class OciApi:
 
     # --- manifests ----------------------------------------------------------------------------
 
-    async def get_manifest(self, request: Request[Any, Any, State], name: str, ref: str, *, head: bool) -> Response[Any]:
+    async def get_manifest(
+        self, request: Request[Any, Any, State], name: str, ref: str, *, head: bool
+    ) -> Response[Any]:
         claims = _require(request, self.auth, name, "pull")
         repo = await self.registry.resolve(name)
         entry = await self.registry.get_manifest(repo, ref)

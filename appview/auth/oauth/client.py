@@ -22,7 +22,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from appview.auth.oauth.discovery import AuthServer, Discovery
 from appview.auth.oauth.dpop import DpopKey, NonceCache, error_code, wants_nonce
-from appview.auth.oauth.metadata import OAuthClientConfig, scope_tokens
+from appview.auth.oauth.metadata import OAuthClientConfig, redact, scope_tokens
 from atcr.errors import (
     IdentityError,
     InvalidGrant,
@@ -136,10 +136,12 @@ class OAuthClient:
         resp: httpx.Response | None = None
         for _attempt in range(2):
             proof = dpop.proof("POST", url, nonce=self.nonces.get(url), now=self._clock())
+            fields = form()
+            log.debug("%s: POST %s %s", what, url, redact(fields))
             try:
                 resp = await self.http.post(
                     url,
-                    content=urlencode(form()).encode(),
+                    content=urlencode(fields).encode(),
                     headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof,
                              "Accept": "application/json"},
                     max_bytes=MAX_TOKEN_RESPONSE,

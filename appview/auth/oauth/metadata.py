@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -123,7 +123,6 @@ class OAuthClientConfig:
     base_url: str
     client_name: str = "ATCR"
     keys: ClientKeys | None = None  # None: public (loopback) client
-    extra_redirect_uris: tuple[str, ...] = field(default=())
 
     @property
     def confidential(self) -> bool:
@@ -179,7 +178,7 @@ class OAuthClientConfig:
             "application_type": "web" if self.confidential else "native",
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
-            "redirect_uris": [self.redirect_uri, *self.extra_redirect_uris],
+            "redirect_uris": [self.redirect_uri],
             "scope": self.scope,
             "dpop_bound_access_tokens": True,
         }
@@ -227,11 +226,6 @@ class OAuthClientConfig:
 
 def scope_tokens(scope: str) -> set[str]:
     return {s for s in scope.split() if s}
-
-
-def missing_scopes(granted: str, wanted: Iterable[str]) -> list[str]:
-    have = scope_tokens(granted)
-    return [s for s in wanted if s not in have]
 
 
 def redact(params: Mapping[str, str]) -> dict[str, str]:

@@ -12,9 +12,9 @@ from typing import Any
 
 from atcr.http import SafeHttpClient, SsrfPolicy
 from atcr.readmodel import keys
+from atcr.settings import load
 from atcr.xrpc import BearerAuth, XrpcClient
 from jetstream.settings import JetstreamSettings
-from atcr.settings import load
 from tests.support.pdsnet import Account
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

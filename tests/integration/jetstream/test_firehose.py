@@ -30,9 +30,9 @@ async def _frames_of(pds_url: str, did: str, count: int) -> list[bytes]:
             frame = await asyncio.wait_for(ws.recv(), 10)
             assert isinstance(frame, bytes)
             header, body = libipld.decode_dag_cbor_multi(frame)
-            if header.get("t") == "#commit" and body.get("repo") == did:
-                if any(op["path"].startswith("io.atcr.") for op in body["ops"]):
-                    out.append(frame)
+            ours = header.get("t") == "#commit" and body.get("repo") == did
+            if ours and any(op["path"].startswith("io.atcr.") for op in body["ops"]):
+                out.append(frame)
     return out
 
 

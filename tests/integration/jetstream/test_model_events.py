@@ -58,9 +58,7 @@ async def test_batch_apply_equals_one_by_one(valkey: Any, seed: int) -> None:
     results = await apply_records(valkey, batch)
     single = []
     for ch in changes_for(y, seed):
-        single.append(
-            await apply_record(valkey, ch.did, ch.collection, ch.rkey, ch.record, cid=ch.cid, rev=ch.rev)
-        )
+        single.append(await apply_record(valkey, ch.did, ch.collection, ch.rkey, ch.record, cid=ch.cid, rev=ch.rev))
     assert results == single
     assert await _state(valkey, x) == await _state(valkey, y)
     # Applying the whole batch again changes nothing.

@@ -139,7 +139,8 @@ async def test_approval_issues_the_secret_once(svc: DeviceFlowService, fv: Any) 
     assert device.name == "laptop" and device.did == DID
     grant = await svc.poll(auth.device_code)
     assert grant.did == DID and grant.handle == "alice.test" and grant.device_id == device.id
-    assert parse_secret(grant.secret) is not None and len(grant.secret.rsplit("_", 1)[1]) == 43
+    parsed = parse_secret(grant.secret)
+    assert parsed is not None and parsed[0] == device.id and len(parsed[1]) == 43
     await fv.delete(*[k async for k in fv.scan_iter("av:devflow-poll:*")])
     with pytest.raises(ExpiredToken):  # the flow is gone once the secret was handed out
         await svc.poll(auth.device_code)
@@ -151,7 +152,7 @@ async def test_approval_issues_the_secret_once(svc: DeviceFlowService, fv: Any) 
             values = list((await fv.hgetall(key)).values())
         assert all(grant.secret.encode() not in (v or b"") for v in values), key
     record = await svc._device(device.id)
-    assert record is not None and bcrypt.checkpw(grant.secret.rsplit("_", 1)[1].encode(), record["hash"].encode())
+    assert record is not None and bcrypt.checkpw(parsed[1].encode(), record["hash"].encode())
     # The code cannot be entered again.
     with pytest.raises(InvalidUserCode):
         await svc.lookup(auth.user_code, did=DID, ip="198.51.100.1")

@@ -73,7 +73,9 @@ def test_commit_ops_become_events_filtered_by_collection() -> None:
 
 
 def test_commit_without_our_collections_decodes_nothing() -> None:
-    msg = parse_frame(commit_frame([("create", "app.bsky.feed.post/p1", {"text": "hi"})], blocks=b"junk"), ("io.atcr.*",))
+    msg = parse_frame(
+        commit_frame([("create", "app.bsky.feed.post/p1", {"text": "hi"})], blocks=b"junk"), ("io.atcr.*",)
+    )
     assert msg.events == [] and msg.proof is None and msg.seq == 42
 
 

@@ -150,7 +150,9 @@ def test_settings_defaults_and_validation() -> None:
 
 
 def test_status_url_and_render() -> None:
-    assert status_url(load(JetstreamSettings, {"ATCR_JETSTREAM_STATUS_ADDR": ":7001"})) == "http://127.0.0.1:7001/status"
+    assert (
+        status_url(load(JetstreamSettings, {"ATCR_JETSTREAM_STATUS_ADDR": ":7001"})) == "http://127.0.0.1:7001/status"
+    )
     body = {
         "state": "running",
         "sources": [
@@ -170,6 +172,8 @@ def test_status_url_and_render() -> None:
     assert "2023-11-14 22:13:20 UTC, 60.0s ago" in text and "seq 17" in text
     assert "12 applied, 1.5/s; lag 0.250s" in text
     assert "backfill: running (first start): 3/9 repositories, 40 records" in text
-    idle = render({"state": "running", "backfill": {"runs": 1, "finished_at": 1.0, "repos_total": 2, "repos_done": 2}}, now=61.0)
+    idle = render(
+        {"state": "running", "backfill": {"runs": 1, "finished_at": 1.0, "repos_total": 2, "repos_done": 2}}, now=61.0
+    )
     assert "backfill: last run 60.0s ago: 2/2 repositories" in idle
     assert "backfill: none yet" in render({}, now=0)
