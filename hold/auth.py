@@ -1,13 +1,16 @@
 """Who may do what on this hold (ATCR-NOTES.md §5.3), and who is calling.
 
-* write (uploads): the captain (owner), a crew member with ``blob:write`` or ``crew:admin``,
-  or, when the captain allows all crew, any authenticated DID;
-* read (getBlob): anyone when the hold is public, otherwise anyone who may write or a crew
-  member with ``blob:read``.
+* write (uploads, push notifications): the captain (owner), or a crew member with
+  ``blob:write`` or ``crew:admin``. When the captain allows all crew, an authenticated DID that
+  is not crew yet is enrolled on its first write (the `Enroller`, which writes the crew record
+  ``requestCrew`` would have written), so a push works even when the AppView never called
+  ``requestCrew``; an explicit crew record without ``blob:write`` still refuses;
+* read (getBlob): anyone when the hold is public, otherwise the captain, crew with
+  ``blob:read``/``blob:write``/``crew:admin``, or (allow-all-crew) any authenticated DID, since
+  such a DID could enrol itself anyway.
 
-Captain settings and crew records will come from the hold's embedded repo; until then the
-captain comes from settings and the crew directory is empty. Both sit behind small protocols
-(`CaptainSource`, `CrewDirectory`) that the repo implements.
+Captain settings and crew records come from the hold's embedded repo (`hold.crew.RepoCrew`);
+both sit behind small protocols (`CaptainSource`, `CrewDirectory`) so tests can use fakes.
 
 The caller is established from a service token (atcr/serviceauth.py); this module turns its
 refusals into hold errors, keeping the reference server's error names.
@@ -39,6 +42,15 @@ class CrewMember:
     did: str
     role: str = "member"
     permissions: frozenset[str] = field(default_factory=frozenset)
+    tier: str | None = None
+
+    @property
+    def may_write(self) -> bool:
+        return bool(self.permissions & {BLOB_WRITE, CREW_ADMIN})
+
+    @property
+    def may_read(self) -> bool:
+        return bool(self.permissions & {BLOB_READ, BLOB_WRITE, CREW_ADMIN})
 
 
 class CaptainSource(Protocol):
@@ -48,6 +60,12 @@ class CaptainSource(Protocol):
 class CrewDirectory(Protocol):
     async def member(self, did: str) -> CrewMember | None:
         """The crew record of `did`, or None when `did` is not crew."""
+        ...
+
+
+class Enroller(Protocol):
+    async def enroll(self, did: str) -> CrewMember | None:
+        """Make `did` crew because the captain allows all crew; None if that is not allowed now."""
         ...
 
 
@@ -77,10 +95,17 @@ class StaticCrew:
 class HoldAuth:
     """Authenticates callers (service tokens) and answers authorization questions."""
 
-    def __init__(self, verifier: ServiceAuthVerifier, captain: CaptainSource, crew: CrewDirectory) -> None:
+    def __init__(
+        self,
+        verifier: ServiceAuthVerifier,
+        captain: CaptainSource,
+        crew: CrewDirectory,
+        enroller: Enroller | None = None,
+    ) -> None:
         self.verifier = verifier
         self.captain_source = captain
         self.crew = crew
+        self.enroller = enroller
 
     async def authenticate(self, bearer: str | None, *, lxm: str) -> str:
         """The DID that signed `bearer` for method `lxm`, or `AuthRequired` naming why not."""
@@ -94,30 +119,54 @@ class HoldAuth:
             raise AuthRequired(str(exc), error=exc.error) from None
         return claims.iss
 
+    async def captain(self) -> Captain:
+        return await self.captain_source.captain()
+
     async def is_public(self) -> bool:
         return (await self.captain_source.captain()).public
+
+    async def is_owner(self, did: str) -> bool:
+        owner = (await self.captain_source.captain()).owner
+        return owner is not None and did == owner
+
+    async def is_admin(self, did: str) -> bool:
+        """Crew admin: the captain, or crew with ``crew:admin``."""
+        if await self.is_owner(did):
+            return True
+        member = await self.crew.member(did)
+        return member is not None and CREW_ADMIN in member.permissions
 
     async def can_write(self, did: str) -> bool:
         captain = await self.captain_source.captain()
         if captain.owner is not None and did == captain.owner:
             return True
-        if captain.allow_all_crew:
-            return True
         member = await self.crew.member(did)
-        return member is not None and bool(member.permissions & {BLOB_WRITE, CREW_ADMIN})
+        if member is not None:
+            return member.may_write
+        return captain.allow_all_crew
 
     async def can_read(self, did: str | None) -> bool:
-        if await self.is_public():
+        captain = await self.captain_source.captain()
+        if captain.public:
             return True
         if did is None:
             return False
-        if await self.can_write(did):
+        if captain.owner is not None and did == captain.owner:
             return True
         member = await self.crew.member(did)
-        return member is not None and BLOB_READ in member.permissions
+        if member is not None:
+            return member.may_read
+        return captain.allow_all_crew
 
     async def require_write(self, did: str) -> None:
-        if not await self.can_write(did):
+        captain = await self.captain_source.captain()
+        if captain.owner is not None and did == captain.owner:
+            return
+        member = await self.crew.member(did)
+        if member is None and captain.allow_all_crew:
+            if self.enroller is None or await self.enroller.enroll(did) is not None:
+                return
+        if member is None or not member.may_write:
             raise Forbidden(f"{did} may not write to this hold (not the captain or crew with blob:write)")
 
     async def require_read(self, did: str | None) -> None:
@@ -125,3 +174,7 @@ class HoldAuth:
             if did is None:
                 raise AuthRequired("this hold is private: a service token is required", error="AuthMissing")
             raise Forbidden(f"{did} may not read from this private hold")
+
+    async def require_admin(self, did: str) -> None:
+        if not await self.is_admin(did):
+            raise Forbidden(f"{did} is not the captain or crew with crew:admin")

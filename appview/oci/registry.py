@@ -9,6 +9,7 @@ go to the user's hold and are served from it by redirect; they never rest in the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable
@@ -50,6 +51,7 @@ from atcr.errors import (
     XrpcError,
 )
 from atcr.identity import Identity
+from atcr.ttlcache import TtlCache
 from atcr.oci import InvalidManifest, Manifest, parse_manifest
 from atcr.readmodel import ManifestEntry, TagEntry, tag_rkey
 from atcr.syntax import is_did, is_oci_repository, is_oci_tag
@@ -105,6 +107,28 @@ class PutResult:
     subject: str | None
 
 
+RECORD_BUDGET = 256 * 1024
+
+
+def fit_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Keep a manifest record under PDS record limits.
+
+    The exact manifest is always in `manifestBlob`; the record's copies of annotations are a
+    convenience for indexers. A manifest whose annotations would push the record past the
+    budget (PDSes refuse records around 1 MB) keeps its descriptors and loses the copies,
+    first on layers, then at the top level.
+    """
+    if len(json.dumps(record)) <= RECORD_BUDGET:
+        return record
+    out = dict(record)
+    for key in ("layers", "manifests"):
+        if key in out:
+            out[key] = [{k: v for k, v in d.items() if k != "annotations"} for d in out[key]]
+    if len(json.dumps(out)) > RECORD_BUDGET:
+        out.pop("annotations", None)
+    return out
+
+
 def _rev(out: Any) -> str | None:
     """The repo rev of a write (orders our write-through against Jetstream replays)."""
     commit = out.get("commit") if isinstance(out, dict) else None
@@ -142,6 +166,10 @@ class Registry:
         pulls: PullCounter | None = None,
     ) -> None:
         self.pulls = pulls
+        # Short in-process caches: a pull asks for the same blob location and URL many times
+        # (HEAD, GET, retries, parallel layers); presigned URLs stay valid for minutes.
+        self._locations = TtlCache[tuple[str, str, str, str], tuple[str, int]](ttl=30.0)
+        self._urls = TtlCache[tuple[str, str, str], str](ttl=60.0)
         self.model = model
         self.holds = holds
         self.sessions = sessions
@@ -213,8 +241,8 @@ class Registry:
         created = now_iso()
         try:
             blob = await client.upload_blob(raw, manifest.media_type)
-            record = manifest.to_record(
-                repository=ref.repository, hold_did=hold_did, manifest_blob=blob, created_at=created
+            record = fit_record(
+                manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=blob, created_at=created)
             )
             rkey = Digest.parse(manifest.digest).hex
             out = await client.put_record(ref.did, MANIFEST_COLLECTION, rkey, record)
@@ -426,6 +454,18 @@ class Registry:
             Digest.parse(digest)
         except InvalidDigest:
             raise DigestInvalid(detail={"digest": digest[:200]}) from None
+        key = (ref.did, ref.repository, digest, user_did or "")
+        hit = self._locations.get(key)
+        if hit is not None and (prefer is None or hit[0] == prefer):
+            return hit
+        found = await self._locate(ref, digest, user_did=user_did, prefer=prefer)
+        if found is not None:
+            self._locations.put(key, found)
+        return found
+
+    async def _locate(
+        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None
+    ) -> tuple[str, int] | None:
         unavailable = False
         for hold in await self._candidate_holds(ref, prefer):
             try:
@@ -446,6 +486,9 @@ class Registry:
         if found is None:
             raise BlobUnknown(detail={"digest": digest})
         hold, size = found
+        cached = self._urls.get((hold, digest, user_did or ""))
+        if cached is not None:
+            return cached, size
         try:
             url = await self.holds.blob_url(hold, digest, user_did=user_did)
         except HoldUnavailable:
@@ -456,6 +499,7 @@ class Registry:
             raise BlobUnknown(detail={"digest": digest}) from None
         if url is None:
             raise BlobUnknown(detail={"digest": digest})
+        self._urls.put((hold, digest, user_did or ""), url)
         return url, size
 
     # --- uploads ------------------------------------------------------------------------------
@@ -498,16 +542,29 @@ class Registry:
                 raise RangeInvalid(detail={"offset": session.offset})
             tail = bytearray(await self.uploads.tail(session))
             received = 0
-            async for chunk in body:
-                received += len(chunk)
-                if length is not None and received > length:
-                    raise SizeInvalid("body longer than Content-Length")
-                if session.offset + received > max_size:
-                    raise TooLarge(f"blob exceeds {max_size} bytes")
-                tail += chunk
-                while len(tail) >= PART_SIZE:
-                    await self._send_part(session, user_did, bytes(tail[:PART_SIZE]))
-                    del tail[:PART_SIZE]
+            # One part in flight while the next one is read from the client: parts still reach
+            # the hold in order (its running hash needs that), but network legs overlap.
+            in_flight: asyncio.Task[None] | None = None
+            try:
+                async for chunk in body:
+                    received += len(chunk)
+                    if length is not None and received > length:
+                        raise SizeInvalid("body longer than Content-Length")
+                    if session.offset + received > max_size:
+                        raise TooLarge(f"blob exceeds {max_size} bytes")
+                    tail += chunk
+                    while len(tail) >= PART_SIZE:
+                        part = bytes(tail[:PART_SIZE])
+                        del tail[:PART_SIZE]
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = asyncio.create_task(self._send_part(session, user_did, part))
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+            finally:
+                if in_flight is not None and not in_flight.done():
+                    in_flight.cancel()
             if length is not None and received != length:
                 raise SizeInvalid("body shorter than Content-Length")
             session.offset += received
@@ -530,7 +587,7 @@ class Registry:
             raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
         session.parts.append({"partNumber": number, "etag": etag})
         # Persist progress per part so another replica can continue after this one.
-        await self.uploads.save(session, b"")
+        await self.uploads.save_progress(session)
 
     async def finish(self, ref: RepoRef, user_did: str, upload_id: str, digest: str) -> str:
         try:

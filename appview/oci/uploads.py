@@ -20,7 +20,7 @@ import valkey.asyncio as avalkey
 
 from appview.errors import BlobUploadInvalid, BlobUploadUnknown
 
-PART_SIZE = 8 * 1024 * 1024  # >= S3's 5 MiB minimum; parts are sent when this much is buffered
+PART_SIZE = 16 * 1024 * 1024  # >= S3's 5 MiB minimum; parts are sent when this much is buffered
 SESSION_TTL = 24 * 3600
 
 
@@ -103,6 +103,10 @@ class UploadStore:
             pipe.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
             pipe.set(self._tail_key(session.id), tail, ex=SESSION_TTL)
             await pipe.execute()
+
+    async def save_progress(self, session: UploadSession) -> None:
+        """Record parts sent so far without touching the buffered tail."""
+        await self._v.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
 
     async def tail(self, session: UploadSession) -> bytes:
         raw = await self._v.get(self._tail_key(session.id))

@@ -1,0 +1,170 @@
+"""Two AppView instances sharing Valkey, the hold, and `atcr jetstream` following the network.
+
+Each service is its own process, as in a deployment. An image pushed with skopeo through
+AppView A shows in AppView B's tags list; then tags written and deleted *straight in the
+PDS* (as any other AppView or client of the user's PDS would) show up and disappear in B
+within 2 s. B has just listed the repository, so its loader treats the collection as fresh
+and does not ask the PDS again for a minute: only the consumer can bring those changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from valkey import Valkey as SyncValkey
+
+from atcr.identity import did_web_for_url
+from atcr.readmodel import keys
+from tests.integration.jetstream.helpers import Writer, tag_record
+from tests.support.jetstream_server import JetstreamServer
+from tests.support.ocilayout import Layout
+from tests.support.pdsnet import TestNetwork, create_account, create_app_password
+from tests.support.services import S3Endpoint, free_port
+from tests.support.stack import Service, appview_env, hold_env, network_env, start_service
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@dataclass
+class Stack:
+    a: Service
+    b: Service
+    hold: Service
+    consumer: Service
+    jetstream: JetstreamServer
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, valkey_url: str, pds_network: TestNetwork, s3_endpoint: S3Endpoint
+) -> Iterator[Stack]:
+    work: Path = tmp_path_factory.mktemp("two-appviews")
+    bucket = f"hold-{uuid.uuid4().hex[:10]}"
+    s3_endpoint.client().create_bucket(Bucket=bucket)
+    net = network_env(valkey_url, pds_network.plc_url, pds_network.pds_url)
+    hold_port, a_port, b_port, js_port = free_port(), free_port(), free_port(), free_port()
+    s3 = {
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT": s3_endpoint.url,
+        "AWS_REGION": s3_endpoint.region,
+        "S3_FORCE_PATH_STYLE": "true",
+        "AWS_ACCESS_KEY_ID": s3_endpoint.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_endpoint.secret_key,
+    }
+    started: list[Service] = []
+    with JetstreamServer([pds_network.pds_url]) as jetstream:
+        try:
+            hold = start_service(
+                "hold", "hold", {**net, **hold_env(work, hold_port, s3=s3)}, work, f"http://127.0.0.1:{hold_port}"
+            )
+            started.append(hold)
+            hold_did = did_web_for_url(f"http://localhost:{hold_port}")
+            for name, port in (("appview-a", a_port), ("appview-b", b_port)):
+                env = {**net, **appview_env(work / name, port, hold_did)}
+                started.append(start_service(name, "appview", env, work / name, f"http://127.0.0.1:{port}"))
+            consumer_env = {
+                **net,
+                "JETSTREAM_URL": jetstream.url,
+                "ATCR_RELAY_ENDPOINT": jetstream.relay_url,
+                "ATCR_JETSTREAM_STATUS_ADDR": f"127.0.0.1:{js_port}",
+            }
+            consumer = start_service(
+                "jetstream", "jetstream", consumer_env, work / "jetstream", f"http://127.0.0.1:{js_port}"
+            )
+            started.append(consumer)
+            yield Stack(a=started[1], b=started[2], hold=hold, consumer=consumer, jetstream=jetstream)
+        finally:
+            for svc in reversed(started):
+                svc.stop()
+
+
+def _token(url: str, handle: str | None, password: str | None, scope: str) -> str:
+    auth = (handle, password) if handle and password else None
+    host = url.removeprefix("http://")
+    r = httpx.get(f"{url}/auth/token", params={"service": host, "scope": scope}, auth=auth, timeout=30)
+    r.raise_for_status()
+    return str(r.json()["token"])
+
+
+def _tags(url: str, name: str) -> list[str]:
+    token = _token(url, None, None, f"repository:{name}:pull")
+    r = httpx.get(f"{url}/v2/{name}/tags/list", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    if r.status_code == 404:
+        return []
+    r.raise_for_status()
+    return sorted(r.json().get("tags") or [])
+
+
+def _within(seconds: float, check: Any) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds}s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_push_through_a_appears_on_b_and_direct_pds_changes_arrive_by_the_consumer(
+    stack: Stack, pds_network: TestNetwork, tmp_path: Path, valkey_url: str
+) -> None:
+    account = create_account(pds_network.pds_url, "twoav")
+    password = create_app_password(account, "docker")
+    name = f"{account.handle}/web"
+    layout = Layout(tmp_path / "img")
+    desc = layout.image()
+    layout.tag(desc, "v1")
+    ref = "v1"
+    subprocess.run(
+        [
+            "skopeo", "--insecure-policy", "copy", "--preserve-digests", "--dest-tls-verify=false",
+            f"--dest-creds={account.handle}:{password}",
+            f"oci:{layout.root}:{ref}", f"docker://{stack.a.url.removeprefix('http://')}/{name}:v1",
+        ],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert _within(2.0, lambda: _tags(stack.b.url, name) == ["v1"]) < 2.0
+
+    # B has listed the repository just now (fresh for a minute): it does not ask the PDS again.
+    digest = str(desc["digest"])
+    model = SyncValkey.from_url(valkey_url)
+    listed_at = model.hget(keys.sync(account.did), f"{keys.TAG}|at")
+    assert listed_at is not None  # B's loader listed the tags once, for the first answer
+
+    async def direct(delete: bool = False) -> None:
+        writer = Writer(account)
+        try:
+            if delete:
+                await writer.delete(keys.TAG, keys.tag_rkey("web", "direct"))
+            else:
+                record = tag_record(account.did, "web", "direct", digest)
+                await writer.put(keys.TAG, keys.tag_rkey("web", "direct"), record)
+        finally:
+            await writer.aclose()
+
+    asyncio.run(direct())
+    took = _within(2.0, lambda: _tags(stack.b.url, name) == ["direct", "v1"])
+    assert took < 2.0
+
+    asyncio.run(direct(delete=True))
+    assert _within(2.0, lambda: _tags(stack.b.url, name) == ["v1"]) < 2.0
+    # Nobody listed the PDS again in between: those two changes came through the consumer.
+    assert model.hget(keys.sync(account.did), f"{keys.TAG}|at") == listed_at
+    model.close()
+
+    # A tag deleted through A disappears from B as well.
+    token = _token(stack.a.url, account.handle, password, f"repository:{name}:pull,push,delete")
+    r = httpx.delete(f"{stack.a.url}/v2/{name}/manifests/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 202, r.text
+    assert _within(2.0, lambda: _tags(stack.b.url, name) == []) < 2.0
+    status = httpx.get(f"{stack.consumer.url}/status", timeout=5).json()
+    assert status["sources"][0]["connected"] and status["events_total"] >= 4
+    assert "Traceback" not in stack.consumer.logs()
