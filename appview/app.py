@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from valkey.exceptions import ValkeyError
 
 from appview.auth.credentials import Authenticator, Principal
 from appview.auth.routes import TokenApi
@@ -22,6 +23,7 @@ from appview.identity import AppViewIdentity
 from appview.oci.registry import PROFILE_COLLECTION, Registry, now_iso
 from appview.oci.routes import Auth, OciApi
 from appview.oci.uploads import UploadStore
+from appview.ratelimit import Limit, RateLimiter
 from appview.settings import AppViewSettings
 from appview.web.auth_routes import build_sign_in
 from atcr.errors import AtcrError
@@ -34,6 +36,14 @@ log = logging.getLogger("appview")
 
 def _internal_error(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
     """Nothing but a generic error leaves the process; the details go to the log."""
+    if isinstance(exc, ValkeyError):
+        log.warning("valkey unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return Response(
+            {"errors": [{"code": "UNAVAILABLE", "message": "state store unavailable; retry shortly"}]},
+            status_code=503,
+            headers={"Retry-After": "5"},
+            media_type="application/json",
+        )
     if isinstance(exc, HTTPException):
         return Response({"errors": [{"code": "UNKNOWN", "message": exc.detail}]}, status_code=exc.status_code)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -103,20 +113,35 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
             principal.did, PROFILE_COLLECTION, "self", {"$type": PROFILE_COLLECTION, **record}, cid=out.get("cid")
         )
 
+    limiter = RateLimiter(
+        valkey,
+        {
+            "address": Limit(settings.rate_limit_address, 60),
+            "user": Limit(settings.rate_limit_user, 60),
+            "login": Limit(settings.rate_limit_login_failures, 600),
+        },
+    )
     oci = OciApi(
         registry,
         Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),
         max_blob_size=settings.max_blob_size,
+        limiter=limiter,
+        trust_forwarded_for=settings.trust_forwarded_for,
     )
-    token_api = TokenApi(tokens, authenticator, owner_of, after_login=ensure_profile)
+    token_api = TokenApi(
+        tokens, authenticator, owner_of, after_login=ensure_profile, limiter=limiter,
+        trust_forwarded_for=settings.trust_forwarded_for,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pulls.start()
+        limiter.start()
         try:
             yield
         finally:
             await pulls.stop()
+            await limiter.stop()
             await loader.aclose()
             if runtime is None:
                 await rt.aclose()

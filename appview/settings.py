@@ -38,6 +38,18 @@ class AppViewSettings(NetworkSettings):
     )
     max_blob_size: int = setting(10 * 1024**3, "ATCR_MAX_BLOB_SIZE", "largest blob accepted by a push, in bytes")
     workers: int = setting(1, "ATCR_WORKERS", "uvicorn worker processes")
+    rate_limit_address: int = setting(
+        6000, "ATCR_RATE_LIMIT_ADDRESS", "requests per minute per client address across replicas (0: off)"
+    )
+    rate_limit_user: int = setting(
+        12000, "ATCR_RATE_LIMIT_USER", "requests per minute per signed-in user across replicas (0: off)"
+    )
+    rate_limit_login_failures: int = setting(
+        20, "ATCR_RATE_LIMIT_LOGIN_FAILURES", "failed logins per 10 minutes per client address (0: off)"
+    )
+    trust_forwarded_for: bool = setting(
+        False, "ATCR_TRUST_FORWARDED_FOR", "take the client address from X-Forwarded-For (behind a trusted proxy)"
+    )
     cache_fresh_ttl: float = setting(
         60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh"
     )

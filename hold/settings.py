@@ -60,6 +60,23 @@ class HoldSettings(NetworkSettings):
     s3_max_attempts: int = setting(5, "S3_MAX_ATTEMPTS", "s3 driver: attempts per call on throttling/5xx")
     s3_retry_base_delay: float = setting(0.2, "S3_RETRY_BASE_DELAY", "s3 driver: first backoff ceiling, seconds")
     s3_retry_max_delay: float = setting(5.0, "S3_RETRY_MAX_DELAY", "s3 driver: largest backoff ceiling, seconds")
+    quotas_path: Path | None = setting(
+        None, "HOLD_QUOTAS_PATH", "quota tiers file (ATCR's quotas.yaml shape, YAML or JSON); unset: no quotas"
+    )
+    trust_pull_notifications: bool = setting(
+        True,
+        "HOLD_TRUST_PULL_NOTIFICATIONS",
+        "count pull notifications without a token from a trusted AppView (anyone can inflate pull counts); "
+        "production: false, with HOLD_TRUSTED_APPVIEWS",
+    )
+    trusted_appviews: tuple[str, ...] = setting(
+        (),
+        "HOLD_TRUSTED_APPVIEWS",
+        "comma-separated AppView DIDs (did:web:...) whose service tokens may send pull counts and set crew tiers",
+    )
+    stats_flush_interval: float = setting(
+        5.0, "HOLD_STATS_FLUSH_INTERVAL", "seconds between moves of pending pull/push counts into stats records"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -87,6 +104,9 @@ class HoldSettings(NetworkSettings):
         if self.upload_sweep_interval < 0:
             raise ConfigError("HOLD_UPLOAD_SWEEP_INTERVAL: must be 0 (never) or positive")
         check_positive("HOLD_STORAGE_THREADS", self.storage_threads)
+        for did in self.trusted_appviews:
+            check_did("HOLD_TRUSTED_APPVIEWS", did)
+        check_positive("HOLD_STATS_FLUSH_INTERVAL", self.stats_flush_interval)
         check_positive("S3_MAX_ATTEMPTS", self.s3_max_attempts)
         if self.s3_retry_base_delay < 0 or self.s3_retry_max_delay < self.s3_retry_base_delay:
             raise ConfigError("S3_RETRY_BASE_DELAY/S3_RETRY_MAX_DELAY: need 0 <= base <= max")

@@ -18,6 +18,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from atcr.errors import RecordValidationError
+from atcr.lexicon import parse_xrpc_params, validate_xrpc_input
 from hold.errors import AuthRequired, HoldError, InvalidRequest, TooLarge
 
 log = logging.getLogger("hold.http")
@@ -121,3 +123,20 @@ def content_length(request: Request[Any, Any, Any]) -> int | None:
     if not raw.isascii() or not raw.isdigit():
         raise InvalidRequest("Content-Length must be a number")
     return int(raw)
+
+
+def lexicon_input(nsid: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` after checking it against the method's lexicon (InvalidRequest naming the field)."""
+    try:
+        validate_xrpc_input(nsid, body)
+    except RecordValidationError as exc:
+        raise InvalidRequest(str(exc)[:500]) from None
+    return body
+
+
+def lexicon_params(nsid: str, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The query parameters typed and checked against the method's lexicon."""
+    try:
+        return parse_xrpc_params(nsid, request.query_params.dict())
+    except RecordValidationError as exc:
+        raise InvalidRequest(str(exc)[:500]) from None

@@ -12,11 +12,13 @@ from typing import Any
 from litestar import Request, Response, get, route
 from litestar.datastructures import State
 from litestar.enums import HttpMethod
+from valkey.exceptions import ValkeyError
 
 from appview.auth.credentials import Authenticator, Principal
 from appview.auth.tokens import Access, TokenService, parse_scope
-from appview.errors import RegistryError, Unauthorized
-from appview.oci.routes import error_response
+from appview.errors import RegistryError, TooManyRequests, Unauthorized, Unavailable
+from appview.oci.routes import client_address, error_response
+from appview.ratelimit import RateLimiter
 from atcr.errors import AtcrError
 
 # Resolves the identity part of a repository name to a DID (None when it does not resolve).
@@ -44,8 +46,11 @@ def _basic(header: str) -> tuple[str, str] | None:
 class TokenApi:
     def __init__(
         self, tokens: TokenService, authenticator: Authenticator, owner_of: OwnerLookup,
-        after_login: AfterLogin | None = None,
+        after_login: AfterLogin | None = None, limiter: RateLimiter | None = None,
+        trust_forwarded_for: bool = False,
     ) -> None:
+        self.limiter = limiter
+        self.trust_forwarded_for = trust_forwarded_for
         self.tokens = tokens
         self.authenticator = authenticator
         self.owner_of = owner_of
@@ -88,8 +93,19 @@ class TokenApi:
             body["token_type"] = "Bearer"  # noqa: S105 - a token type name, not a secret
         return Response(body, status_code=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    async def _login(self, username: str, password: str) -> Principal:
-        principal = await self.authenticator.login(username, password)
+    async def _login(self, request: Request[Any, Any, State], username: str, password: str) -> Principal:
+        """Check credentials; repeated failures from one address are refused before any PDS call."""
+        address = client_address(request, self.trust_forwarded_for)
+        if self.limiter is not None:
+            wait = self.limiter.over("login", address)
+            if wait is not None:
+                raise TooManyRequests("too many failed logins; wait", headers={"Retry-After": str(int(wait))})
+        try:
+            principal = await self.authenticator.login(username, password)
+        except Unauthorized:
+            if self.limiter is not None:
+                self.limiter.hit("login", address)
+            raise
         if self.after_login is not None:
             with contextlib.suppress(AtcrError, RegistryError):
                 await self.after_login(principal)
@@ -104,10 +120,12 @@ class TokenApi:
             try:
                 scopes = request.query_params.getall("scope", [])
                 creds = _basic(request.headers.get("authorization", ""))
-                principal = await api._login(*creds) if creds else None
+                principal = await api._login(request, *creds) if creds else None
                 return await api._respond(principal, scopes, oauth=False)
             except RegistryError as exc:
                 return error_response(exc)
+            except (ValkeyError, OSError):
+                return error_response(Unavailable("state store unavailable; retry", headers={"Retry-After": "5"}))
 
         @route("/auth/token", http_method=[HttpMethod.POST], include_in_schema=True, status_code=200)
         async def token_post(request: Request[Any, Any, State]) -> Response[Any]:
@@ -118,9 +136,9 @@ class TokenApi:
                 scopes = [str(s) for s in form.getall("scope", [])] if hasattr(form, "getall") else []
                 username = str(form.get("username", ""))
                 if grant == "password":
-                    principal = await api._login(username, str(form.get("password", "")))
+                    principal = await api._login(request, username, str(form.get("password", "")))
                 elif grant == "refresh_token":
-                    principal = await api._login(username, str(form.get("refresh_token", "")))
+                    principal = await api._login(request, username, str(form.get("refresh_token", "")))
                 else:
                     return Response(
                         {"error": "unsupported_grant_type"}, status_code=400, headers={"Cache-Control": "no-store"}
@@ -134,6 +152,8 @@ class TokenApi:
                 )
             except RegistryError as exc:
                 return error_response(exc)
+            except (ValkeyError, OSError):
+                return error_response(Unavailable("state store unavailable; retry", headers={"Retry-After": "5"}))
 
         @get("/auth/jwks.json", sync_to_thread=False)
         def jwks() -> dict[str, Any]:

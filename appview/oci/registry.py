@@ -51,10 +51,10 @@ from atcr.errors import (
     XrpcError,
 )
 from atcr.identity import Identity
-from atcr.ttlcache import TtlCache
 from atcr.oci import InvalidManifest, Manifest, parse_manifest
 from atcr.readmodel import ManifestEntry, TagEntry, tag_rkey
 from atcr.syntax import is_did, is_oci_repository, is_oci_tag
+from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
 
 log = logging.getLogger("appview.registry")

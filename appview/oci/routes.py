@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from litestar import Request, Response, route
 from litestar.datastructures import State
 from litestar.enums import HttpMethod
+from valkey.exceptions import ValkeyError
 
 from appview.auth.tokens import TokenClaims, TokenService
 from appview.errors import (
@@ -30,10 +31,13 @@ from appview.errors import (
     RegistryError,
     SizeInvalid,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
+    Unavailable,
     Unsupported,
 )
 from appview.oci.registry import MAX_MANIFEST_BYTES, Registry, RepoRef
+from appview.ratelimit import RateLimiter
 from atcr.oci import OCI_INDEX
 
 log = logging.getLogger("appview.oci")
@@ -48,6 +52,15 @@ class Auth:
     realm: str
     service: str
     tokens: TokenService
+
+
+def client_address(request: Request[Any, Any, State], trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        first = forwarded.split(",", 1)[0].strip()
+        if first:
+            return first
+    return request.client.host if request.client else ""
 
 
 def _challenge(auth: Auth, scope: str | None, error: str | None = None) -> str:
@@ -146,10 +159,37 @@ def _content_length(request: Request[Any, Any, State]) -> int | None:
 class OciApi:
     """Holds what the handlers need; `handlers()` returns the litestar route handlers."""
 
-    def __init__(self, registry: Registry, auth: Auth, *, max_blob_size: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        auth: Auth,
+        *,
+        max_blob_size: int,
+        limiter: RateLimiter | None = None,
+        trust_forwarded_for: bool = False,
+    ) -> None:
         self.registry = registry
         self.auth = auth
         self.max_blob_size = max_blob_size
+        self.limiter = limiter
+        self.trust_forwarded_for = trust_forwarded_for
+
+    def _throttle(self, request: Request[Any, Any, State]) -> None:
+        """Per-address and per-user limits (shared by replicas); 429 with Retry-After."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.hit("address", client_address(request, self.trust_forwarded_for))
+        if wait is None:
+            try:
+                claims = _claims(request, self.auth)
+            except RegistryError:
+                claims = None
+            if claims is not None and claims.subject:
+                wait = self.limiter.hit("user", claims.subject)
+        if wait is not None:
+            raise TooManyRequests(
+                "rate limit exceeded; slow down", headers={"Retry-After": str(int(wait))}
+            )
 
     def handlers(self) -> list[Any]:
         api = self
@@ -175,9 +215,15 @@ class OciApi:
         )
         async def dispatch(request: Request[Any, Any, State], rest: str) -> Response[Any]:
             try:
+                api._throttle(request)
                 return await api.dispatch(request, rest.lstrip("/"))
             except RegistryError as exc:
                 return error_response(exc)
+            except (ValkeyError, OSError) as exc:
+                log.warning("valkey unavailable: %s", type(exc).__name__)
+                return error_response(
+                    Unavailable("registry state store unavailable; retry shortly", headers={"Retry-After": "5"})
+                )
 
         return [base, dispatch]
 
@@ -313,12 +359,11 @@ class OciApi:
         mount = q.get("mount")
         # `from` is informational: blobs are content-addressed per hold, and the mount is
         # checked at the user's own hold with the user's own service token (crew rights).
-        if mount:
-            if await self.registry.mount(repo, claims.subject, mount):
-                return Response(
-                    b"", status_code=201,
-                    headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount},
-                )
+        if mount and await self.registry.mount(repo, claims.subject, mount):
+            return Response(
+                b"", status_code=201,
+                headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount},
+            )
         session = await self.registry.start_upload(repo, claims.subject)
         digest = q.get("digest")
         if digest:

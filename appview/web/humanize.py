@@ -70,8 +70,7 @@ def ago(value: Any, now: float | None = None) -> str:
     if parsed is None:
         return "—"
     seconds = (now if now is not None else time.time()) - parsed.timestamp()
-    if seconds < 0:
-        seconds = 0
+    seconds = max(seconds, 0)
     for limit, div, unit in (
         (60, 1, None),
         (3600, 60, "minute"),

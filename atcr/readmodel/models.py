@@ -68,6 +68,8 @@ class RepoStats:
     last_pull: str | None = None
     last_push: str | None = None
     holds: tuple[str, ...] = ()
+    daily_pulls: tuple[tuple[str, int], ...] = ()
+    """(UTC day ``YYYY-MM-DD``, pulls) summed over holds, oldest first; empty when no hold keeps them."""
 
 
 @dataclass(frozen=True)

@@ -215,8 +215,11 @@ def stats_from_hash(values: dict[bytes, bytes]) -> RepoStats:
     pulls = pushes = 0
     last_pull: str | None = None
     last_push: str | None = None
+    daily: dict[str, int] = {}
     for raw in values.values():
         d = json.loads(raw)
+        for day, n in (d.get("daily") or {}).items():
+            daily[day] = daily.get(day, 0) + int(n)
         pulls += int(d.get("pull") or 0)
         pushes += int(d.get("push") or 0)
         if d.get("last_pull") and (last_pull is None or d["last_pull"] > last_pull):
@@ -224,7 +227,7 @@ def stats_from_hash(values: dict[bytes, bytes]) -> RepoStats:
         if d.get("last_push") and (last_push is None or d["last_push"] > last_push):
             last_push = d["last_push"]
     holds = tuple(sorted(k.decode() for k in values))
-    return RepoStats(pulls, pushes, last_pull, last_push, holds)
+    return RepoStats(pulls, pushes, last_pull, last_push, holds, tuple(sorted(daily.items())))
 
 
 async def read_stats(v: avalkey.Valkey, did: str, repository: str) -> tuple[RepoStats, int | None]:

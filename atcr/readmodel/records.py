@@ -119,14 +119,46 @@ def star_subject(record: dict[str, Any]) -> tuple[str, str] | None:
     subject = record.get("subject")
     if isinstance(subject, str):
         parsed = parse_at_uri(subject)
-        if parsed and is_did(parsed[0]) and is_oci_repository(parsed[2]):
-            return parsed[0], parsed[2]
+        # A nested repository's page rkey spells its "/" as ":" (record keys cannot hold "/",
+        # repository names cannot hold ":"): see appview.web.ui.page_rkey.
+        repo = parsed[2].replace(":", "/") if parsed else ""
+        if parsed and is_did(parsed[0]) and is_oci_repository(repo):
+            return parsed[0], repo
         return None
     if isinstance(subject, dict):
         did, repo = subject.get("did"), subject.get("repository")
         if isinstance(did, str) and is_did(did) and isinstance(repo, str) and is_oci_repository(repo):
             return did, repo
     return None
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAILY_FIELDS = ("dailyPulls", "pullsByDay", "daily")
+DAILY_KEEP = 90
+
+
+def daily_pulls(record: dict[str, Any]) -> dict[str, int]:
+    """Pulls per UTC day from a hold stats record, for the UI's 30-day sparkline.
+
+    Accepts a list of ``{date|day, count|pulls|pullCount}`` objects or a ``{"YYYY-MM-DD": n}``
+    map under ``dailyPulls`` / ``pullsByDay`` / ``daily``; keeps the newest `DAILY_KEEP` days.
+    Absent or malformed: empty (the counters above still count).
+    """
+    raw: Any = next((record[f] for f in DAILY_FIELDS if f in record), None)
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, dict):
+                day = item.get("date", item.get("day"))
+                n = next((item[k] for k in ("count", "pulls", "pullCount") if k in item), None)
+                pairs.append((day, n))
+    out: dict[str, int] = {}
+    for day, n in pairs:
+        if isinstance(day, str) and _DAY.match(day[:10]) and isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            out[day[:10]] = out.get(day[:10], 0) + n
+    return dict(sorted(out.items())[-DAILY_KEEP:])
 
 
 def _str(value: object) -> str:
@@ -251,12 +283,15 @@ def normalize(did: str, collection: str, rkey: str, record: dict[str, Any], cid:
             value = record.get(name)
             return value if isinstance(value, int) and value >= 0 else 0
 
-        payload = {
+        payload: dict[str, Any] = {
             "pull": count("pullCount"),
             "push": count("pushCount"),
             "last_pull": record.get("lastPull") if isinstance(record.get("lastPull"), str) else None,
             "last_push": record.get("lastPush") if isinstance(record.get("lastPush"), str) else None,
         }
+        daily = daily_pulls(record)
+        if daily:
+            payload["daily"] = daily
         return Normalized("stats", {"o": owner, "repo": repo}, dumps(payload))
 
     return None

@@ -230,6 +230,8 @@ EXPECTED_METHODS = frozenset(
         "deleteUserData",
         "updateCrewTier",
         "setStats",
+        "addCrew",
+        "removeCrew",
     )
 )
 

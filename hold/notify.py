@@ -1,0 +1,162 @@
+"""`io.atcr.hold.notifyManifest`: what a push and a pull change on the hold (ATCR-NOTES §4.4).
+
+*Push* (the pushing user's service token): check the quota, write one
+`io.atcr.hold.layer` record per layer new to this manifest, all in one commit, count them in
+the user's usage, count one push. Pushes of one hold are serialized by a lock: the quota
+check, the "which layers are recorded already" question and the commit must see each
+other's results, and pushes are rare next to pulls (the hold is one process per repo).
+
+Layer sizes come from the hold's own storage when it has the blob (a caller cannot make its
+usage smaller by declaring small sizes); the declared size is used only for a blob this hold
+does not have. Layer records are written for ``manifest.layers`` (ATCR's shape; the config
+blob is not a layer record, so its few kilobytes are not counted in usage). A re-push of the
+same manifest writes no second record for a layer already recorded for it.
+
+*Pull*: count ``count`` pulls (see hold/stats.py); who may send them is decided by the
+HTTP layer (hold/routes_stats.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from atcr.digest import Digest
+from atcr.digest import InvalidDigest as DigestSyntaxError
+from atcr.readmodel.keys import manifest_rkey
+from hold.crew import now_iso
+from hold.errors import Forbidden, InvalidDigest, InvalidRequest
+from hold.quota import LAYER, QuotaService
+from hold.repo.repo import MAX_WRITES_PER_COMMIT, Create, Repo
+from hold.stats import Stats
+
+log = logging.getLogger("hold.notify")
+
+DEFAULT_LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+RepoProvider = Callable[[], Repo]
+SizeOf = Callable[[Digest], Any]  # async (digest) -> int | None
+
+
+class UserMismatch(Forbidden):
+    """A push notification for a user other than the token's issuer."""
+
+    error, default_message = "UserMismatch", "userDid is not the caller of the service token"
+
+
+class InvalidOperation(InvalidRequest):
+    error, default_message = "InvalidOperation", "operation must be push or pull"
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class PushResult:
+    layers_created: int
+
+
+def layers_of(summary: Any) -> list[LayerRef]:
+    """The distinct layers of a manifest summary (already checked against the lexicon)."""
+    if not isinstance(summary, dict):
+        return []
+    out: dict[str, LayerRef] = {}
+    for d in summary.get("layers") or []:
+        digest = d["digest"]
+        try:
+            Digest.parse(digest)
+        except DigestSyntaxError as exc:
+            raise InvalidDigest(f"layer {digest[:80]!r}: {exc}") from None
+        out.setdefault(digest, LayerRef(digest, int(d["size"]), str(d.get("mediaType") or DEFAULT_LAYER_MEDIA_TYPE)))
+    return list(out.values())
+
+
+class Notifications:
+    def __init__(
+        self,
+        repo: RepoProvider,
+        quota: QuotaService,
+        stats: Stats,
+        size_of: SizeOf,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repo = repo
+        self._quota = quota
+        self._stats = stats
+        self._size_of = size_of
+        self._clock = clock
+        self._push_lock = asyncio.Lock()
+
+    async def _stored_sizes(self, layers: Sequence[LayerRef]) -> list[LayerRef]:
+        async def one(layer: LayerRef) -> LayerRef:
+            try:
+                size = await self._size_of(Digest.parse(layer.digest))
+            except Exception as exc:  # storage trouble: fall back to the declared size
+                log.warning("notifyManifest: cannot stat %s: %s", layer.digest, exc)
+                size = None
+            return layer if size is None else LayerRef(layer.digest, int(size), layer.media_type)
+
+        sem = asyncio.Semaphore(16)
+
+        async def bounded(layer: LayerRef) -> LayerRef:
+            async with sem:
+                return await one(layer)
+
+        return list(await asyncio.gather(*(bounded(x) for x in layers)))
+
+    async def push(self, user: str, repository: str, manifest_digest: str, summary: Any) -> PushResult:
+        """Quota check, layer records, usage, one push counted; QuotaExceeded changes nothing."""
+        try:
+            Digest.parse(manifest_digest)
+        except DigestSyntaxError as exc:
+            raise InvalidDigest(f"manifestDigest: {exc}") from None
+        layers = await self._stored_sizes(layers_of(summary))
+        index = self._quota.index
+        mrkey = manifest_rkey(manifest_digest)
+        manifest_uri = f"at://{user}/io.atcr.manifest/{mrkey}"
+        created = 0
+        async with self._push_lock:
+            await self._quota.check_manifest(user, [(x.digest, x.size) for x in layers])
+            pairs = {f"{mrkey}|{x.digest}": x for x in layers}
+            done = await index.recorded(user, list(pairs)) if index is not None else set()
+            todo = [(p, x) for p, x in pairs.items() if p not in done]
+            stamp = now_iso(self._clock())
+            repo = self._repo()
+            for start in range(0, len(todo), MAX_WRITES_PER_COMMIT):
+                chunk = todo[start : start + MAX_WRITES_PER_COMMIT]
+                writes = [
+                    Create(
+                        LAYER,
+                        None,
+                        {
+                            "$type": LAYER,
+                            "digest": x.digest,
+                            "size": x.size,
+                            "mediaType": x.media_type,
+                            "manifest": manifest_uri,
+                            "userDid": user,
+                            "createdAt": stamp,
+                        },
+                    )
+                    for _, x in chunk
+                ]
+                # Shielded: the commit runs to its end in the writer thread even if we are cancelled.
+                await asyncio.shield(repo.apply_writes(writes))
+                created += len(writes)
+                if index is not None:
+                    await index.commit(user, [(x.digest, x.size) for _, x in chunk], [p for p, _ in chunk])
+            if index is not None and not todo and layers:
+                await index.commit(user, [(x.digest, x.size) for x in layers], [])
+        await self._stats.count("push", user, repository, 1)
+        return PushResult(created)
+
+    async def pull(self, owner: str, repository: str, count: int, key: str | None) -> bool:
+        return await self._stats.count("pull", owner, repository, count, key=key)
