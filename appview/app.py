@@ -26,6 +26,7 @@ from appview.oci.uploads import UploadStore
 from appview.ratelimit import Limit, RateLimiter
 from appview.settings import AppViewSettings
 from appview.web.auth_routes import build_sign_in
+from appview.web.pages import build_web_ui, html_error
 from atcr.errors import AtcrError
 from atcr.keys import load_or_create_ec_key, load_or_create_secret
 from atcr.runtime import Runtime
@@ -36,6 +37,9 @@ log = logging.getLogger("appview")
 
 def _internal_error(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
     """Nothing but a generic error leaves the process; the details go to the log."""
+    page = html_error(request, exc)  # browsers get the UI's error page, APIs keep JSON
+    if page is not None:
+        return page
     if isinstance(exc, ValkeyError):
         log.warning("valkey unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return Response(
@@ -133,6 +137,11 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         trust_forwarded_for=settings.trust_forwarded_for,
     )
 
+    web_ui = build_web_ui(
+        settings, valkey=valkey, http=rt.http, loader=loader, holds=holds, sessions=sessions, registry=registry,
+        sign_in=sign_in,
+    )
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pulls.start()
@@ -142,6 +151,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         finally:
             await pulls.stop()
             await limiter.stop()
+            await web_ui.aclose()
             await loader.aclose()
             if runtime is None:
                 await rt.aclose()
@@ -155,7 +165,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         route_handlers=[
             did_json,
             *health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers(),
-            *sign_in.web.handlers(),
+            *sign_in.web.handlers(), *web_ui.handlers(),
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: _internal_error},
@@ -168,4 +178,5 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     app.state.tokens = tokens
     app.state.sessions = sessions
     app.state.sign_in = sign_in
+    app.state.web_ui = web_ui
     return app

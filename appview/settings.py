@@ -83,6 +83,13 @@ class AppViewSettings(NetworkSettings):
     device_code_ttl: int = setting(600, "ATCR_DEVICE_CODE_TTL", "seconds a device login code stays valid")
     device_poll_interval: int = setting(5, "ATCR_DEVICE_POLL_INTERVAL", "seconds between device-flow polls")
     bcrypt_rounds: int = setting(12, "ATCR_BCRYPT_ROUNDS", "bcrypt cost for device secrets (4-16)")
+    # --- web UI (docs/web-ui.md) ---
+    ui_discovery_relay: str = setting(
+        "",
+        "ATCR_UI_DISCOVERY_RELAY",
+        "relay (or PDS) whose listReposByCollection/listRepos re-seeds home and search after a cache flush "
+        "(empty: holds only)",
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -12,10 +12,14 @@ from litestar import Litestar
 
 from atcr.runtime import Runtime
 from atcr.server import health_routes
+from hold.ledger import Ledger
 from hold.repo.service import RepoService
 from hold.repo.signing import EcKeySigner
 from hold.routes_blob import blob_routes
+from hold.routes_crew import crew_routes
 from hold.routes_identity import identity_routes
+from hold.routes_quota import quota_routes
+from hold.routes_stats import stats_routes
 from hold.routes_upload import upload_routes
 from hold.service import HoldServices
 from hold.settings import HoldSettings
@@ -27,6 +31,8 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     services = HoldServices.build(settings, rt)
     # The embedded PDS: the hold's own repo, signed with the identity's key (docs/hold-repo.md).
     repo = RepoService(settings, services.identity.did, EcKeySigner(services.identity.key))
+    # Crew, quotas and stats live in the repo; this also points the blob services' auth at the crew.
+    ledger = Ledger.build(settings, services, repo)
 
     async def storage_ready() -> None:
         if settings.storage_driver == "filesystem":
@@ -45,7 +51,7 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
-            async with services.lifespan(), repo.lifespan():
+            async with services.lifespan(), repo.lifespan(), ledger.lifespan():
                 yield
         finally:
             if runtime is None:
@@ -58,8 +64,11 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
         route_handlers=[
             *health_routes(checks),
             identity_routes(services.identity),
-            upload_routes(services),
+            upload_routes(services, ledger.quota),
             blob_routes(services),
+            crew_routes(services, ledger),
+            quota_routes(ledger),
+            stats_routes(services, ledger),
             repo.routes(services.identity.did_document),
         ],
         lifespan=[lifespan],
@@ -70,4 +79,5 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     app.state.runtime = rt
     app.state.hold = services
     app.state.repo = repo
+    app.state.ledger = ledger
     return app

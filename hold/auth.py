@@ -163,9 +163,12 @@ class HoldAuth:
         if captain.owner is not None and did == captain.owner:
             return
         member = await self.crew.member(did)
-        if member is None and captain.allow_all_crew:
-            if self.enroller is None or await self.enroller.enroll(did) is not None:
-                return
+        if (
+            member is None
+            and captain.allow_all_crew
+            and (self.enroller is None or await self.enroller.enroll(did) is not None)
+        ):
+            return
         if member is None or not member.may_write:
             raise Forbidden(f"{did} may not write to this hold (not the captain or crew with blob:write)")
 

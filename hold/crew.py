@@ -118,11 +118,14 @@ class RepoCrew:
         """Forget the view; the next question reloads it from the repo."""
         self._loaded = False
 
+    def _fresh(self) -> bool:
+        return self._loaded
+
     async def _ensure(self) -> None:
-        if self._loaded:
+        if self._fresh():
             return
         async with self._lock:
-            if self._loaded:
+            if self._fresh():  # another task loaded it while we waited
                 return
             repo = self._repo()
             found = await repo.get_record(CAPTAIN, CAPTAIN_RKEY)
@@ -251,7 +254,9 @@ class CrewService:
         self.directory.applied(did, entry)
         return entry, commit
 
-    def _record(self, did: str, role: str, permissions: Iterable[str], tier: str | None, added: str | None) -> dict[str, Any]:
+    def _record(
+        self, did: str, role: str, permissions: Iterable[str], tier: str | None, added: str | None
+    ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "$type": CREW,
             "member": did,

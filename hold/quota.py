@@ -36,6 +36,7 @@ background) is idempotent and repairs a crash between a layer commit and the ind
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -193,10 +194,8 @@ class QuotaPolicy:
             except ValueError as exc:
                 raise ConfigError(f"HOLD_QUOTAS_PATH={str(path)!r}: not valid JSON: {exc}") from None
         else:
-            try:
-                import yaml
-            except ImportError:  # pragma: no cover - PyYAML is a dependency
-                raise ConfigError("HOLD_QUOTAS_PATH: reading YAML needs PyYAML; use a .json file") from None
+            # PyYAML comes with litestar; loaded by name because it ships without type stubs.
+            yaml: Any = importlib.import_module("yaml")
             try:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
@@ -297,7 +296,9 @@ class UsageIndex:
         flags = await self._valkey.smismember(self.keys(user)[3], list(pairs))
         return {p for p, f in zip(pairs, flags, strict=True) if f}
 
-    async def admit(self, user: str, digest: str, size: int, limit: int | None, *, max_age: int, reserve: bool) -> tuple[bool, int]:
+    async def admit(
+        self, user: str, digest: str, size: int, limit: int | None, *, max_age: int, reserve: bool
+    ) -> tuple[bool, int]:
         blobs, total, pending, _ = self.keys(user)
         ok, used = await self._admit(
             keys=[blobs, total, pending],

@@ -10,6 +10,8 @@ Shapes (as ATCR's lexicons define them; `size` is our optional extension):
 * ``POST io.atcr.hold.abortUpload {uploadId}`` -> ``{status: "aborted"}``
 
 Every call needs a service token for its own method (``lxm``) from a DID that may write here.
+With a `QuotaService`, a declared ``size`` is checked against the caller's quota at initiation,
+and the real size at completion, before the blob becomes visible (hold/quota.py).
 The local driver's signed part URLs (``PUT /_hold/uploads/<id>/<n>``) are served here too:
 their signature stands in for the token.
 """
@@ -21,7 +23,9 @@ from typing import Any
 from litestar import Request, Response, Router, post, put
 from litestar.handlers import HTTPRouteHandler
 
+from atcr.digest import Digest
 from hold.errors import HoldError, InvalidPartNumber, InvalidRequest
+from hold.quota import QuotaService
 from hold.service import HoldServices
 from hold.storage.filesystem import UPLOAD_URL_PREFIX
 from hold.uploads import UploadManager
@@ -60,7 +64,7 @@ def _part_number(raw: str | None) -> int:
     return int(raw.strip())
 
 
-def upload_routes(services: HoldServices) -> Router:
+def upload_routes(services: HoldServices, quota: QuotaService | None = None) -> Router:
     def manager() -> UploadManager:
         if services.uploads is None:
             raise UploadsUnavailable()
@@ -79,7 +83,10 @@ def upload_routes(services: HoldServices) -> Router:
         size = body.get("size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
             raise InvalidRequest("size must be an integer")
-        upload_id = await manager().initiate(did, digest or None, size)
+        uploads = manager()
+        if quota is not None and isinstance(size, int) and size >= 0:
+            await quota.check_upload(did, digest or None, size)
+        upload_id = await uploads.initiate(did, digest or None, size)
         return {"uploadId": upload_id}
 
     @post(f"/xrpc/{NSID_PART_URL}", status_code=200)
@@ -126,7 +133,11 @@ def upload_routes(services: HoldServices) -> Router:
         upload_id = _str_field(body, "uploadId")
         digest = _str_field(body, "digest", max_len=200)
         assert upload_id is not None and digest is not None
-        done = await manager().complete(did, upload_id, digest, body.get("parts"))
+        async def admit(blob: Digest, size: int) -> None:
+            if quota is not None:
+                await quota.admit_blob(did, str(blob), size)
+
+        done = await manager().complete(did, upload_id, digest, body.get("parts"), admit=admit)
         services.catalog.forget(done)
         return {"status": "completed", "digest": str(done)}
 

@@ -210,7 +210,9 @@ def _later(current: Any, ms: int) -> str | None:
     return iso_ms(ms)
 
 
-def merge(existing: dict[str, Any] | None, delta: Delta, flush_id: str, now: datetime, days: int = DAYS) -> dict[str, Any]:
+def merge(
+    existing: dict[str, Any] | None, delta: Delta, flush_id: str, now: datetime, days: int = DAYS
+) -> dict[str, Any]:
     """The stats record after adding `delta` (pure: the flush's one rule for combining counts)."""
     old = existing or {}
 

@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -41,6 +41,7 @@ from atcr.hashstate import ResumableHash
 from hold.errors import (
     BlobTooLarge,
     DigestMismatch,
+    HoldError,
     InvalidDigest,
     InvalidPartNumber,
     InvalidRequest,
@@ -66,8 +67,19 @@ from hold.storage.base import (
 
 log = logging.getLogger("hold.uploads")
 
+# Called by `complete` once the blob's size is known and before it becomes visible (quotas).
+Admit = Callable[[Digest, int], Awaitable[None]]
+
 UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 FLUSH_BYTES = 1024 * 1024
+
+
+class _Refused(Exception):
+    """`admit` refused the blob: carries its error out past the "leave the upload open" rule."""
+
+    def __init__(self, error: HoldError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class PartConflict(UploadBusy):
@@ -527,8 +539,14 @@ class UploadManager:
         )
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
-    async def complete(self, caller: str, upload_id: str, digest: str, parts: Any) -> Digest:
-        """Verify the parts against `digest` and make the blob visible, or refuse and clean up."""
+    async def complete(
+        self, caller: str, upload_id: str, digest: str, parts: Any, *, admit: Admit | None = None
+    ) -> Digest:
+        """Verify the parts against `digest` and make the blob visible, or refuse and clean up.
+
+        `admit(digest, size)` runs when the size is known, before anything becomes visible; a
+        refusal (a 4xx `HoldError`, e.g. over quota) discards the upload like a wrong digest.
+        """
         try:
             wanted = Digest.parse(digest)
         except DigestSyntaxError as exc:
@@ -543,15 +561,18 @@ class UploadManager:
         if began == "gone":
             raise UploadNotFound()
         if began == "done":
-            return await self.complete(caller, upload_id, digest, parts)
+            return await self.complete(caller, upload_id, digest, parts, admit=admit)
         if began == "busy":
             raise UploadBusy("the upload is still receiving parts or being completed")
 
         try:
-            await self._finish(session, wanted, listed)
+            await self._finish(session, wanted, listed, admit)
         except DigestMismatch:
             await self._discard(session)
             raise
+        except _Refused as refused:
+            await self._discard(session)
+            raise refused.error from None
         except BaseException:
             # Nothing was made visible; let the client fix what it sent and try again.
             with contextlib.suppress(Exception):
@@ -566,10 +587,23 @@ class UploadManager:
             await pipe.execute()
         return wanted
 
-    async def _finish(self, session: Session, wanted: Digest, listed: Sequence[tuple[int, str]]) -> None:
+    @staticmethod
+    async def _admit(admit: Admit | None, wanted: Digest, size: int) -> None:
+        if admit is None:
+            return
+        try:
+            await admit(wanted, size)
+        except HoldError as exc:
+            if exc.status >= 500:
+                raise
+            raise _Refused(exc) from None
+
+    async def _finish(
+        self, session: Session, wanted: Digest, listed: Sequence[tuple[int, str]], admit: Admit | None = None
+    ) -> None:
         upload = session.upload
         if session.assembled:
-            await self._verify_staged_and_commit(session, wanted)
+            await self._verify_staged_and_commit(session, wanted, admit)
             return
         stored = {p.number: p for p in await self.store.list_parts(upload)}
         chosen: list[PartInfo] = []
@@ -589,6 +623,7 @@ class UploadManager:
             raise BlobTooLarge(f"the parts add up to {total} bytes, more than declared or allowed")
         if session.size is not None and total != session.size:
             raise SizeMismatch(f"the parts add up to {total} bytes, but {session.size} were declared")
+        await self._admit(admit, wanted, total)
 
         records = await self._records(session.id)
         numbers = [n for n, _ in listed]
@@ -624,12 +659,14 @@ class UploadManager:
         await self._valkey.hset(_keys(session.id)[0], "assembled", "1")
         await self._verify_staged_and_commit(session, wanted)
 
-    async def _verify_staged_and_commit(self, session: Session, wanted: Digest) -> None:
+    async def _verify_staged_and_commit(self, session: Session, wanted: Digest, admit: Admit | None = None) -> None:
         """The one read-back pass, for bytes the hold did not see in order."""
         sink = _HashSink(wanted.algorithm)
         await self.store.read_staged(session.upload, sink)
         if sink.hexdigest() != wanted.hex:
             raise DigestMismatch(f"the uploaded content does not hash to {wanted}")
+        if session.assembled:  # a retried completion: `_finish` did not see the size this time
+            await self._admit(admit, wanted, sink.size)
         if await self.store.stat(wanted) is not None:
             await self.store.abort(session.upload)
             return

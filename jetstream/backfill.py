@@ -65,11 +65,17 @@ class HoldRegistry:
         self._configured = tuple(configured)
         self._seen: set[str] = set()
 
-    async def add(self, dids: Iterable[str]) -> None:
-        new = [d for d in dids if d not in self._seen and is_did(d)]
-        if new:
-            await done(self._v.sadd(HOLDS_KEY, *new))
-            self._seen.update(new)
+    async def add(self, dids: Iterable[str]) -> list[str]:
+        """Remember hold DIDs; returns those no one had recorded before (to be listed now)."""
+        candidates = sorted({d for d in dids if d not in self._seen and is_did(d)})
+        if not candidates:
+            return []
+        pipe = self._v.pipeline(transaction=False)
+        for did in candidates:
+            pipe.sadd(HOLDS_KEY, did)
+        added = await pipe.execute()
+        self._seen.update(candidates)
+        return [d for d, n in zip(candidates, added, strict=True) if int(n)]
 
     async def all(self) -> list[str]:
         stored = await done(self._v.smembers(HOLDS_KEY))

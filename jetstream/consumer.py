@@ -310,7 +310,8 @@ class Consumer:
             self.metrics.gaps.labels(source=name).inc()
             self.request_backfill(f"gap detected on {name}")
         if result.holds:
-            await self.holds.add(result.holds)
+            for hold in await self.holds.add(result.holds):
+                self.request_resync(hold)  # a hold we never listed: its captain and crew now
         for name, (position, n) in positions.items():
             cp = self.checkpoints.get(name)
             if cp is not None and await cp.advance(position, max(n, 1)):
@@ -370,6 +371,8 @@ class Consumer:
                         self.metrics.cursor.labels(source=name).set(cp.saved)
                 except (ValkeyConnectionError, ValkeyTimeoutError, OSError):
                     pass  # saved at the next tick
+                except Exception:  # a bug: report it, keep ticking
+                    log.exception("saving the cursor of %s failed", name)
 
     # -- backfill --------------------------------------------------------------------------------
 
@@ -417,6 +420,9 @@ class Consumer:
             except (ValkeyConnectionError, ValkeyTimeoutError, OSError) as exc:
                 delay = backoff.next()
                 log.warning("backfill interrupted: valkey unavailable (%s); retrying in %.0fs", exc, delay)
+            except Exception:  # a bug: report it loudly; the run resumes where it stopped
+                delay = backoff.next()
+                log.exception("backfill failed; retrying in %.0fs", delay)
             await asyncio.sleep(delay)
 
     def request_resync(self, did: str) -> None:
@@ -437,6 +443,8 @@ class Consumer:
                 log.info("could not list %s again: %s", did, exc)
             except (ValkeyConnectionError, ValkeyTimeoutError, OSError) as exc:
                 log.warning("could not list %s again: valkey unavailable (%s)", did, exc)
+            except Exception:  # a bug: report it loudly, keep the worker alive
+                log.exception("listing %s again failed", did)
             finally:
                 self._resync_pending.discard(did)
 

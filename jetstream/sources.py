@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from atcr.http import USER_AGENT
 from jetstream.errors import MalformedEvent, SourceError, StreamRefused
-from jetstream.events import Event, parse_jetstream, wants_collection
+from jetstream.events import CommitEvent, Event, parse_jetstream, wants_collection
 from jetstream.firehose import CommitVerifier, parse_frame
 
 log = logging.getLogger("jetstream.source")
@@ -363,7 +363,7 @@ class JetstreamSource(Source):
                         self.name,
                         (event.time_us - seen) / 1e6,
                     )
-            if event.kind == "commit" and not wants_collection(getattr(event, "collection", ""), self.collections):
+            if isinstance(event, CommitEvent) and not wants_collection(event.collection, self.collections):
                 continue  # a server that ignored the filter
             if dids and event.did not in dids:
                 continue

@@ -40,7 +40,7 @@ SEEDED_KEY: Final = "av:ui:seeded"
 LOCK_KEY: Final = "av:ui:seeding"
 SEEDED_TTL: Final = 6 * 3600
 LOCK_TTL: Final = 120
-UNSUPPORTED: Final = frozenset({"MethodNotImplemented", "XRPCNotSupported", "NotFound"})
+UNSUPPORTED: Final = frozenset({"MethodNotImplemented", "XRPCNotSupported", "NotFound", "AuthMissing"})
 
 
 class Discovery:
@@ -82,8 +82,8 @@ class Discovery:
             await asyncio.wait_for(asyncio.shield(self._task), self._wait)
         except TimeoutError:
             log.info("discovery still running after %.0fs; serving what is indexed so far", self._wait)
-        except Exception:  # noqa: BLE001 - a failed seeding must not fail the page; _run logs it
-            pass
+        except Exception as exc:  # a failed seeding must not fail the page; _run logged it
+            log.debug("discovery failed: %s", type(exc).__name__)
 
     async def _await_other(self) -> None:
         """Another replica seeds: poll its marker for the same bounded time."""
@@ -157,7 +157,7 @@ class Discovery:
                                              {"collection": collection}):
                     yield did
             except errors.XrpcError as exc:
-                if exc.error not in UNSUPPORTED and exc.status not in (404, 501):
+                if exc.error not in UNSUPPORTED and exc.status not in (401, 404, 501):
                     log.info("discovery: relay refused listReposByCollection: %s", exc)
                     return
                 async for did in self._pages(client, "com.atproto.sync.listRepos", {}):

@@ -474,7 +474,9 @@ class UiService:
         )
         return UserPage(person, cards, viewer is not None and viewer.did == ident.did)
 
-    async def _repo_basics(self, owner: str, repository: str) -> tuple[Identity, list[ManifestEntry], dict[str, TagEntry]]:
+    async def _repo_basics(
+        self, owner: str, repository: str
+    ) -> tuple[Identity, list[ManifestEntry], dict[str, TagEntry]]:
         if not is_oci_repository(repository):
             raise PageNotFound(f"{repository[:100]} is not a valid repository name.")
         ident = await self.identity(owner)
@@ -483,7 +485,9 @@ class UiService:
                 self.loader.manifests(ident.did, repository), self.loader.tag_entries(ident.did, repository)
             )
         except errors.NetworkError:
-            raise UpstreamDown("The owner's server did not answer, and nothing about this repository is cached.") from None
+            raise UpstreamDown(
+                "The owner's server did not answer, and nothing about this repository is cached."
+            ) from None
         if not manifests and not tags:
             raise PageNotFound(f"{owner_name(ident.did, ident.handle)} has no repository named {repository}.")
         return ident, manifests, tags
@@ -540,7 +544,9 @@ class UiService:
                 )
             )
         tag_rows.sort(key=lambda r: (r.pushed_at, r.tag), reverse=True)
-        children = {c.get("digest") for m in manifests for c in (m.record.get("manifests") or []) if isinstance(c, dict)}
+        children = {
+            c.get("digest") for m in manifests for c in (m.record.get("manifests") or []) if isinstance(c, dict)
+        }
         manifest_rows = [
             ManifestRow(
                 digest=m.digest,

@@ -121,9 +121,9 @@ def star_subject(record: dict[str, Any]) -> tuple[str, str] | None:
         parsed = parse_at_uri(subject)
         # A nested repository's page rkey spells its "/" as ":" (record keys cannot hold "/",
         # repository names cannot hold ":"): see appview.web.ui.page_rkey.
-        repo = parsed[2].replace(":", "/") if parsed else ""
-        if parsed and is_did(parsed[0]) and is_oci_repository(repo):
-            return parsed[0], repo
+        name = parsed[2].replace(":", "/") if parsed else ""
+        if parsed and is_did(parsed[0]) and is_oci_repository(name):
+            return parsed[0], name
         return None
     if isinstance(subject, dict):
         did, repo = subject.get("did"), subject.get("repository")
@@ -283,7 +283,7 @@ def normalize(did: str, collection: str, rkey: str, record: dict[str, Any], cid:
             value = record.get(name)
             return value if isinstance(value, int) and value >= 0 else 0
 
-        payload: dict[str, Any] = {
+        counters: dict[str, Any] = {
             "pull": count("pullCount"),
             "push": count("pushCount"),
             "last_pull": record.get("lastPull") if isinstance(record.get("lastPull"), str) else None,
@@ -291,7 +291,7 @@ def normalize(did: str, collection: str, rkey: str, record: dict[str, Any], cid:
         }
         daily = daily_pulls(record)
         if daily:
-            payload["daily"] = daily
-        return Normalized("stats", {"o": owner, "repo": repo}, dumps(payload))
+            counters["daily"] = daily
+        return Normalized("stats", {"o": owner, "repo": repo}, dumps(counters))
 
     return None

@@ -15,8 +15,9 @@ from tests.support.stack import appview_env, free_port, network_env, start_servi
 pytestmark = pytest.mark.e2e
 
 
-def test_rate_limit_shared_by_two_replicas(tmp_path: Path, valkey_url: str, registry_stack: RegistryStack) -> None:
-    net = network_env(valkey_url, registry_stack.network.plc_url, registry_stack.network.pds_url)
+def test_rate_limit_shared_by_two_replicas(tmp_path: Path, registry_stack: RegistryStack) -> None:
+    own = EmbeddedValkey()  # its own counters: the session stack's traffic shares this address
+    net = network_env(own.start(), registry_stack.network.plc_url, registry_stack.network.pds_url)
     replicas = []
     try:
         for i in range(2):
@@ -41,6 +42,7 @@ def test_rate_limit_shared_by_two_replicas(tmp_path: Path, valkey_url: str, regi
     finally:
         for r in replicas:
             r.stop()
+        own.stop()
 
 
 def test_valkey_outage_fails_fast_and_recovers(tmp_path: Path, registry_stack: RegistryStack) -> None:

@@ -103,6 +103,8 @@ def appview_env(workdir: Path, port: int, hold_did: str) -> dict[str, str]:
         "ATCR_BASE_URL": f"http://127.0.0.1:{port}",
         "ATCR_DEFAULT_HOLD_DID": hold_did,
         "ATCR_DATA_DIR": str(workdir / "appview"),
+        # Every test request comes from 127.0.0.1; per-address limits are tested on their own.
+        "ATCR_RATE_LIMIT_ADDRESS": "0",
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -77,15 +78,22 @@ async def test_browser_deny_at_consent(chromium, harness: Harness, pds_account: 
     assert await page.get_by_role("alert").inner_text() == "You declined the sign-in."
 
 
-async def test_device_approval_in_the_browser(chromium, harness: Harness, pds_account: Account, shots: Path,
-                                              tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_device_approval_in_the_browser(chromium, harness: Harness, pds_account: Account, shots: Path,  # type: ignore[no-untyped-def]
+                                              tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """`docker-credential-atcr login` prints a code; the user approves it in chromium; the helper stores the secret."""
     page = await chromium.new_page()
     err = io.StringIO()
     store = credhelper.CredentialStore(tmp_path / "credentials.json")
+    stop = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise credhelper.HelperError("test over")
+
     helper = asyncio.create_task(asyncio.to_thread(
         credhelper.cmd_login, store, harness.settings.base_url, err=err, environ={}, open_browser=False,
-        device_name="build-box"))
+        device_name="build-box", sleep=sleep))
+    request.addfinalizer(stop.set)
     for _ in range(200):
         if CODE.search(err.getvalue()):
             break

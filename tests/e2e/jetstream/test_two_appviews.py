@@ -41,6 +41,7 @@ class Stack:
     hold: Service
     consumer: Service
     jetstream: JetstreamServer
+    hold_did: str
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +77,16 @@ def stack(
                 "JETSTREAM_URL": jetstream.url,
                 "ATCR_RELAY_ENDPOINT": jetstream.relay_url,
                 "ATCR_JETSTREAM_STATUS_ADDR": f"127.0.0.1:{js_port}",
+                # ... and the hold's own repository, straight from its firehose (verified).
+                "ATCR_FIREHOSE_URLS": f"http://127.0.0.1:{hold_port}",
             }
             consumer = start_service(
                 "jetstream", "jetstream", consumer_env, work / "jetstream", f"http://127.0.0.1:{js_port}"
             )
             started.append(consumer)
-            yield Stack(a=started[1], b=started[2], hold=hold, consumer=consumer, jetstream=jetstream)
+            yield Stack(
+                a=started[1], b=started[2], hold=hold, consumer=consumer, jetstream=jetstream, hold_did=hold_did
+            )
         finally:
             for svc in reversed(started):
                 svc.stop()
@@ -168,3 +173,20 @@ def test_push_through_a_appears_on_b_and_direct_pds_changes_arrive_by_the_consum
     status = httpx.get(f"{stack.consumer.url}/status", timeout=5).json()
     assert status["sources"][0]["connected"] and status["events_total"] >= 4
     assert "Traceback" not in stack.consumer.logs()
+
+
+def test_hold_records_arrive_from_the_holds_own_firehose(stack: Stack, valkey_url: str) -> None:
+    """The push above made the pusher crew of the hold: the hold's commit reaches the model
+    through the firehose source (signature and MST proof checked against the hold's did:web),
+    and the hold, first named by the manifest, was listed once as a whole."""
+    hold_did = httpx.get(f"{stack.hold.url}/.well-known/did.json", timeout=10).json()["id"]
+    model = SyncValkey.from_url(valkey_url)
+    try:
+        _within(10.0, lambda: model.hlen(keys.crew(hold_did)) > 0)
+        _within(10.0, lambda: model.hget(keys.sync(hold_did), f"{keys.CREW}|at") is not None)
+    finally:
+        model.close()
+    status = httpx.get(f"{stack.consumer.url}/status", timeout=5).json()
+    firehose = [s for s in status["sources"] if s["kind"] == "firehose"]
+    assert firehose and firehose[0]["connected"] and firehose[0]["malformed"] == 0
+    assert status["cursors"][firehose[0]["name"]]["applied"] is not None

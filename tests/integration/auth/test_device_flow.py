@@ -12,6 +12,7 @@ import io
 import json
 import re
 import stat
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,13 +72,22 @@ async def cli_login(harness: Harness, tmp_path: Path, browser: httpx.AsyncClient
     """`docker-credential-atcr login` against the AppView, approved in the browser."""
     store = credhelper.CredentialStore(tmp_path / "creds" / "credentials.json")
     err = Lines()
+    stop = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):  # the test failed: end the helper's polling now, not at code expiry
+            raise credhelper.HelperError("test over")
+
     task = asyncio.create_task(asyncio.to_thread(
         credhelper.cmd_login, store, harness.settings.base_url, err=err, environ={}, open_browser=False,
-        device_name="ci-runner-7"))
-    code = await wait_for_code(err)
-    page = await approve(browser, code)
-    assert "ci-runner-7" in page and "127.0.0.1" in page  # the user sees who asks (RFC 8628 §5.4)
-    assert await asyncio.wait_for(task, 30) == 0
+        device_name="ci-runner-7", sleep=sleep))
+    try:
+        code = await wait_for_code(err)
+        page = await approve(browser, code)
+        assert "ci-runner-7" in page and "127.0.0.1" in page  # the user sees who asks (RFC 8628 §5.4)
+        assert await asyncio.wait_for(task, 30) == 0
+    finally:
+        stop.set()
     assert "Signed in to" in err.getvalue()
     reg = store.registry(harness.settings.base_url)
     assert reg is not None and reg.current() is not None

@@ -177,3 +177,23 @@ def test_status_url_and_render() -> None:
     )
     assert "backfill: last run 60.0s ago: 2/2 repositories" in idle
     assert "backfill: none yet" in render({}, now=0)
+
+
+async def test_hold_registry_reports_new_holds_once() -> None:
+    from jetstream.backfill import HoldRegistry
+
+    v = fakeredis.FakeAsyncRedis()
+    reg = HoldRegistry(v, configured=["did:web:configured.example"])  # type: ignore[arg-type]
+    assert await reg.add(["did:web:a.example", "not a did", "did:web:b.example"]) == [
+        "did:web:a.example",
+        "did:web:b.example",
+    ]
+    assert await reg.add(["did:web:a.example"]) == []
+    other = HoldRegistry(v)  # type: ignore[arg-type]  # another process: Valkey already has a
+    assert await other.add(["did:web:a.example", "did:web:c.example"]) == ["did:web:c.example"]
+    assert await reg.all() == [
+        "did:web:a.example",
+        "did:web:b.example",
+        "did:web:c.example",
+        "did:web:configured.example",
+    ]

@@ -1,0 +1,223 @@
+"""`notifyManifest` push and pull, who may send them, and the stats queries."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from atcr.identity import did_web_for_url
+from atcr.readmodel.keys import stats_rkey
+from atcr.serviceauth import mint_service_token, multikey_of
+from tests.integration.hold_crew.conftest import ALICE, APPVIEW, BOB, OWNER, CrewHold, MakeHold
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.integration
+
+NOTIFY = "io.atcr.hold.notifyManifest"
+
+
+async def stats(h: CrewHold, owner: str, repository: str) -> dict[str, Any]:
+    r = await h.query("io.atcr.hold.getStats", ownerDid=owner, repository=repository)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def test_pulls_and_pushes_reach_the_stats_record(make_hold: MakeHold) -> None:
+    async with make_hold(hold_allow_all_crew=True) as h:
+        for count in (None, 1, 5):
+            r = await h.notify_pull(OWNER, "tools/app", count)
+            assert r.status_code == 200 and r.json() == {"success": True, "operation": "pull", "statsUpdated": True}
+        assert (await h.notify_push("tools/app", [b"x"], iss=ALICE, user=ALICE)).status_code == 200
+        r = await h.query("io.atcr.hold.getStats", ownerDid=OWNER, repository="tools/app")
+        assert r.status_code == 404 and r.json()["error"] == "StatsNotFound"  # not flushed yet
+        await h.flush()
+
+        got = await h.record("io.atcr.hold.stats", stats_rkey(OWNER, "tools/app"))
+        assert got.status_code == 200, got.text
+        value = got.json()["value"]
+        today = datetime.now(UTC).date().isoformat()
+        assert value == {
+            "$type": "io.atcr.hold.stats",
+            "ownerDid": OWNER,
+            "repository": "tools/app",
+            "pullCount": 7,
+            "pushCount": 0,
+            "lastPull": value["lastPull"],
+            "updatedAt": value["updatedAt"],
+            "dailyPulls": [{"day": today, "count": 7}],
+            "flushId": value["flushId"],
+        }
+        assert value == await stats(h, OWNER, "tools/app")
+        pushed = await stats(h, ALICE, "tools/app")
+        assert (pushed["pushCount"], pushed["pullCount"]) == (1, 0) and "lastPush" in pushed and "lastPull" not in pushed
+
+        # Counts accumulate across flushes; an empty flush writes nothing.
+        await h.notify_pull(OWNER, "tools/app", 3)
+        await h.flush()
+        rev = (await h.query("com.atproto.sync.getLatestCommit", did=h.did)).json()["rev"]
+        await h.flush()
+        assert (await h.query("com.atproto.sync.getLatestCommit", did=h.did)).json()["rev"] == rev
+        after = await stats(h, OWNER, "tools/app")
+        assert after["pullCount"] == 10 and after["dailyPulls"] == [{"day": today, "count": 10}]
+
+        # listStats: all, by owner, paged.
+        for i in range(5):
+            await h.notify_pull(BOB, f"r{i}")
+        await h.flush()
+        everything = (await h.query("io.atcr.hold.listStats")).json()
+        assert len(everything["stats"]) == 7 and "cursor" not in everything
+        bobs, cursor = [], None
+        while True:
+            params: dict[str, Any] = {"ownerDid": BOB, "limit": 2}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await h.query("io.atcr.hold.listStats", **params)).json()
+            bobs += [s["repository"] for s in page["stats"]]
+            cursor = page.get("cursor")
+            if not cursor:
+                break
+        assert sorted(bobs) == [f"r{i}" for i in range(5)]
+
+
+async def test_idempotency_key_counts_a_retried_notification_once(make_hold: MakeHold) -> None:
+    async with make_hold() as h:
+        first = await h.notify_pull(OWNER, "app", 4, **{"Idempotency-Key": "batch-1"})
+        retry = await h.notify_pull(OWNER, "app", 4, **{"Idempotency-Key": "batch-1"})
+        other = await h.notify_pull(OWNER, "app", 4, **{"Idempotency-Key": "batch-2"})
+        assert [r.json()["statsUpdated"] for r in (first, retry, other)] == [True, False, True]
+        await h.flush()
+        assert (await stats(h, OWNER, "app"))["pullCount"] == 8
+
+
+async def test_who_may_send_pull_notifications(make_hold: MakeHold) -> None:
+    async with make_hold(hold_trust_pull_notifications=False, hold_trusted_appviews=APPVIEW) as h:
+        r = await h.notify_pull(OWNER, "app")
+        assert r.status_code == 401 and r.json()["error"] == "AuthRequired"
+        r = await h.notify_pull(OWNER, "app", iss=ALICE)
+        assert r.status_code == 403 and "trusted AppView" in r.json()["message"]
+        r = await h.notify_pull(OWNER, "app", 2, iss=APPVIEW)
+        assert r.status_code == 200, r.text
+        r = await h.notify_pull(OWNER, "app", Authorization="Bearer not.a.jwt")
+        assert r.status_code == 401 and r.json()["error"] == "BadJwt"
+        await h.flush()
+        assert (await stats(h, OWNER, "app"))["pullCount"] == 2
+    async with make_hold(hold_trusted_appviews=APPVIEW) as h:  # trusting: any caller counts
+        for iss in (None, ALICE, APPVIEW):
+            assert (await h.notify_pull(OWNER, "app", iss=iss)).status_code == 200
+        # ... even one whose token does not verify (it could have sent none at all).
+        assert (await h.notify_pull(OWNER, "app", Authorization="Bearer not.a.jwt")).status_code == 200
+        await h.flush()
+        assert (await stats(h, OWNER, "app"))["pullCount"] == 4
+
+
+async def test_push_rules(make_hold: MakeHold) -> None:
+    async with make_hold(hold_allow_all_crew=False) as h:
+        r = await h.notify_push("app", [b"x"], iss=ALICE, user=BOB)
+        assert r.status_code == 403 and r.json()["error"] == "UserMismatch"
+        r = await h.notify_push("app", [b"x"], iss=ALICE)
+        assert r.status_code == 403 and r.json()["error"] == "Forbidden"  # not crew
+        r = await h.call(NOTIFY, {"repository": "app", "userDid": ALICE, "manifestDigest": "x", "operation": "push"},
+                         iss=None)
+        assert r.status_code == 401
+        base = {"repository": "app", "userDid": OWNER, "manifestDigest": "sha256:" + "a" * 64}
+        r = await h.call(NOTIFY, {**base, "operation": "delete"}, iss=OWNER)
+        assert r.status_code == 400 and r.json()["error"] == "InvalidOperation"
+        r = await h.call(NOTIFY, {**base, "operation": "pull", "count": 0})
+        assert r.status_code == 400 and "count" in r.json()["message"]
+        r = await h.call(NOTIFY, {**base, "operation": "pull", "userDid": "alice"})
+        assert r.status_code == 400 and "userDid" in r.json()["message"]
+        r = await h.call(NOTIFY, {**base, "operation": "push", "manifestDigest": "nope"}, iss=OWNER)
+        assert r.status_code == 400 and r.json()["error"] == "InvalidDigest"
+        # An index (children, no layers) counts a push and writes no layer records.
+        body = {**base, "operation": "push", "manifest": {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"digest": "sha256:" + "b" * 64, "size": 10, "platform": {"os": "linux", "architecture": "arm64"}}],
+        }}
+        r = await h.call(NOTIFY, body, iss=OWNER)
+        assert r.status_code == 200 and r.json()["layersCreated"] == 0
+        await h.flush()
+        assert (await stats(h, OWNER, "app"))["pushCount"] == 1
+
+
+async def test_stats_without_valkey_say_why(tmp_path: Any) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from atcr.settings import load
+    from hold.app import create_app
+    from hold.settings import HoldSettings
+
+    settings = load(HoldSettings, {"HOLD_DATA_DIR": str(tmp_path / "d"), "STORAGE_ROOT_DIR": str(tmp_path / "b")})
+    async with AsyncTestClient(create_app(settings)) as client:
+        body = {"repository": "app", "userDid": OWNER, "manifestDigest": "sha256:" + "a" * 64, "operation": "pull"}
+        r = await client.post(f"/xrpc/{NOTIFY}", json=body)
+        assert r.status_code == 503 and r.json()["error"] == "StatsUnavailable"
+        r = await client.get("/xrpc/io.atcr.hold.getQuota", params={"userDid": OWNER})
+        assert r.status_code == 503 and r.json()["error"] == "QuotaUnavailable"
+        assert (await client.get("/xrpc/io.atcr.hold.listTiers")).json() == {"tiers": []}
+
+
+# --- the AppView's own did:web, resolved for real ----------------------------------------------
+
+
+@pytest.fixture
+def appview_did_web() -> Iterator[tuple[str, ec.EllipticCurvePrivateKey]]:
+    """An AppView identity served at http://localhost:<port>/.well-known/did.json."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    port = free_port()
+    did = did_web_for_url(f"http://localhost:{port}")
+    doc = json.dumps({
+        "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"],
+        "id": did,
+        "verificationMethod": [
+            {"id": f"{did}#atproto", "type": "Multikey", "controller": did, "publicKeyMultibase": multikey_of(key)}
+        ],
+        "service": [{"id": "#atcr_appview", "type": "AtcrAppView", "serviceEndpoint": f"http://localhost:{port}"}],
+    }).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/.well-known/did.json":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/did+json")
+            self.send_header("Content-Length", str(len(doc)))
+            self.end_headers()
+            self.wfile.write(doc)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield did, key
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_pull_counts_signed_by_the_appview_did_web(
+    make_hold: MakeHold, appview_did_web: tuple[str, ec.EllipticCurvePrivateKey]
+) -> None:
+    did, key = appview_did_web
+    env = {"hold_trust_pull_notifications": False, "hold_trusted_appviews": did}
+    async with make_hold(resolve_dids=True, **env) as h:
+        def token(k: ec.EllipticCurvePrivateKey = key) -> dict[str, str]:
+            return {"Authorization": "Bearer " + mint_service_token(k, iss=did, aud=h.did, lxm=NOTIFY)}
+
+        for _ in range(3):
+            r = await h.notify_pull(OWNER, "app", 10, **token())
+            assert r.status_code == 200, r.text
+        forged = await h.notify_pull(OWNER, "app", 10, **token(ec.generate_private_key(ec.SECP256R1())))
+        assert forged.status_code == 401 and forged.json()["error"] == "BadJwtSignature"
+        await h.flush()
+        assert (await stats(h, OWNER, "app"))["pullCount"] == 30

@@ -1,0 +1,299 @@
+"""The web UI against the real stack: real PDS, real hold, images pushed with skopeo.
+
+One module-wide scene (two accounts, three repositories, a description, a star, a pull) is
+read by every test. The cold-cache test renders each page, empties the UI AppView's Valkey
+with FLUSHALL, and renders again: the pages must say the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from atcr.readmodel.keys import stats_rkey
+from tests.support.fixtures_stack import Pusher
+from tests.support.pdsnet import Account, create_account, create_app_password
+from tests.support.ui_stack import UiStack, csrf_of, push_image, sign_in
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+XSS_README = (
+    "# Hello\n\n<script>alert('readme')</script>\n\n"
+    "[click](javascript:alert(1)) <img src=x onerror=alert(2)> ![pixel](http://tracker.example/p.gif)\n\n"
+    "<a href=\"javascript:alert(3)\" onclick=\"alert(4)\">x</a> **safe bold**"
+)
+XSS_ANNOTATIONS = {
+    "org.opencontainers.image.title": "<script>alert('annotation')</script>",
+    "com.example.note": "\"><img src=x onerror=alert(5)>",
+}
+
+
+@dataclass
+class Scene:
+    stack: UiStack
+    owner: Pusher
+    fan: Account
+    app_digest: str
+    owner_client: httpx.Client
+    fan_client: httpx.Client
+
+    @property
+    def repo_path(self) -> str:
+        return f"/r/{self.owner.handle}/app"
+
+
+def _client(stack: UiStack) -> httpx.Client:
+    return httpx.Client(base_url=stack.url, timeout=60, follow_redirects=False, trust_env=False)
+
+
+def _hold_stats(stack: UiStack, did: str, repo: str) -> dict:
+    reg = stack.registry
+    r = httpx.get(f"{reg.hold.url}/xrpc/com.atproto.repo.getRecord", timeout=10, params={
+        "repo": reg.hold_did, "collection": "io.atcr.hold.stats", "rkey": stats_rkey(did, repo)})
+    return r.json().get("value") or {} if r.status_code == 200 else {}
+
+
+def wait_hold_stats(stack: UiStack, did: str, repo: str, *, pushes: int = 0, pulls: int = 0) -> dict:
+    """The hold moves counts into its records every few seconds: wait until they are there."""
+    deadline = time.monotonic() + 30
+    while True:
+        value = _hold_stats(stack, did, repo)
+        if value.get("pushCount", 0) >= pushes and value.get("pullCount", 0) >= pulls:
+            return value
+        assert time.monotonic() < deadline, f"hold stats of {repo} never reached {pushes}/{pulls}: {value}"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def scene(ui_stack: UiStack, pds_network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:  # type: ignore[no-untyped-def]
+    tmp: Path = tmp_path_factory.mktemp("ui-scene")
+    account = create_account(pds_network.pds_url, "owner")
+    owner = Pusher(account=account, app_password=create_app_password(account, "docker"))
+    fan = create_account(pds_network.pds_url, "fan")
+    app_digest = push_image(ui_stack, owner, tmp, "app", "1.0", annotations=XSS_ANNOTATIONS)
+    push_image(ui_stack, owner, tmp, "app", "latest")
+    push_image(ui_stack, owner, tmp, "tools/cli", "v2")
+    # One pull, so the pull count and the sparkline have something to show.
+    proc = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+                           f"docker://{ui_stack.host}/{owner.handle}/app:1.0", f"oci:{tmp / 'pulled'}:x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # Before any page is viewed: the AppView caches what it reads for a minute.
+    wait_hold_stats(ui_stack, owner.did, "app", pushes=2, pulls=1)
+    wait_hold_stats(ui_stack, owner.did, "tools/cli", pushes=1)
+
+    owner_client, fan_client = _client(ui_stack), _client(ui_stack)
+    sign_in(owner_client, owner.account)
+    sign_in(fan_client, fan)
+    page = owner_client.get(f"/r/{owner.handle}/app/-/edit")
+    assert page.status_code == 200, page.text[:300]
+    resp = owner_client.post(f"/r/{owner.handle}/app/-/edit", files={"icon": ("", b"", "application/octet-stream")},
+                             data={"csrf_token": csrf_of(page.text), "description": XSS_README})
+    assert resp.status_code == 303, resp.text[:500]
+    repo_page = fan_client.get(f"/r/{owner.handle}/app")
+    resp = fan_client.post(f"/r/{owner.handle}/app/-/star", data={"csrf_token": csrf_of(repo_page.text), "star": "1"})
+    assert resp.status_code == 303, resp.text[:500]
+    try:
+        yield Scene(ui_stack, owner, fan, app_digest, owner_client, fan_client)
+    finally:
+        owner_client.close()
+        fan_client.close()
+
+
+def elements(html: str) -> tuple[set[str], list[tuple[str, str | None]]]:
+    """Tags and attributes a browser would build from `html` (scripts included)."""
+    from html.parser import HTMLParser
+
+    found: tuple[set[str], list[tuple[str, str | None]]] = (set(), [])
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found[0].add(tag)
+            found[1].extend(attrs)
+
+    Collect().feed(html)
+    return found
+
+
+def main_of(html: str) -> str:
+    """The page's <main>, minus what may differ between two renders of the same data: relative
+    times ("just now" vs "1 minute ago"; the datetime attribute stays) and form tokens."""
+    m = re.search(r"<main[^>]*>(.*)</main>", html, re.S)
+    assert m, html[:300]
+    body = re.sub(r"(<time [^>]*>)[^<]*(</time>)", r"\1\2", m.group(1))
+    return re.sub(r'name="csrf_token" value="[^"]*"', 'name="csrf_token"', body)
+
+
+def test_pages_show_the_scene(scene: Scene) -> None:
+    anon = _client(scene.stack)
+    home = anon.get("/")
+    assert home.status_code == 200
+    assert f"/r/{scene.owner.handle}/app" in home.text and f"/r/{scene.owner.handle}/tools/cli" in home.text
+    repo = anon.get(scene.repo_path)
+    assert repo.status_code == 200
+    assert "<strong>safe bold</strong>" in repo.text
+    assert f"docker pull {scene.stack.host}/{scene.owner.handle}/app:latest" in repo.text
+    assert re.search(r'id="star-count"[^>]*>1<', repo.text)
+    assert re.search(r'id="pull-count">1<', repo.text) and re.search(r'id="push-count">2<', repo.text)
+    assert "1 pull in the last 30 days" in repo.text  # the sparkline's label
+    assert 'data-tag="1.0"' in repo.text and 'data-tag="latest"' in repo.text
+    assert scene.stack.registry.hold_did in repo.text and "reachable" in repo.text
+    user = anon.get(f"/u/{scene.owner.handle}")
+    assert user.status_code == 200 and scene.owner.did in user.text and "tools/cli" in user.text
+    manifest = anon.get(f"{scene.repo_path}/manifest/{scene.app_digest}")
+    assert manifest.status_code == 200 and 'id="layers"' in manifest.text
+    assert "com.example.note" in manifest.text
+    search = anon.get("/search", params={"q": "app"})
+    assert f"/r/{scene.owner.handle}/app" in search.text
+
+
+def test_xss_in_description_and_annotations_is_inert(scene: Scene) -> None:
+    anon = _client(scene.stack)
+    repo = anon.get(scene.repo_path).text
+    readme = re.search(r'<div class="readme" id="readme">(.*?)</div>', repo, re.S)
+    assert readme, repo[:2000]
+    html = readme.group(1)
+    tags, attrs = elements(html)
+    assert tags <= {"h1", "p", "a", "strong"}, tags
+    assert not [a for a in attrs if a[0].startswith("on") or "javascript:" in (a[1] or "")], attrs
+    assert "&lt;script&gt;" in html  # shown as text
+    assert 'href="http://tracker.example' not in html  # no images (or links) to plain-http hosts
+    manifest = anon.get(f"{scene.repo_path}/manifest/{scene.app_digest}").text
+    tags, attrs = elements(manifest)
+    assert "img" not in tags
+    assert [a for a in attrs if a[0].startswith("on")] == []
+    assert "&lt;script&gt;alert(&#39;annotation&#39;)&lt;/script&gt;" in manifest
+    assert "&#34;&gt;&lt;img src=x onerror=alert(5)&gt;" in manifest
+    assert "script-src 'self'" in anon.get(scene.repo_path).headers["content-security-policy"]
+
+
+def test_every_page_is_the_same_after_flushall(scene: Scene) -> None:
+    anon = _client(scene.stack)
+    owner = scene.owner
+    paths = [
+        "/",
+        "/?popular=pulls",
+        "/search?q=app",
+        "/search?q=" + owner.handle.split(".")[0],
+        f"/u/{owner.handle}",
+        f"/u/{owner.did}",
+        scene.repo_path,
+        f"/r/{owner.handle}/tools/cli",
+        f"{scene.repo_path}/manifest/{scene.app_digest}",
+        f"/u/{scene.fan.handle}",
+    ]
+    warm = {p: anon.get(p) for p in paths}
+    settings_warm = scene.owner_client.get("/settings")
+    assert settings_warm.status_code == 200
+    for p, r in warm.items():
+        assert r.status_code == 200, (p, r.text[:500])
+
+    scene.stack.flushall()
+    cold = {p: anon.get(p) for p in paths}
+    for p in paths:
+        assert cold[p].status_code == 200, (p, cold[p].text[:500])
+        assert main_of(cold[p].text) == main_of(warm[p].text), f"{p} differs after FLUSHALL"
+
+    # Sessions lived in the flushed Valkey too: sign in again, then the settings page matches.
+    fresh = _client(scene.stack)
+    sign_in(fresh, owner.account)
+    settings_cold = fresh.get("/settings")
+    assert main_of(settings_cold.text) == main_of(settings_warm.text)
+    scene.owner_client = fresh
+    scene.fan_client = _client(scene.stack)
+    sign_in(scene.fan_client, scene.fan)
+
+
+def test_star_and_unstar_answer_json_for_the_button(scene: Scene) -> None:
+    client = scene.fan_client
+    token = csrf_of(client.get(scene.repo_path).text)
+    headers = {"Accept": "application/json"}
+    off = client.post(f"{scene.repo_path}/-/star", data={"csrf_token": token, "star": "0"}, headers=headers)
+    assert off.status_code == 200 and off.json() == {"starred": False, "count": 0}
+    on = client.post(f"{scene.repo_path}/-/star", data={"csrf_token": token, "star": "1"}, headers=headers)
+    assert on.json() == {"starred": True, "count": 1}
+    stars = httpx.get(f"{scene.stack.registry.network.pds_url}/xrpc/com.atproto.repo.listRecords",
+                      params={"repo": scene.fan.did, "collection": "io.atcr.sailor.star"}).json()["records"]
+    assert [s["value"]["subject"] for s in stars] == [f"at://{scene.owner.did}/io.atcr.repo.page/app"]
+
+
+def test_state_changes_need_the_csrf_token(scene: Scene) -> None:
+    resp = scene.fan_client.post(f"{scene.repo_path}/-/star", data={"star": "0"})
+    assert resp.status_code == 403 and "Form expired" in resp.text
+    resp = scene.fan_client.post(f"{scene.repo_path}/-/star", headers={"Origin": "https://evil.example"},
+                                 data={"star": "0", "csrf_token": csrf_of(scene.fan_client.get("/").text)})
+    assert resp.status_code == 403
+
+
+def test_only_the_owner_edits_and_deletes(scene: Scene) -> None:
+    client = scene.fan_client
+    token = csrf_of(client.get(scene.repo_path).text)
+    resp = client.post(f"{scene.repo_path}/-/edit", data={"csrf_token": token, "description": "mine now"})
+    assert resp.status_code == 403 and "Only the owner" in resp.text
+    resp = client.post(f"{scene.repo_path}/-/delete", data={"csrf_token": token, "tag": "1.0", "confirm": "yes"})
+    assert resp.status_code == 403
+    assert client.get(f"{scene.repo_path}/-/edit").status_code == 403
+    anon = _client(scene.stack)
+    resp = anon.post(f"{scene.repo_path}/-/star", data={"star": "1"})
+    assert resp.status_code == 401 and "Sign in" in resp.text
+
+
+def test_owner_deletes_a_tag_after_confirming(scene: Scene, tmp_path: Path) -> None:
+    push_image(scene.stack, scene.owner, tmp_path, "app", "doomed")
+    client = scene.owner_client
+    page = client.get(f"{scene.repo_path}/-/delete", params={"tag": "doomed"})
+    assert page.status_code == 200 and "Delete the tag doomed?" in page.text
+    token = csrf_of(page.text)
+    unconfirmed = client.post(f"{scene.repo_path}/-/delete", data={"csrf_token": token, "tag": "doomed"})
+    assert unconfirmed.status_code == 303 and "/-/delete?tag=doomed" in unconfirmed.headers["location"]
+    done = client.post(f"{scene.repo_path}/-/delete", data={"csrf_token": token, "tag": "doomed", "confirm": "yes"})
+    assert done.status_code == 303 and done.headers["location"].endswith("?done=tag-deleted")
+    after = client.get(done.headers["location"])
+    assert "The tag was deleted." in after.text and 'data-tag="doomed"' not in after.text
+    assert 'data-tag="1.0"' in after.text
+
+
+def test_settings_default_hold_is_written_to_the_profile(scene: Scene) -> None:
+    client = scene.owner_client
+    page = client.get("/settings")
+    assert scene.stack.registry.hold_did in page.text and "this registry's default" in page.text
+    other = "did:web:localhost%3A9"  # nothing listens there: the page must call it unreachable
+    resp = client.post("/settings/hold", data={"csrf_token": csrf_of(page.text), "hold": "other", "other_hold": other})
+    assert resp.status_code == 303
+    profile = httpx.get(f"{scene.stack.registry.network.pds_url}/xrpc/com.atproto.repo.getRecord", params={
+        "repo": scene.owner.did, "collection": "io.atcr.sailor.profile", "rkey": "self"}).json()["value"]
+    assert profile["defaultHold"] == other
+    page = client.get(resp.headers["location"])
+    assert "Your default hold was saved" in page.text
+    assert re.search(rf'value="{re.escape(other)}" checked', page.text)
+    assert re.search(rf"{re.escape(other)}</code>\s*<span class=\"badge bad\">unreachable", page.text)
+    # Put it back: the scene's later pushes go to the session hold.
+    client.post("/settings/hold", data={"csrf_token": csrf_of(page.text), "hold": scene.stack.registry.hold_did})
+
+
+def test_errors_are_pages_for_people_and_json_for_apis(scene: Scene) -> None:
+    anon = _client(scene.stack)
+    missing = anon.get("/r/nobody-here.test/app", headers={"Accept": "text/html"})
+    assert missing.status_code == 404 and "No account named nobody-here.test" in missing.text
+    assert "Traceback" not in missing.text
+    no_repo = anon.get(f"/r/{scene.owner.handle}/nothing-here")
+    assert no_repo.status_code == 404 and "has no repository named nothing-here" in no_repo.text
+    no_route = anon.get("/no/such/page", headers={"Accept": "text/html"})
+    assert no_route.status_code == 404 and "<main" in no_route.text and "Search repositories" in no_route.text
+    api = anon.get("/v2/nobody-here.test/app/tags/list")
+    assert api.headers["content-type"].startswith("application/json")
+    bad = anon.get(f"/r/{scene.owner.handle}/UPPER")
+    assert bad.status_code == 404
+
+
+def test_avatar_proxy_serves_only_images(scene: Scene) -> None:
+    anon = _client(scene.stack)
+    assert anon.get(f"/img/{scene.owner.did}/not-a-cid").status_code == 404
+    assert anon.get("/img/not-a-did/bafkreia").status_code == 404
