@@ -10,7 +10,6 @@ the AppView adds its shared Valkey read model on top.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +29,7 @@ from atcr.errors import (
 )
 from atcr.http import SafeHttpClient
 from atcr.syntax import is_did, is_handle
+from atcr.ttlcache import TtlCache
 
 MAX_DID_DOC_BYTES = 256 * 1024
 
@@ -201,32 +201,6 @@ class XrpcHandleResolver:
         return did if isinstance(did, str) and is_did(did) else None
 
 
-class _TtlCache:
-    """A tiny in-process cache; the AppView layers its shared Valkey cache over the resolver."""
-
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
-        self._ttl = ttl
-        self._max = max_entries
-        self._data: dict[str, tuple[float, Any]] = {}
-
-    def get(self, key: str) -> Any | None:
-        hit = self._data.get(key)
-        if hit is None:
-            return None
-        if hit[0] < time.monotonic():
-            self._data.pop(key, None)
-            return None
-        return hit[1]
-
-    def put(self, key: str, value: Any) -> None:
-        if len(self._data) >= self._max:
-            self._data.pop(next(iter(self._data)))
-        self._data[key] = (time.monotonic() + self._ttl, value)
-
-    def drop(self, key: str) -> None:
-        self._data.pop(key, None)
-
-
 class IdentityResolver:
     """Resolves and caches identities; concurrent lookups of one key share one fetch."""
 
@@ -243,7 +217,7 @@ class IdentityResolver:
         self._plc = plc_url.rstrip("/")
         self._handles = handle_resolver or DnsHttpsHandleResolver(http)
         self._allow_http_loopback = allow_http_loopback
-        self._cache = _TtlCache(ttl)
+        self._cache: TtlCache[str, Any] = TtlCache(ttl, max_entries=10_000)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
 
     async def _once(self, key: str, fetch: Any) -> Any:

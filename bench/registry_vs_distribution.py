@@ -174,7 +174,7 @@ def main() -> None:
             gen.write_text(GEN.format(root=str(ROOT), path=str(src), size=size))
             prepare = f"{sys.executable} {gen}"
             subprocess.run(prepare.split(), check=True)
-            for label, host, extra in ((f"ours", ours, creds), ("distribution", theirs, "")):
+            for label, host, extra in (("ours", ours, creds), ("distribution", theirs, "")):
                 push = (
                     f"skopeo --insecure-policy copy --dest-tls-verify=false {extra} "
                     f"oci:{src}:big docker://{host}/{account.handle}/big-$(date +%s%N):1"

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import libipld
 
+from atcr.dagcbor import DagCborError, read_varint
 from jetstream.errors import MalformedEvent
 
 MAX_DEPTH: Final = 64
@@ -129,16 +130,10 @@ def decode_record(block: bytes) -> dict[str, Any]:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise MalformedEvent("CAR: bad varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
+    try:
+        return read_varint(data, pos)
+    except DagCborError:
+        raise MalformedEvent("CAR: bad varint") from None
 
 
 def _cid_end(data: bytes, pos: int) -> int:

@@ -712,7 +712,9 @@ class UiService:
 
         async def crew() -> Any:
             try:
-                return await self.loader.crew_member(hold_did, member)
+                found = await self.loader.crew_member(hold_did, member)
+                # "Not crew" may predate the user's first push (the listing is cached): ask again.
+                return found or await self.loader.crew_member(hold_did, member, refresh=True)
             except errors.AtcrError:
                 return None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from hold.repo.cbor import encode
+from atcr.dagcbor import encode
 
 REPLAY_BATCH = 200
 

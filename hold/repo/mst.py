@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hold.repo.cbor import Cid, decode, encode
+from atcr.dagcbor import Cid, DagCborError, decode, encode
 from hold.repo.errors import CorruptRepo, InvalidKey, MissingBlock
 
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_~-:.")
@@ -168,7 +168,7 @@ def decode_node(cid: Cid, data: bytes) -> Node:
                 raise CorruptRepo(f"bad or unsorted key {key!r}")
             entries.append(Entry(key, v, Ref(t, None) if t is not None else None))
             last = key
-    except (CorruptRepo, UnicodeDecodeError) as exc:
+    except (CorruptRepo, DagCborError, UnicodeDecodeError) as exc:
         raise CorruptRepo(f"MST node {cid}: {exc}") from None
     return Node(Ref(left, None) if left is not None else None, tuple(entries))
 

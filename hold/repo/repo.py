@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from atcr.dagcbor import Cid, DagCborError, decode, encode, from_json, to_json, write_car
 from atcr.errors import RecordValidationError
 from atcr.lexicon import known_record_nsids, validate_record
 from atcr.syntax import is_did, is_nsid, is_record_key
-from hold.repo.cbor import Cid, decode, encode, from_json, to_json, write_car
 from hold.repo.errors import (
     CorruptRepo,
     InvalidCursor,
@@ -339,7 +339,10 @@ class Repo:
                 validate_record(collection, record)
             except RecordValidationError as exc:
                 raise InvalidRecord(str(exc)) from None
-        data = encode(from_json(record))
+        try:
+            data = encode(from_json(record))
+        except DagCborError as exc:
+            raise InvalidRecord(str(exc)) from None
         kind: Literal["create", "update", "put"]
         kind = "create" if isinstance(write, Create) else "update" if isinstance(write, Update) else "put"
         return _Prepared(kind, collection, rkey, Cid.for_block(data), data, swap)

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from atcr.xrpc import XrpcClient  # noqa: F401  (kept for readers: records are checked over plain HTTP)
 from tests.support.fixtures_stack import Pusher, RegistryStack, token_for
 from tests.support.ocilayout import OCI_INDEX, Layout
-from atcr.xrpc import XrpcClient  # noqa: F401  (kept for readers: records are checked over plain HTTP)
 
 pytestmark = pytest.mark.e2e
 

@@ -35,7 +35,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _same_origin_url(issuer: str, value: Any, name: str) -> str:
+def _endpoint_url(issuer: str, value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         raise AuthServerInvalid("invalid_metadata", f"{issuer}: {name} missing or not a URL")
     return value
@@ -81,9 +81,9 @@ def check_server_metadata(url_origin: str, doc: Any, *, confidential: bool) -> A
     revocation = doc.get("revocation_endpoint")
     return AuthServer(
         issuer=issuer,
-        authorization_endpoint=_same_origin_url(issuer, doc.get("authorization_endpoint"), "authorization_endpoint"),
-        token_endpoint=_same_origin_url(issuer, doc.get("token_endpoint"), "token_endpoint"),
-        par_endpoint=_same_origin_url(
+        authorization_endpoint=_endpoint_url(issuer, doc.get("authorization_endpoint"), "authorization_endpoint"),
+        token_endpoint=_endpoint_url(issuer, doc.get("token_endpoint"), "token_endpoint"),
+        par_endpoint=_endpoint_url(
             issuer, doc.get("pushed_authorization_request_endpoint"), "pushed_authorization_request_endpoint"
         ),
         revocation_endpoint=revocation if isinstance(revocation, str) else None,

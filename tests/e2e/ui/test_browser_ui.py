@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from playwright.async_api import expect
+
 from atcr import credhelper
 from tests.e2e.auth.conftest import ARGS, CHROMIUM, pds_sign_in_and_authorize
 from tests.support.fixtures_stack import Pusher
@@ -81,7 +83,7 @@ async def test_sign_in_push_search_star_edit_and_revoke(browser, ui_stack: UiSta
     assert await page.locator("#star-count").inner_text() == "0"
     url_before = page.url
     await star.click()
-    await page.wait_for_function("document.getElementById('star-count').textContent === '1'")
+    await expect(page.locator("#star-count")).to_have_text("1")
     assert await star.get_attribute("aria-pressed") == "true"
     assert page.url == url_before
     await page.reload()
@@ -152,8 +154,8 @@ async def test_sign_in_push_search_star_edit_and_revoke(browser, ui_stack: UiSta
         culprit = await small.evaluate(
             "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth"
             " + 1).map(e => e.tagName + '.' + e.className + '#' + e.id).slice(0, 8).join(' ')")
-        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at phone width: {culprit}"
         await small.screenshot(path=str(ARTIFACTS / f"{name}-phone.png"), full_page=True)
+        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at phone width: {culprit}"
     await phone.close()
     assert errors == [], errors
     await context.close()

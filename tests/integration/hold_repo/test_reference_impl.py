@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from atcr.dagcbor import Cid
 from hold.repo import Create, Delete, Put, Update, ensure_bootstrapped
-from hold.repo.cbor import Cid
 from tests.integration.hold_repo.conftest import Hold, Oracle
 from tests.unit.hold_repo.support import CREW, HOLD_DID, LAYER, OWNER_DID, layer_record, make_signer
 from tests.unit.hold_repo.test_mst import POOL

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hold.repo.cbor import Cid
+from atcr.dagcbor import Cid
 from hold.repo.errors import InvalidKey, MissingBlock
 from hold.repo.mst import MST, NodeCache, NodeStore, Ref, dump, is_valid_key, key_layer
 

@@ -15,9 +15,9 @@ from atproto_crypto.verify import verify_signature
 from atproto_firehose import parse_subscribe_repos_message
 from atproto_subscription.frames import Frame
 
+from atcr.dagcbor import Cid, decode, encode, read_car
 from atcr.syntax import is_tid
 from hold.repo import Create, Delete, EcKeySigner, Put, Repo, Update
-from hold.repo.cbor import Cid, decode, encode, read_car
 from hold.repo.errors import (
     InvalidKey,
     InvalidParams,

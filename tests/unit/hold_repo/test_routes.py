@@ -9,8 +9,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from atcr.dagcbor import decode, read_car
 from hold.repo import Create, Repo, ensure_bootstrapped
-from hold.repo.cbor import decode, read_car
 from hold.repo.routes import repo_routes
 from hold.settings import HoldSettings
 from tests.unit.hold_repo.support import HOLD_DID, LAYER, OWNER_DID, layer_record

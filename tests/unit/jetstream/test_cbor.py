@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hold.repo.cbor import Cid, encode, from_json, write_car
+from atcr.dagcbor import Cid, encode, from_json, write_car
 from hold.repo.mst import MST, NodeStore
 from jetstream.cbor import UNKNOWN, decode_record, mst_lookup, read_car
 from jetstream.errors import MalformedEvent

@@ -7,7 +7,7 @@ from typing import Any
 import libipld
 import pytest
 
-from hold.repo.cbor import Cid, encode, write_car
+from atcr.dagcbor import Cid, encode, write_car
 from jetstream.errors import MalformedEvent, StreamRefused
 from jetstream.events import AccountEvent, CommitEvent, IdentityEvent
 from jetstream.firehose import parse_frame

@@ -22,7 +22,19 @@ from typing import Any, Final
 
 import libipld
 
-from hold.repo.errors import CorruptRepo, InvalidRecord
+from atcr.errors import AtcrError
+
+
+class DagCborError(AtcrError):
+    """Bytes or values outside the ATProto data model."""
+
+
+class InvalidRecord(DagCborError):
+    """A value cannot be encoded (floats, non-string keys, bad `$link`/`$bytes`)."""
+
+
+class CorruptRepo(DagCborError):
+    """Bytes are not valid DAG-CBOR / CAR."""
 
 DAG_CBOR: Final = 0x71
 RAW: Final = 0x55
@@ -352,7 +364,7 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     shift = 0
     n = 0
     while True:
@@ -384,7 +396,7 @@ def write_car(root: Cid, blocks: Iterable[tuple[Cid, bytes]]) -> bytes:
 
 def read_car(data: bytes) -> tuple[list[Cid], dict[Cid, bytes]]:
     """Parse a CARv1 file and check that every block hashes to its CID."""
-    hlen, pos = _read_varint(data, 0)
+    hlen, pos = read_varint(data, 0)
     header = decode(data[pos : pos + hlen])
     pos += hlen
     if not isinstance(header, dict) or header.get("version") != 1 or not isinstance(header.get("roots"), list):
@@ -392,7 +404,7 @@ def read_car(data: bytes) -> tuple[list[Cid], dict[Cid, bytes]]:
     roots = [r for r in header["roots"] if isinstance(r, Cid)]
     blocks: dict[Cid, bytes] = {}
     while pos < len(data):
-        blen, pos = _read_varint(data, pos)
+        blen, pos = read_varint(data, pos)
         end = pos + blen
         if end > len(data):
             raise CorruptRepo("truncated CAR block")

@@ -12,8 +12,7 @@ from atproto_core.car import CAR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hold.repo.cbor import Cid, decode, encode, from_json, read_car, to_json, write_car
-from hold.repo.errors import CorruptRepo, InvalidRecord
+from atcr.dagcbor import Cid, CorruptRepo, InvalidRecord, decode, encode, from_json, read_car, to_json, write_car
 
 # Values libipld encodes unambiguously: no byte strings (it may turn them into links).
 _scalars = st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(max_size=40)
