@@ -180,18 +180,24 @@ class CredentialStore:
             accounts = {}
             for akey, acc in (reg.get("accounts") or {}).items():
                 fields = {k: acc.get(k) for k in ("did", "handle", "username", "device_id")}
-                accounts[akey] = Account(key=akey, secret=str(acc.get("secret", "")),
-                                         created=str(acc.get("created", "")), **fields)
-            self.registries[key] = Registry(key=key, url=str(reg.get("url") or registry_url(key)), accounts=accounts,
-                                            active=reg.get("active"))
+                accounts[akey] = Account(
+                    key=akey, secret=str(acc.get("secret", "")), created=str(acc.get("created", "")), **fields
+                )
+            self.registries[key] = Registry(
+                key=key, url=str(reg.get("url") or registry_url(key)), accounts=accounts, active=reg.get("active")
+            )
 
     def save(self) -> None:
         doc = {
             "version": self.VERSION,
             "registries": {
-                key: {"url": reg.url, "active": reg.active,
-                      "accounts": {a.key: a.to_json() for a in reg.accounts.values()}}
-                for key, reg in self.registries.items() if reg.accounts
+                key: {
+                    "url": reg.url,
+                    "active": reg.active,
+                    "accounts": {a.key: a.to_json() for a in reg.accounts.values()},
+                }
+                for key, reg in self.registries.items()
+                if reg.accounts
             },
         }
         write_private(self.path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
@@ -256,7 +262,7 @@ def identities_in(argv: Iterable[str], host: str) -> list[str]:
             value = value.removeprefix(scheme)
         if not value.lower().startswith(prefix):
             continue
-        ident = value[len(prefix):].split("/", 1)[0]
+        ident = value[len(prefix) :].split("/", 1)[0]
         if ident and ident not in found:
             found.append(ident)
     return found
@@ -277,8 +283,9 @@ def pick_account(reg: Registry, commands: Sequence[Sequence[str]]) -> Account | 
 def read_stdin(stream: IO[str], timeout: float = STDIN_TIMEOUT) -> str:
     """All of stdin, or HelperError when nothing arrives in `timeout` (never hang, §10.1)."""
     if stream.isatty():
-        raise HelperError(f"`{PROG} get/store/erase` read from stdin (Docker calls them); "
-                          f"to sign in run `{PROG} login`")
+        raise HelperError(
+            f"`{PROG} get/store/erase` read from stdin (Docker calls them); to sign in run `{PROG} login`"
+        )
     with contextlib.suppress(ValueError, OSError, AttributeError):
         ready, _, _ = select.select([stream], [], [], timeout)
         if not ready:
@@ -286,8 +293,13 @@ def read_stdin(stream: IO[str], timeout: float = STDIN_TIMEOUT) -> str:
     return stream.read(1 << 20)
 
 
-def cmd_get(store: CredentialStore, stdin: IO[str], out: IO[str], err: IO[str],
-            commands: Callable[[], list[list[str]]] = caller_commands) -> int:
+def cmd_get(
+    store: CredentialStore,
+    stdin: IO[str],
+    out: IO[str],
+    err: IO[str],
+    commands: Callable[[], list[list[str]]] = caller_commands,
+) -> int:
     server = read_stdin(stdin).strip()
     if not server:
         raise HelperError("no registry server URL on stdin")
@@ -295,8 +307,7 @@ def cmd_get(store: CredentialStore, stdin: IO[str], out: IO[str], err: IO[str],
     account = pick_account(reg, commands()) if reg is not None else None
     if account is None or not account.secret:
         print(NOT_FOUND, file=out)
-        print(f"{PROG}: not signed in to {registry_key(server)}: run `{PROG} login {registry_key(server)}`",
-              file=err)
+        print(f"{PROG}: not signed in to {registry_key(server)}: run `{PROG} login {registry_key(server)}`", file=err)
         return 1
     json.dump({"ServerURL": server, "Username": account.login_name, "Secret": account.secret}, out)
     out.write("\n")
@@ -312,8 +323,7 @@ def cmd_store(store: CredentialStore, stdin: IO[str]) -> int:
     if not server or not secret:
         raise HelperError("store needs a ServerURL and a Secret")
     did = username if username.startswith("did:") else None
-    account = Account(key=username, secret=secret, did=did, username=None if did else username,
-                      created=_now())
+    account = Account(key=username, secret=secret, did=did, username=None if did else username, created=_now())
     store.put(server, registry_url(server), account)
     store.save()
     return 0
@@ -425,8 +435,11 @@ def cmd_login(
     name = device_name or f"{PROG} on {platform.node() or 'unknown host'}"
     try:
         try:
-            resp = client.post(f"{url}/auth/device/code", data={"client_id": CLIENT_ID, "client_name": name},
-                               headers={"User-Agent": f"{PROG}/{__version__}"})
+            resp = client.post(
+                f"{url}/auth/device/code",
+                data={"client_id": CLIENT_ID, "client_name": name},
+                headers={"User-Agent": f"{PROG}/{__version__}"},
+            )
         except httpx.HTTPError as exc:
             raise HelperError(f"cannot reach {url}: {type(exc).__name__}") from None
         if resp.status_code != 200:
@@ -434,8 +447,11 @@ def cmd_login(
             raise HelperError(f"{url} refused the device login ({code}): {desc}")
         auth = resp.json()
         complete = str(auth.get("verification_uri_complete") or auth["verification_uri"])
-        print(f"To sign in to {key}, open:\n\n    {auth['verification_uri']}\n\nand enter the code:\n\n"
-              f"    {auth['user_code']}\n", file=err)
+        print(
+            f"To sign in to {key}, open:\n\n    {auth['verification_uri']}\n\nand enter the code:\n\n"
+            f"    {auth['user_code']}\n",
+            file=err,
+        )
         if open_browser and _can_open_browser(environ):
             with contextlib.suppress(webbrowser.Error, OSError):
                 if webbrowser.open(complete):
@@ -450,9 +466,10 @@ def cmd_login(
             sleep(interval)
             progress.tick()
             try:
-                resp = client.post(f"{url}/auth/device/token",
-                                   data={"grant_type": DEVICE_GRANT, "device_code": auth["device_code"],
-                                         "client_id": CLIENT_ID})
+                resp = client.post(
+                    f"{url}/auth/device/token",
+                    data={"grant_type": DEVICE_GRANT, "device_code": auth["device_code"], "client_id": CLIENT_ID},
+                )
             except httpx.HTTPError:
                 continue  # a blip: keep polling until the code expires
             if resp.status_code == 200:
@@ -475,8 +492,14 @@ def cmd_login(
             client.close()
     grant = resp.json()
     did = str(grant["did"])
-    account = Account(key=did, secret=str(grant.get("device_secret") or grant["access_token"]), did=did,
-                      handle=grant.get("handle"), device_id=grant.get("device_id"), created=_now())
+    account = Account(
+        key=did,
+        secret=str(grant.get("device_secret") or grant["access_token"]),
+        did=did,
+        handle=grant.get("handle"),
+        device_id=grant.get("device_id"),
+        created=_now(),
+    )
     store.put(key, url, account)
     store.save()
     print(f"Signed in to {key} as {account.label}.", file=err)
@@ -493,8 +516,15 @@ def _docker_configured(environ: Mapping[str, str], key: str) -> bool:
     return isinstance(doc, dict) and (doc.get("credHelpers") or {}).get(key) == HELPER_NAME
 
 
-def cmd_logout(store: CredentialStore, registry: str | None, account: str | None, *, everyone: bool,
-               err: IO[str], http: httpx.Client | None = None) -> int:
+def cmd_logout(
+    store: CredentialStore,
+    registry: str | None,
+    account: str | None,
+    *,
+    everyone: bool,
+    err: IO[str],
+    http: httpx.Client | None = None,
+) -> int:
     reg = _only_registry(store, registry)
     if everyone:
         targets = list(reg.accounts.values())
@@ -520,8 +550,9 @@ def cmd_logout(store: CredentialStore, registry: str | None, account: str | None
     return 0
 
 
-def cmd_status(store: CredentialStore, registry: str | None, *, out: IO[str], offline: bool,
-               http: httpx.Client | None = None) -> int:
+def cmd_status(
+    store: CredentialStore, registry: str | None, *, out: IO[str], offline: bool, http: httpx.Client | None = None
+) -> int:
     regs = [store.registry(registry)] if registry else list(store.registries.values())
     regs = [r for r in regs if r is not None and r.accounts]
     if not regs:
@@ -557,8 +588,9 @@ def _check(client: httpx.Client, reg: Registry, acc: Account) -> str:
     return f"invalid: {message}" if message else f"invalid ({resp.status_code})"
 
 
-def cmd_switch(store: CredentialStore, registry: str | None, account: str | None, *, out: IO[str],
-               stdin: IO[str]) -> int:
+def cmd_switch(
+    store: CredentialStore, registry: str | None, account: str | None, *, out: IO[str], stdin: IO[str]
+) -> int:
     reg = _only_registry(store, registry)
     accounts = list(reg.accounts.values())
     current = reg.current()
@@ -645,10 +677,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("configure-docker", help="add credHelpers entries to ~/.docker/config.json")
     p.add_argument("registries", nargs="*")
     sub.add_parser("version", help="print the version")
-    for verb, text in (("get", "Docker protocol: print credentials for the server URL on stdin"),
-                       ("store", "Docker protocol: store credentials given as JSON on stdin"),
-                       ("erase", "Docker protocol: forget credentials for the server URL on stdin"),
-                       ("list", "Docker protocol: print server URLs and user names")):
+    for verb, text in (
+        ("get", "Docker protocol: print credentials for the server URL on stdin"),
+        ("store", "Docker protocol: store credentials given as JSON on stdin"),
+        ("erase", "Docker protocol: forget credentials for the server URL on stdin"),
+        ("list", "Docker protocol: print server URLs and user names"),
+    ):
         sub.add_parser(verb, help=text)
     return parser
 
@@ -675,8 +709,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "list":
             code = cmd_list(store, out)
         elif args.command == "login":
-            code = cmd_login(store, args.registry or DEFAULT_REGISTRY, err=err, environ=environ,
-                             open_browser=not args.no_browser, device_name=args.device_name)
+            code = cmd_login(
+                store,
+                args.registry or DEFAULT_REGISTRY,
+                err=err,
+                environ=environ,
+                open_browser=not args.no_browser,
+                device_name=args.device_name,
+            )
         elif args.command == "logout":
             code = cmd_logout(store, args.registry, args.account, everyone=args.all, err=err)
         elif args.command == "status":

@@ -106,6 +106,7 @@ class HoldServices:
                     max_attempts=settings.s3_max_attempts,
                     retry_base_delay=settings.s3_retry_base_delay,
                     retry_max_delay=settings.s3_retry_max_delay,
+                    read_timeout=settings.s3_read_timeout,
                     threads=settings.storage_threads,
                     spool_dir=spool,
                 ),

@@ -60,6 +60,9 @@ class HoldSettings(NetworkSettings):
     s3_max_attempts: int = setting(5, "S3_MAX_ATTEMPTS", "s3 driver: attempts per call on throttling/5xx")
     s3_retry_base_delay: float = setting(0.2, "S3_RETRY_BASE_DELAY", "s3 driver: first backoff ceiling, seconds")
     s3_retry_max_delay: float = setting(5.0, "S3_RETRY_MAX_DELAY", "s3 driver: largest backoff ceiling, seconds")
+    s3_read_timeout: float = setting(
+        60.0, "S3_READ_TIMEOUT", "s3 driver: seconds to wait for an S3 answer before the call is retried"
+    )
     quotas_path: Path | None = setting(
         None, "HOLD_QUOTAS_PATH", "quota tiers file (ATCR's quotas.yaml shape, YAML or JSON); unset: no quotas"
     )
@@ -108,6 +111,7 @@ class HoldSettings(NetworkSettings):
             check_did("HOLD_TRUSTED_APPVIEWS", did)
         check_positive("HOLD_STATS_FLUSH_INTERVAL", self.stats_flush_interval)
         check_positive("S3_MAX_ATTEMPTS", self.s3_max_attempts)
+        check_positive("S3_READ_TIMEOUT", self.s3_read_timeout)
         if self.s3_retry_base_delay < 0 or self.s3_retry_max_delay < self.s3_retry_base_delay:
             raise ConfigError("S3_RETRY_BASE_DELAY/S3_RETRY_MAX_DELAY: need 0 <= base <= max")
 

@@ -59,6 +59,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
 from atcr.readmodel.keys import stats_rkey
 from hold.errors import HoldError
 from hold.repo.repo import MAX_WRITES_PER_COMMIT, Put, Repo
@@ -300,19 +303,23 @@ class Stats:
         now_ms = int(self._clock() * 1000)
         day = datetime.fromtimestamp(now_ms / 1000, UTC).date().isoformat()
         idem = self._idem_prefix + (hashlib.sha256(key.encode()).hexdigest()[:40] if key else "-")
-        counted = await self._count(
-            keys=[self.pending_key, idem],
-            args=[
-                stats_rkey(owner, repository),
-                f"{owner}\x00{repository}",
-                kind,
-                n,
-                now_ms,
-                day,
-                IDEMPOTENCY_TTL,
-                "1" if key else "0",
-            ],
-        )
+        try:
+            counted = await self._count(
+                keys=[self.pending_key, idem],
+                args=[
+                    stats_rkey(owner, repository),
+                    f"{owner}\x00{repository}",
+                    kind,
+                    n,
+                    now_ms,
+                    day,
+                    IDEMPOTENCY_TTL,
+                    "1" if key else "0",
+                ],
+            )
+        except (ValkeyConnectionError, ValkeyTimeoutError) as exc:
+            # 503, not 500: the sender keeps its counts and retries (an Idempotency-Key makes that exact).
+            raise StatsUnavailable(f"cannot reach Valkey to count: {type(exc).__name__}") from None
         return bool(counted)
 
     # --- flushing --------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def parse_secret(secret: str) -> tuple[str, str] | None:
     """(device id, random part) of `atcr_<id>_<random>`, or None if it is not one of ours."""
     if not secret.startswith(SECRET_PREFIX):
         return None
-    rest = secret[len(SECRET_PREFIX):]
+    rest = secret[len(SECRET_PREFIX) :]
     device_id, sep, random_part = rest.partition("_")
     if not sep or len(device_id) != DEVICE_ID_BYTES * 2 or not random_part or len(random_part) > 64:
         return None
@@ -211,18 +211,20 @@ class DeviceFlowService:
             raise Unavailable("cannot allocate a user code; try again")
         now = int(self._clock())
         key = f"av:devflow:{h}"
-        await awaited(self._v.hset(
-            key,
-            mapping={
-                "user_code": code,
-                "client_name": (client_name or "unnamed device")[:MAX_NAME],
-                "ip": ip[:64],
-                "user_agent": user_agent[:200],
-                "created": str(now),
-                "expires_at": str(now + self.ttl),
-                "interval": str(self.interval),
-            },
-        ))
+        await awaited(
+            self._v.hset(
+                key,
+                mapping={
+                    "user_code": code,
+                    "client_name": (client_name or "unnamed device")[:MAX_NAME],
+                    "ip": ip[:64],
+                    "user_agent": user_agent[:200],
+                    "created": str(now),
+                    "expires_at": str(now + self.ttl),
+                    "interval": str(self.interval),
+                },
+            )
+        )
         await awaited(self._v.expire(key, self.ttl))
         pretty = format_user_code(code)
         return DeviceAuthorization(
@@ -259,8 +261,9 @@ class DeviceFlowService:
         data = self._cipher.open(sealed, f"device:{h}") if sealed is not None else None
         if data is None:
             raise InvalidDeviceGrant("this device code was already used")
-        return DeviceGrant(secret=data["secret"], did=data["did"], handle=data.get("handle"),
-                           device_id=data["device_id"])
+        return DeviceGrant(
+            secret=data["secret"], did=data["did"], handle=data.get("handle"), device_id=data["device_id"]
+        )
 
     # --- the user side ------------------------------------------------------------------------
 
@@ -322,8 +325,9 @@ class DeviceFlowService:
         remaining = max(int(flow.get("expires_at") or 0) - now, 1)
         await self._v.set(f"av:device:{device_id}", json.dumps({**asdict(device), "hash": hashed.decode()}))
         await awaited(self._v.sadd(f"av:devices:{did}", device_id))
-        sealed = self._cipher.seal({"secret": secret, "did": did, "handle": handle, "device_id": device_id},
-                                   f"device:{h}")
+        sealed = self._cipher.seal(
+            {"secret": secret, "did": did, "handle": handle, "device_id": device_id}, f"device:{h}"
+        )
         await self._v.set(f"av:devflow-secret:{h}", sealed, ex=remaining)
         if not await awaited(self._v.hsetnx(f"av:devflow:{h}", "decision", "approved")):
             await self._forget(did, device_id)  # a concurrent deny or approve won
@@ -389,8 +393,9 @@ class DeviceFlowService:
             try:
                 alive = await self._alive(did)
             except (OAuthError, NetworkError):
-                raise Unavailable("cannot reach your PDS to renew your sign-in; try again",
-                                  headers={"Retry-After": "10"}) from None
+                raise Unavailable(
+                    "cannot reach your PDS to renew your sign-in; try again", headers={"Retry-After": "10"}
+                ) from None
             if not alive:
                 raise Unauthorized(
                     f"your ATProto sign-in has expired: sign in again at {self.base_url}/auth/login "

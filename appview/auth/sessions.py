@@ -36,6 +36,7 @@ class OAuthSessionHook(Protocol):
 
     def xrpc_auth(self, did: str, session: dict[str, Any]) -> XrpcAuth: ...
 
+
 SESSION_TTL = 60 * 24 * 3600  # refresh tokens of app-password sessions live ~90 days at the PDS
 
 

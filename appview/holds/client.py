@@ -244,13 +244,24 @@ class HoldClient:
     # --- notifications ------------------------------------------------------------------------
 
     async def notify_manifest(
-        self, hold_did: str, user_did: str | None, body: dict[str, Any], *, service_token: str | None = None
+        self,
+        hold_did: str,
+        user_did: str | None,
+        body: dict[str, Any],
+        *,
+        service_token: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Tell the hold about a push (user's token) or pulls (`service_token` signed by the AppView)."""
-        headers = {"Authorization": f"Bearer {service_token}"} if service_token else None
+        """Tell the hold about a push (user's token) or pulls (`service_token` signed by the AppView).
+
+        A retried notification with the same `idempotency_key` is counted once by the hold."""
+        headers = {"Authorization": f"Bearer {service_token}"} if service_token else {}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         out: dict[str, Any] = self._check(
             await self._call(
-                "POST", hold_did, "io.atcr.hold.notifyManifest", user_did=user_did, json_body=body, headers=headers
+                "POST", hold_did, "io.atcr.hold.notifyManifest", user_did=user_did, json_body=body,
+                headers=headers or None,
             )
         )
         return out

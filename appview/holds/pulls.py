@@ -6,6 +6,11 @@ and at shutdown. Under load that turns thousands of hold calls per second into o
 repository per second, and a slow or failing hold only delays counts, never pulls. A failed
 flush keeps its counts for the next round (bounded), so nothing is lost while the hold is
 briefly away.
+
+Every notification carries an ``Idempotency-Key``, and a failed one is sent again *as it
+was* (same key, same count) rather than merged into newer counts: when a hold counted a
+notification but its answer was lost (a timeout, a proxy's 502), the hold recognises the
+retry and counts it once. Counts are exact, not at-least-once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,11 +27,18 @@ log = logging.getLogger("appview.pulls")
 
 Key = tuple[str, str, str, str]  # (hold DID, owner DID, repository, manifest digest)
 MAX_PENDING_KEYS = 100_000
+MAX_RETRIES_KEPT = 100_000
 
 
 class Notifier(Protocol):
     async def notify_manifest(
-        self, hold_did: str, user_did: str | None, body: dict[str, Any], *, service_token: str | None = None
+        self,
+        hold_did: str,
+        user_did: str | None,
+        body: dict[str, Any],
+        *,
+        service_token: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -39,6 +52,7 @@ class PullCounter:
         self._mint = mint
         self._interval = interval
         self._pending: Counter[Key] = Counter()
+        self._retry: list[tuple[Key, int, str]] = []  # sent, outcome unknown: resent as they were
         self._task: asyncio.Task[None] | None = None
 
     def count(self, hold_did: str, owner_did: str, repository: str, digest: str) -> None:
@@ -64,11 +78,14 @@ class PullCounter:
             await self.flush()
 
     async def flush(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._retry:
             return
-        batch, self._pending = self._pending, Counter()
+        batch = [(key, n, secrets.token_urlsafe(18)) for key, n in self._pending.items()]
+        batch.extend(self._retry)
+        self._pending, self._retry = Counter(), []
+        failed: list[tuple[Key, int, str]] = []
 
-        async def send(key: Key, n: int) -> None:
+        async def send(key: Key, n: int, idempotency_key: str) -> None:
             hold, owner, repository, digest = key
             body = {
                 "repository": repository,
@@ -79,9 +96,19 @@ class PullCounter:
             }
             try:
                 token = self._mint(hold, "io.atcr.hold.notifyManifest") if self._mint else None
-                await self._notifier.notify_manifest(hold, None, body, service_token=token)
-            except Exception as exc:  # any failure: keep the counts for the next round
+                await self._notifier.notify_manifest(
+                    hold, None, body, service_token=token, idempotency_key=idempotency_key
+                )
+            except Exception as exc:  # any other failure: send the same notification again next round
+                status = getattr(exc, "status", 0)
+                if isinstance(status, int) and 400 <= status < 500 and status not in (401, 408, 429):
+                    log.warning("hold %s refused %d pull count(s) for %s: %s", hold, n, repository, exc)
+                    return
                 log.debug("pull count flush to %s failed: %s", hold, exc)
-                self._pending[key] += n
+                failed.append((key, n, idempotency_key))
 
-        await asyncio.gather(*(send(k, n) for k, n in batch.items()))
+        await asyncio.gather(*(send(*item) for item in batch))
+        if len(failed) > MAX_RETRIES_KEPT:
+            log.warning("dropping %d pull counts for unreachable holds", len(failed) - MAX_RETRIES_KEPT)
+            failed = failed[-MAX_RETRIES_KEPT:]
+        self._retry.extend(failed)

@@ -146,17 +146,26 @@ class AuthWeb:
         return fresh, [self._cookie(CSRF_COOKIE, fresh, max_age=24 * 3600)]
 
     def _cookie(self, name: str, value: str, *, max_age: int) -> Cookie:
-        return Cookie(key=name, value=value, path="/", max_age=max_age, httponly=True,
-                      secure=self.config.secure_cookies, samesite="lax")
+        return Cookie(
+            key=name,
+            value=value,
+            path="/",
+            max_age=max_age,
+            httponly=True,
+            secure=self.config.secure_cookies,
+            samesite="lax",
+        )
 
     def _expired_cookie(self, name: str) -> Cookie:
-        return Cookie(key=name, value="", path="/", max_age=0, httponly=True,
-                      secure=self.config.secure_cookies, samesite="lax")
+        return Cookie(
+            key=name, value="", path="/", max_age=0, httponly=True, secure=self.config.secure_cookies, samesite="lax"
+        )
 
     async def _check_csrf(self, request: Request[Any, Any, State], user: WebSession | None, token: str | None) -> None:
         binding = user.id_hash if user is not None else request.cookies.get(CSRF_COOKIE)
-        if not self.csrf.check(binding=binding, token=token, origin=request.headers.get("origin"),
-                               referer=request.headers.get("referer")):
+        if not self.csrf.check(
+            binding=binding, token=token, origin=request.headers.get("origin"), referer=request.headers.get("referer")
+        ):
             raise CsrfRejected()
 
     async def _form(self, request: Request[Any, Any, State]) -> dict[str, str]:
@@ -179,16 +188,24 @@ class AuthWeb:
     ) -> Response[str]:
         binding, extra = self._binding(req, user)
         html = self.env.get_template(template).render(user=user, csrf_token=self.csrf.token(binding), **context)
-        return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS,
-                        cookies=[*(cookies or []), *extra])
+        return Response(
+            html,
+            status_code=status,
+            media_type="text/html; charset=utf-8",
+            headers=PAGE_HEADERS,
+            cookies=[*(cookies or []), *extra],
+        )
 
     def _login_redirect(self, next_path: str) -> Redirect:
         return Redirect(path="/auth/login?" + urlencode({"next": next_path}), status_code=303, headers=NO_STORE)
 
     @staticmethod
     def _json_error(exc: RegistryError) -> Response[Any]:
-        return Response({"error": exc.code, "error_description": exc.message}, status_code=exc.status,
-                        headers={**NO_STORE, **exc.headers})
+        return Response(
+            {"error": exc.code, "error_description": exc.message},
+            status_code=exc.status,
+            headers={**NO_STORE, **exc.headers},
+        )
 
     # --- sign-in --------------------------------------------------------------------------------
 
@@ -198,19 +215,34 @@ class AuthWeb:
         try:
             await self._check_csrf(request, user, form.get(FORM_FIELD))
         except CsrfRejected as exc:
-            return self.page(request, "login.html", user, status=exc.status, error=exc.message,
-                             handle=form.get("handle", ""), next=safe_next(form.get("next")))
+            return self.page(
+                request,
+                "login.html",
+                user,
+                status=exc.status,
+                error=exc.message,
+                handle=form.get("handle", ""),
+                next=safe_next(form.get("next")),
+            )
         handle = form.get("handle", "").strip()
         next_path = safe_next(form.get("next"))
         if not handle or len(handle) > 300:
-            return self.page(request, "login.html", user, status=400, error="Enter your handle or DID.",
-                             handle=handle, next=next_path)
+            return self.page(
+                request,
+                "login.html",
+                user,
+                status=400,
+                error="Enter your handle or DID.",
+                handle=handle,
+                next=next_path,
+            )
         try:
             url = await self.oauth.begin(handle, {"next": next_path})
         except OAuthError as exc:
             status = 503 if exc.error in ("temporarily_unavailable", "unreachable") else 400
-            return self.page(request, "login.html", user, status=status, error=_oauth_message(exc),
-                             handle=handle, next=next_path)
+            return self.page(
+                request, "login.html", user, status=status, error=_oauth_message(exc), handle=handle, next=next_path
+            )
         return Redirect(path=url, status_code=303, headers=NO_STORE)
 
     async def _callback(self, request: Request[Any, Any, State]) -> Response[Any]:
@@ -219,21 +251,25 @@ class AuthWeb:
         user = await self.user(request)
         if q.get("error"):
             app_data = await self.oauth.abandon(state) or {}
-            reason = "You declined the sign-in." if q.get("error") == "access_denied" else (
-                f"Sign-in was refused: {str(q.get('error_description') or q.get('error'))[:200]}")
-            return self.page(request, "login.html", user, status=400, error=reason, handle="",
-                             next=safe_next(app_data.get("next")))
+            reason = (
+                "You declined the sign-in."
+                if q.get("error") == "access_denied"
+                else (f"Sign-in was refused: {str(q.get('error_description') or q.get('error'))[:200]}")
+            )
+            return self.page(
+                request, "login.html", user, status=400, error=reason, handle="", next=safe_next(app_data.get("next"))
+            )
         code = str(q.get("code") or "")
         if not code or not state:
-            return self.page(request, "login.html", user, status=400, error="The sign-in answer was incomplete.",
-                             handle="", next="/")
+            return self.page(
+                request, "login.html", user, status=400, error="The sign-in answer was incomplete.", handle="", next="/"
+            )
         try:
             session, app_data = await self.oauth.complete(state, code, q.get("iss"))
         except OAuthError as exc:
             log.info("sign-in callback refused: %s", exc.error)
             status = 503 if exc.error == "temporarily_unavailable" else 400
-            return self.page(request, "login.html", user, status=status, error=_oauth_message(exc), handle="",
-                             next="/")
+            return self.page(request, "login.html", user, status=status, error=_oauth_message(exc), handle="", next="/")
         if user is not None:
             await self.web_sessions.delete(request.cookies.get(COOKIE_NAME))
         token, _ = await self.web_sessions.create(session.did, session.handle)
@@ -243,8 +279,12 @@ class AuthWeb:
             except (AtcrError, RegistryError) as exc:
                 log.info("after-login step for %s failed: %s", session.did, type(exc).__name__)
         cookie = self._cookie(COOKIE_NAME, token, max_age=self.config.session_ttl)
-        return Redirect(path=safe_next(app_data.get("next")), status_code=303, headers=NO_STORE,
-                        cookies=[cookie, self._expired_cookie(CSRF_COOKIE)])
+        return Redirect(
+            path=safe_next(app_data.get("next")),
+            status_code=303,
+            headers=NO_STORE,
+            cookies=[cookie, self._expired_cookie(CSRF_COOKIE)],
+        )
 
     async def _logout(self, request: Request[Any, Any, State]) -> Response[Any]:
         user = await self.user(request)
@@ -337,8 +377,9 @@ class AuthWeb:
         try:
             pending = await self.devices.lookup(code, did=user.did, ip=self._ip(request))
         except SignInError as exc:
-            return self.page(request, "device.html", user, status=exc.status, step="enter", code=code,
-                             error=exc.message)
+            return self.page(
+                request, "device.html", user, status=exc.status, step="enter", code=code, error=exc.message
+            )
         return self.page(request, "device.html", user, step="confirm", request=pending)
 
     async def _device_submit(self, request: Request[Any, Any, State], action: str) -> Response[Any]:
@@ -350,8 +391,9 @@ class AuthWeb:
         try:
             await self._check_csrf(request, user, form.get(FORM_FIELD))
         except CsrfRejected as exc:
-            return self.page(request, "device.html", user, status=exc.status, step="enter", code=code,
-                             error=exc.message)
+            return self.page(
+                request, "device.html", user, status=exc.status, step="enter", code=code, error=exc.message
+            )
         if action == "lookup":
             return await self._confirm(request, user, code)
         try:
@@ -361,8 +403,7 @@ class AuthWeb:
             await self.devices.deny(code, did=user.did, ip=self._ip(request))
             return self.page(request, "device.html", user, step="denied")
         except SignInError as exc:
-            return self.page(request, "device.html", user, status=exc.status, step="enter", code="",
-                             error=exc.message)
+            return self.page(request, "device.html", user, status=exc.status, step="enter", code="", error=exc.message)
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -371,8 +412,7 @@ class AuthWeb:
         if user is None:
             return self._login_redirect("/settings/devices")
         message = "Device revoked." if request.query_params.get("revoked") else None
-        return self.page(request, "devices.html", user, devices=await self.devices.devices(user.did),
-                         message=message)
+        return self.page(request, "devices.html", user, devices=await self.devices.devices(user.did), message=message)
 
     async def _revoke_form(self, request: Request[Any, Any, State], device_id: str) -> Response[Any]:
         user = await self.user(request)
@@ -382,11 +422,16 @@ class AuthWeb:
         try:
             await self._check_csrf(request, user, form.get(FORM_FIELD))
         except CsrfRejected as exc:
-            return self.page(request, "devices.html", user, status=exc.status,
-                             devices=await self.devices.devices(user.did), message=exc.message)
+            return self.page(
+                request,
+                "devices.html",
+                user,
+                status=exc.status,
+                devices=await self.devices.devices(user.did),
+                message=exc.message,
+            )
         revoked = await self.devices.revoke(user.did, device_id)
-        return Redirect(path="/settings/devices" + ("?revoked=1" if revoked else ""), status_code=303,
-                        headers=NO_STORE)
+        return Redirect(path="/settings/devices" + ("?revoked=1" if revoked else ""), status_code=303, headers=NO_STORE)
 
     # --- routes ---------------------------------------------------------------------------------
 
@@ -399,14 +444,20 @@ class AuthWeb:
             """The client_id document (the authorization server fetches it; 200 exactly)."""
             if not confidential:
                 return Response({"error": "not_found"}, status_code=404)
-            return Response(web.client_config.metadata(), media_type="application/json",
-                            headers={"Cache-Control": "public, max-age=600"})
+            return Response(
+                web.client_config.metadata(),
+                media_type="application/json",
+                headers={"Cache-Control": "public, max-age=600"},
+            )
 
         @get(JWKS_PATH, sync_to_thread=False, include_in_schema=False)
         def client_jwks() -> Response[Any]:
             """Public keys the authorization server checks our client assertions with."""
-            return Response(web.client_config.jwks(), media_type="application/json",
-                            headers={"Cache-Control": "public, max-age=600"})
+            return Response(
+                web.client_config.jwks(),
+                media_type="application/json",
+                headers={"Cache-Control": "public, max-age=600"},
+            )
 
         @get("/auth/login", include_in_schema=False)
         async def login_page(request: Request[Any, Any, State]) -> Response[Any]:
@@ -414,8 +465,9 @@ class AuthWeb:
             next_path = safe_next(request.query_params.get("next"))
             if user is not None and request.query_params.get("next"):
                 return Redirect(path=next_path, status_code=303, headers=NO_STORE)
-            return web.page(request, "login.html", user, handle=str(request.query_params.get("handle") or ""),
-                            next=next_path)
+            return web.page(
+                request, "login.html", user, handle=str(request.query_params.get("handle") or ""), next=next_path
+            )
 
         @post("/auth/login", include_in_schema=False, status_code=303)
         async def login_submit(request: Request[Any, Any, State]) -> Response[Any]:
@@ -434,8 +486,9 @@ class AuthWeb:
             user = await web.user(request)
             if user is None:
                 return Response({"error": "not_signed_in"}, status_code=401, headers=NO_STORE)
-            return Response({"did": user.did, "handle": user.handle, "csrf_token": web.csrf.token(user.id_hash)},
-                            headers=NO_STORE)
+            return Response(
+                {"did": user.did, "handle": user.handle, "csrf_token": web.csrf.token(user.id_hash)}, headers=NO_STORE
+            )
 
         @post("/auth/device/code", include_in_schema=True, status_code=200)
         async def device_code(request: Request[Any, Any, State]) -> Response[Any]:
@@ -499,9 +552,24 @@ class AuthWeb:
             return Response(None, status_code=204, headers=NO_STORE)
 
         return [
-            client_metadata, client_jwks, login_page, login_submit, oauth_callback, logout, whoami,
-            device_code, device_token, device_revoke, device_page, device_lookup, device_approve, device_deny,
-            devices_page, devices_revoke, api_devices, api_device_delete,
+            client_metadata,
+            client_jwks,
+            login_page,
+            login_submit,
+            oauth_callback,
+            logout,
+            whoami,
+            device_code,
+            device_token,
+            device_revoke,
+            device_page,
+            device_lookup,
+            device_approve,
+            device_deny,
+            devices_page,
+            devices_revoke,
+            api_devices,
+            api_device_delete,
         ]
 
 

@@ -20,6 +20,7 @@ bounded in accounts, concurrency and time, and a page waits for it at most ``wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -119,6 +120,9 @@ class Discovery:
             return 0
         except Exception:
             log.exception("discovery failed")
+            # Try again in a minute, not on every page view in between.
+            with contextlib.suppress(Exception):
+                await self._v.set(SEEDED_KEY, "failed", ex=60)
             raise
         finally:
             await self._v.delete(LOCK_KEY)

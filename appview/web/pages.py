@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -38,12 +39,21 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.response import Redirect
+from valkey.exceptions import ValkeyError
 
 from appview.web import humanize
 from appview.web.actions import Actions
 from appview.web.blobs import BlobProxy
 from appview.web.csrf import FORM_FIELD, HEADER
-from appview.web.errors import BadInput, FormExpired, NotOwner, PageNotFound, SignInRequired, UiError
+from appview.web.errors import (
+    BadInput,
+    FormExpired,
+    NotOwner,
+    PageNotFound,
+    SignInRequired,
+    UiError,
+    UpstreamDown,
+)
 from appview.web.ui import UiService, Viewer
 from appview.web.websession import WebSession
 from atcr.syntax import is_oci_repository
@@ -80,7 +90,10 @@ PAGE_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-API_PREFIXES: Final = ("/v2", "/xrpc", "/auth/token", "/auth/device/", "/api/", "/.well-known", "/client-metadata")
+API_PREFIXES: Final = (
+    "/v2", "/xrpc", "/auth/token", "/auth/device/", "/auth/session", "/auth/oauth/jwks", "/api/", "/.well-known",
+    "/client-metadata", "/livez", "/readyz",
+)
 
 
 @dataclass(frozen=True)
@@ -198,11 +211,11 @@ class WebUi:
             return Response({"error": exc.title, "message": exc.message}, status_code=exc.status,
                             headers={"Cache-Control": "no-store"})
         return self.render(request, "error.html", session, status=exc.status, error=exc,
-                           next=request.url.path)
+                           next=_back_to(request))
 
     def plain_error(self, request: Request[Any, Any, State], status: int) -> Response[Any]:
         """For the app-wide handler: routes that do not exist, and unexpected failures."""
-        exc: UiError = PageNotFound() if status == 404 else UiError()
+        exc: UiError = PageNotFound() if status == 404 else UpstreamDown() if status == 503 else UiError()
         exc.status = status
         if status == 405:
             exc.title, exc.message = "Not allowed", "This address does not accept that kind of request."
@@ -373,12 +386,15 @@ class WebUi:
     # --- routes --------------------------------------------------------------------------------
 
     async def _guard(self, request: Request[Any, Any, State], page: Any) -> Response[Any]:
-        """Run a page; a UiError becomes its error page (never a stack trace)."""
+        """Run a page; a UiError becomes its error page (never a stack trace). The time spent
+        goes out as `Server-Timing`, so slow pages show in any browser's network panel."""
+        started = time.perf_counter()
         try:
             result: Response[Any] = await page
-            return result
         except UiError as exc:
-            return self.error_page(request, await self.session(request), exc)
+            result = self.error_page(request, await self.session(request), exc)
+        result.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return result
 
     def handlers(self) -> list[Any]:
         web = self
@@ -426,6 +442,16 @@ class WebUi:
         return [home, search, user, repo, repo_action, settings, settings_hold, settings_revoke, image, static]
 
 
+def _back_to(request: Request[Any, Any, State]) -> str:
+    """Where "sign in" or "try again" should lead: the page a form was on, not the form's action."""
+    path = request.url.path
+    if request.method == "GET":
+        return path
+    if path.startswith("/settings/"):
+        return "/settings"
+    return path.split("/-/", 1)[0] if "/-/" in path else "/"
+
+
 def _wants_json(request: Request[Any, Any, State]) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
@@ -452,6 +478,9 @@ def html_error(request: Request[Any, Any, State], exc: Exception) -> Response[An
         return None
     status = getattr(exc, "status_code", 500)
     status = status if isinstance(status, int) and 400 <= status < 600 else 500
+    if isinstance(exc, ValkeyError):
+        log.warning("valkey unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return web.plain_error(request, 503)
     if status >= 500:
         log.error("error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
     return web.plain_error(request, status)

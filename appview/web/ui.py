@@ -437,6 +437,8 @@ class UiService:
             self.loader.recent(HOME_CARDS), self.loader.popular(HOME_CARDS, by=by)
         )
         recent, popular = await asyncio.gather(self.cards(recent_refs), self.cards(popular_refs))
+        # The ranking keeps repositories whose last star went away (score 0); they are not popular.
+        popular = [c for c in popular if (c.stars if by == "stars" else c.pulls) > 0]
         return HomePage(recent=recent, popular=popular, popular_by=by)
 
     async def search(self, query: str, page: int = 1) -> SearchPage:
@@ -657,13 +659,15 @@ class UiService:
         total = size + sum(x.size for x in layers) + (config.size if config else 0)
         tag_names = sorted(t for t, e in tags.items() if e.digest == digest)
         kind = "index" if children else _kind(entry)
+        # A plain image's "artifact type" is just its config type: only name real artifact types.
+        artifact_type = entry.artifact_type if entry.record.get("artifactType") or kind == "unknown" else None
         return ManifestPage(
             owner=person,
             repository=repository,
             digest=digest,
             media_type=entry.media_type,
             kind=kind,
-            artifact_type=entry.artifact_type,
+            artifact_type=artifact_type,
             size=size,
             total_size=total,
             created_at=entry.created_at,
@@ -690,12 +694,11 @@ class UiService:
         if current:
             candidates.append(current)
         try:
-            for repo in (await self.loader.repositories(viewer.did))[:50]:
-                for m in await self.loader.manifests(viewer.did, repo):
-                    if m.hold_did:
-                        candidates.append(m.hold_did)
+            repos = (await self.loader.repositories(viewer.did))[:50]
+            listed = await _gather(self.loader.manifests(viewer.did, r) for r in repos)
+            candidates.extend(m.hold_did for ms in listed for m in ms if m.hold_did)
         except errors.AtcrError:
-            pass
+            pass  # the settings still show the default hold and the profile's
         unique = list(dict.fromkeys(candidates))
         person, choices = await asyncio.gather(
             self.person(viewer.did),

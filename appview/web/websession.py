@@ -37,8 +37,9 @@ class WebSession:
 class WebSessionStore:
     """`av:websess:<sha256(cookie)>` -> {did, handle, created}, and `av:websess-user:<did>` (a set)."""
 
-    def __init__(self, valkey: avalkey.Valkey, *, ttl: int = DEFAULT_TTL,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, valkey: avalkey.Valkey, *, ttl: int = DEFAULT_TTL, clock: Callable[[], float] = time.time
+    ) -> None:
         self._v = valkey
         self.ttl = ttl
         self._clock = clock

@@ -53,8 +53,12 @@ class ProviderSession:
 def open_authorize(client: httpx.Client, authorize_url: str) -> ProviderSession:
     resp = client.get(
         authorize_url,
-        headers={"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "cross-site",
-                 "Accept": "text/html"},
+        headers={
+            "Sec-Fetch-Mode": "navigate",
+            "Sec-Fetch-Dest": "document",
+            "Sec-Fetch-Site": "cross-site",
+            "Accept": "text/html",
+        },
     )
     if resp.status_code != 200:
         raise RuntimeError(f"authorize page answered {resp.status_code}: {resp.text[:300]}")

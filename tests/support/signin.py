@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,8 +72,9 @@ def build_harness(
     after_login: Callable[[Principal], Awaitable[None]] | None = None,
 ) -> Harness:
     http = http or SafeHttpClient(policy=SsrfPolicy(allow_private=True), timeout=15)
-    resolver = build_resolver(http, plc_url=settings.plc_url, handle_resolver_url=settings.handle_resolver_url,
-                              allow_private=True)
+    resolver = build_resolver(
+        http, plc_url=settings.plc_url, handle_resolver_url=settings.handle_resolver_url, allow_private=True
+    )
     sessions = PdsSessionStore(valkey, SessionCipher(SECRET), http)
     logins: list[Principal] = []
 
@@ -83,8 +83,16 @@ def build_harness(
         if after_login is not None:
             await after_login(principal)
 
-    sign_in = build_sign_in(settings, http=http, resolver=resolver, valkey=valkey, secret=SECRET,
-                            sessions=sessions, after_login=remember, client_config=client_config)
+    sign_in = build_sign_in(
+        settings,
+        http=http,
+        resolver=resolver,
+        valkey=valkey,
+        secret=SECRET,
+        sessions=sessions,
+        after_login=remember,
+        client_config=client_config,
+    )
     sessions.use_oauth(sign_in.oauth)
 
     @get("/", sync_to_thread=False)
@@ -101,14 +109,12 @@ def build_harness(
         except AtcrError:
             return None
 
-    tokens = TokenService(ec.generate_private_key(ec.SECP256R1()), issuer=settings.base_url,
-                          service=settings.service, lifetime=300)
+    tokens = TokenService(
+        ec.generate_private_key(ec.SECP256R1()), issuer=settings.base_url, service=settings.service, lifetime=300
+    )
     authenticator = Authenticator(valkey, http, Identities(), sessions, SECRET, devices=sign_in.devices)
     token_api = TokenApi(tokens, authenticator, owner_of)
-    with warnings.catch_warnings():
-        # appview/auth/routes.py passes sync_to_thread=False to an async handler (harmless; reported).
-        warnings.filterwarnings("ignore", message=".*sync_to_thread.*")
-        token_handlers = token_api.handlers()
+    token_handlers = token_api.handlers()
     app = Litestar(route_handlers=[home, *sign_in.web.handlers(), *token_handlers], debug=False)
     return Harness(settings, http, resolver, sessions, sign_in, app, tokens, logins)
 
@@ -121,11 +127,25 @@ class _QuietServer(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serving(app: Litestar, port: int, *, host: str = "127.0.0.1", ssl_certfile: str | None = None,
-                  ssl_keyfile: str | None = None) -> AsyncIterator[None]:
+async def serving(
+    app: Litestar,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> AsyncIterator[None]:
     """Serve `app` with uvicorn on this event loop (the app's clients live on it too)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -165,13 +185,27 @@ def make_test_ca(directory: Path, hostname: str) -> TestCA:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atcr test CA")])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -179,9 +213,11 @@ def make_test_ca(directory: Path, hostname: str) -> TestCA:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-        .issuer_name(ca_name).public_key(key.public_key())
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -192,8 +228,9 @@ def make_test_ca(directory: Path, hostname: str) -> TestCA:
     out = TestCA(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     out.ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     out.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
+    out.key_pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return out
 
 
@@ -210,8 +247,13 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         # A copy: the client files cookies under the original request's URL.
         headers = httpx.Headers(request.headers)
         headers["Host"] = request.url.netloc.decode()
-        pinned = httpx.Request(request.method, request.url.copy_with(host="127.0.0.1"), headers=headers,
-                               stream=request.stream, extensions={**request.extensions, "sni_hostname": self._host})
+        pinned = httpx.Request(
+            request.method,
+            request.url.copy_with(host="127.0.0.1"),
+            headers=headers,
+            stream=request.stream,
+            extensions={**request.extensions, "sni_hostname": self._host},
+        )
         return await self._inner.handle_async_request(pinned)
 
     async def aclose(self) -> None:

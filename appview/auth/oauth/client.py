@@ -125,9 +125,7 @@ class OAuthClient:
 
     # --- transport ------------------------------------------------------------------------------
 
-    async def _post(
-        self, url: str, dpop: DpopKey, form: Callable[[], dict[str, str]], what: str
-    ) -> httpx.Response:
+    async def _post(self, url: str, dpop: DpopKey, form: Callable[[], dict[str, str]], what: str) -> httpx.Response:
         """POST a form with a DPoP proof; one retry when the server wants a (new) nonce.
 
         `form` is called per attempt so a retry carries a fresh client assertion (its `jti`
@@ -142,8 +140,11 @@ class OAuthClient:
                 resp = await self.http.post(
                     url,
                     content=urlencode(fields).encode(),
-                    headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof,
-                             "Accept": "application/json"},
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "DPoP": proof,
+                        "Accept": "application/json",
+                    },
                     max_bytes=MAX_TOKEN_RESPONSE,
                     follow_redirects=False,
                 )
@@ -202,8 +203,10 @@ class OAuthClient:
                 **self.config.auth_params(server.issuer, now=self._clock()),
             }
 
-        body = self._body(await self._post(server.par_endpoint, dpop, form, "pushed authorization request"),
-                          "pushed authorization request")
+        body = self._body(
+            await self._post(server.par_endpoint, dpop, form, "pushed authorization request"),
+            "pushed authorization request",
+        )
         request_uri = body.get("request_uri")
         if not isinstance(request_uri, str):
             raise OAuthError("invalid_response", "PAR answer lacks request_uri")
@@ -220,8 +223,10 @@ class OAuthClient:
             created=int(self._clock()),
             app_data=dict(app_data or {}),
         )
-        url = server.authorization_endpoint + "?" + urlencode(
-            {"client_id": self.config.client_id, "request_uri": request_uri}
+        url = (
+            server.authorization_endpoint
+            + "?"
+            + urlencode({"client_id": self.config.client_id, "request_uri": request_uri})
         )
         return pending, url
 
@@ -245,8 +250,16 @@ class OAuthClient:
             }
 
         body = self._body(await self._post(server.token_endpoint, dpop, form, "token exchange"), "token exchange")
-        session = self._session_from(body, server, dpop, kid=kid, did=pending.did, handle=pending.handle,
-                                     pds=pending.pds, created=int(self._clock()))
+        session = self._session_from(
+            body,
+            server,
+            dpop,
+            kid=kid,
+            did=pending.did,
+            handle=pending.handle,
+            pds=pending.pds,
+            created=int(self._clock()),
+        )
         await self._check_account(session)
         return session
 
@@ -325,8 +338,16 @@ class OAuthClient:
             }
 
         body = self._body(await self._post(server.token_endpoint, dpop, form, "token refresh"), "token refresh")
-        return self._session_from(body, server, dpop, kid=session.client_kid, did=session.did,
-                                  handle=session.handle, pds=session.pds, created=session.created_at)
+        return self._session_from(
+            body,
+            server,
+            dpop,
+            kid=session.client_kid,
+            did=session.did,
+            handle=session.handle,
+            pds=session.pds,
+            created=session.created_at,
+        )
 
     async def revoke(self, session: OAuthSession) -> None:
         """Best effort: tell the AS to end the session (it may not offer revocation)."""
@@ -335,8 +356,10 @@ class OAuthClient:
         endpoint = session.revocation_endpoint
 
         def form() -> dict[str, str]:
-            return {"token": session.refresh_token,
-                    **self.config.auth_params(session.issuer, session.client_kid, now=self._clock())}
+            return {
+                "token": session.refresh_token,
+                **self.config.auth_params(session.issuer, session.client_kid, now=self._clock()),
+            }
 
         try:
             resp = await self._post(endpoint, session.dpop_key, form, "revocation")

@@ -103,8 +103,9 @@ class Discovery:
 
     async def _json(self, url: str) -> Any:
         try:
-            resp = await self._http.get(url, max_bytes=MAX_METADATA_BYTES, follow_redirects=False,
-                                        headers={"Accept": "application/json"})
+            resp = await self._http.get(
+                url, max_bytes=MAX_METADATA_BYTES, follow_redirects=False, headers={"Accept": "application/json"}
+            )
         except NetworkError as exc:
             raise AuthServerInvalid("unreachable", f"cannot fetch {url}: {exc}") from None
         if resp.status_code != 200:

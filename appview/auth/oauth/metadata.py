@@ -110,8 +110,9 @@ class ClientKeys:
         keys = []
         for key in (self.current, *self.retired):
             pub = key.as_dict(private=False)
-            keys.append({**{k: pub[k] for k in ("kty", "crv", "x", "y")}, "kid": key.thumbprint(),
-                         "use": "sig", "alg": "ES256"})
+            keys.append(
+                {**{k: pub[k] for k in ("kty", "crv", "x", "y")}, "kid": key.thumbprint(), "use": "sig", "alg": "ES256"}
+            )
         return {"keys": keys}
 
 
@@ -153,8 +154,14 @@ class OAuthClientConfig:
             netloc = parts.netloc.replace("localhost", "127.0.0.1", 1) if host == "localhost" else parts.netloc
             redirect = urlunsplit(("http", netloc, parts.path + CALLBACK_PATH, "", ""))
             client_id = "http://localhost?" + urlencode({"redirect_uri": redirect, "scope": scope})
-            return cls(client_id=client_id, redirect_uri=redirect, scope=scope, base_url=base,
-                       client_name=client_name, keys=None)
+            return cls(
+                client_id=client_id,
+                redirect_uri=redirect,
+                scope=scope,
+                base_url=base,
+                client_name=client_name,
+                keys=None,
+            )
         if mode != "confidential":
             raise ConfigError(f"ATCR_OAUTH_CLIENT={mode!r}: expected auto, confidential or loopback")
         if parts.scheme != "https":
@@ -217,8 +224,9 @@ class OAuthClientConfig:
             "iat": issued,
             "exp": issued + 60,
         }
-        assertion = jwt.encode({"alg": "ES256", "kid": key.thumbprint(), "typ": "JWT"}, claims, key,
-                               algorithms=["ES256"])
+        assertion = jwt.encode(
+            {"alg": "ES256", "kid": key.thumbprint(), "typ": "JWT"}, claims, key, algorithms=["ES256"]
+        )
         params["client_assertion_type"] = ASSERTION_TYPE
         params["client_assertion"] = assertion
         return params

@@ -73,8 +73,9 @@ class PendingStore:
 class OAuthSessions:
     """Sign-in start/finish plus the live sessions' refresh and DPoP auth."""
 
-    def __init__(self, client: OAuthClient, store: PdsSessionStore, valkey: avalkey.Valkey,
-                 cipher: SessionCipher) -> None:
+    def __init__(
+        self, client: OAuthClient, store: PdsSessionStore, valkey: avalkey.Valkey, cipher: SessionCipher
+    ) -> None:
         self.client = client
         self.store = store
         self.pending = PendingStore(valkey, cipher)
@@ -229,8 +230,10 @@ class DpopXrpcAuth:
         proof = self._key.proof("GET", probe, access_token=session.access_token)
         try:
             resp = await self._sessions.client.http.get(
-                probe, headers={"Authorization": f"DPoP {session.access_token}", "DPoP": proof},
-                max_bytes=64 * 1024, follow_redirects=False,
+                probe,
+                headers={"Authorization": f"DPoP {session.access_token}", "DPoP": proof},
+                max_bytes=64 * 1024,
+                follow_redirects=False,
             )
         except NetworkError:
             return  # the real request will report the trouble

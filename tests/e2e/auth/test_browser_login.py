@@ -31,8 +31,9 @@ CODE = re.compile(r"\b([BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})\b")
 @pytest.fixture
 async def harness(tmp_path: Path, pds_network: TestNetwork, valkey) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
     port = free_port()
-    settings = settings_for(tmp_path, base_url=f"http://127.0.0.1:{port}", plc_url=pds_network.plc_url,
-                            pds_url=pds_network.pds_url)
+    settings = settings_for(
+        tmp_path, base_url=f"http://127.0.0.1:{port}", plc_url=pds_network.plc_url, pds_url=pds_network.pds_url
+    )
     h = build_harness(settings, valkey)
     async with serving(h.app, port):
         yield h
@@ -78,8 +79,14 @@ async def test_browser_deny_at_consent(chromium, harness: Harness, pds_account: 
     assert await page.get_by_role("alert").inner_text() == "You declined the sign-in."
 
 
-async def test_device_approval_in_the_browser(chromium, harness: Harness, pds_account: Account, shots: Path,  # type: ignore[no-untyped-def]
-                                              tmp_path: Path, request: pytest.FixtureRequest) -> None:
+async def test_device_approval_in_the_browser(
+    chromium,
+    harness: Harness,
+    pds_account: Account,
+    shots: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     """`docker-credential-atcr login` prints a code; the user approves it in chromium; the helper stores the secret."""
     page = await chromium.new_page()
     err = io.StringIO()
@@ -90,9 +97,18 @@ async def test_device_approval_in_the_browser(chromium, harness: Harness, pds_ac
         if stop.wait(seconds):
             raise credhelper.HelperError("test over")
 
-    helper = asyncio.create_task(asyncio.to_thread(
-        credhelper.cmd_login, store, harness.settings.base_url, err=err, environ={}, open_browser=False,
-        device_name="build-box", sleep=sleep))
+    helper = asyncio.create_task(
+        asyncio.to_thread(
+            credhelper.cmd_login,
+            store,
+            harness.settings.base_url,
+            err=err,
+            environ={},
+            open_browser=False,
+            device_name="build-box",
+            sleep=sleep,
+        )
+    )
     request.addfinalizer(stop.set)
     for _ in range(200):
         if CODE.search(err.getvalue()):
@@ -122,10 +138,11 @@ async def test_device_approval_in_the_browser(chromium, harness: Harness, pds_ac
     assert account is not None and account.current() is not None
     secret = account.current().secret  # type: ignore[union-attr]
     async with httpx.AsyncClient(trust_env=False) as client:
-        resp = await client.get(f"{harness.settings.base_url}/auth/token",
-                                params={"service": harness.settings.service,
-                                        "scope": f"repository:{pds_account.handle}/app:pull,push"},
-                                auth=(pds_account.handle, secret))
+        resp = await client.get(
+            f"{harness.settings.base_url}/auth/token",
+            params={"service": harness.settings.service, "scope": f"repository:{pds_account.handle}/app:pull,push"},
+            auth=(pds_account.handle, secret),
+        )
     assert resp.status_code == 200, resp.text
 
     # Settings list the device; revoking it by clicking kills the secret.
@@ -134,6 +151,9 @@ async def test_device_approval_in_the_browser(chromium, harness: Harness, pds_ac
     await page.get_by_role("button", name="Revoke build-box").click()
     await page.get_by_text("Device revoked.").wait_for()
     async with httpx.AsyncClient(trust_env=False) as client:
-        resp = await client.get(f"{harness.settings.base_url}/auth/token",
-                                params={"service": harness.settings.service}, auth=(pds_account.handle, secret))
+        resp = await client.get(
+            f"{harness.settings.base_url}/auth/token",
+            params={"service": harness.settings.service},
+            auth=(pds_account.handle, secret),
+        )
     assert resp.status_code == 401

@@ -36,13 +36,19 @@ CODE = re.compile(r"\b([BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})\b")
 
 def user_env(home: Path) -> dict[str, str]:
     """A user's shell: their own HOME and docker config, the helper on PATH."""
-    return {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return {
+        "HOME": str(home),
+        "DOCKER_CONFIG": str(home / ".docker"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
 
 
 def records(stack: RegistryStack, did: str, collection: str) -> list[dict[str, object]]:
-    r = httpx.get(f"{stack.network.pds_url}/xrpc/com.atproto.repo.listRecords",
-                  params={"repo": did, "collection": collection, "limit": 100}, timeout=30)
+    r = httpx.get(
+        f"{stack.network.pds_url}/xrpc/com.atproto.repo.listRecords",
+        params={"repo": did, "collection": collection, "limit": 100},
+        timeout=30,
+    )
     r.raise_for_status()
     return list(r.json()["records"])
 
@@ -53,7 +59,12 @@ class Helper:
     def __init__(self, host: str, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [str(BIN / "docker-credential-atcr"), "login", host, "--no-browser", "--device-name", "e2e-laptop"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.err: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -80,8 +91,13 @@ class Helper:
         return rc
 
 
-async def test_login_approve_push(chromium, registry_stack: RegistryStack, tmp_path: Path, shots: Path,  # type: ignore[no-untyped-def]
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_login_approve_push(
+    chromium,
+    registry_stack: RegistryStack,
+    tmp_path: Path,
+    shots: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     stack = registry_stack
     account: Account = create_account(stack.network.pds_url, "cli")
     home = tmp_path / "home"
@@ -109,24 +125,43 @@ async def test_login_approve_push(chromium, registry_stack: RegistryStack, tmp_p
     creds = home / ".config" / "atcr" / "credentials.json"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
 
-    configure = subprocess.run([str(BIN / "docker-credential-atcr"), "configure-docker", stack.host], env=env,
-                               capture_output=True, text=True, timeout=30)
+    configure = subprocess.run(
+        [str(BIN / "docker-credential-atcr"), "configure-docker", stack.host],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert configure.returncode == 0, configure.stderr
     docker_config = home / ".docker" / "config.json"
     assert json.loads(docker_config.read_text()) == {"credHelpers": {stack.host: "atcr"}}
 
-    status = subprocess.run([str(BIN / "docker-credential-atcr"), "status"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    status = subprocess.run(
+        [str(BIN / "docker-credential-atcr"), "status"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert f"* {account.handle} ({account.did})  [valid]" in status.stdout, status.stdout + status.stderr
 
     # skopeo asks the helper (credHelpers in its auth file) and pushes.
     layout = Layout(tmp_path / "image")
     layout.tag(layout.image(), "v1")
     push = subprocess.run(
-        ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", "--authfile", str(docker_config),
-         "--digestfile", str(tmp_path / "digest"), f"oci:{layout.root}:v1",
-         f"docker://{stack.host}/{account.handle}/app:v1"],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--authfile",
+            str(docker_config),
+            "--digestfile",
+            str(tmp_path / "digest"),
+            f"oci:{layout.root}:v1",
+            f"docker://{stack.host}/{account.handle}/app:v1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert push.returncode == 0, push.stdout + push.stderr
 
     manifests = records(stack, account.did, "io.atcr.manifest")
@@ -158,6 +193,10 @@ async def test_login_approve_push(chromium, registry_stack: RegistryStack, tmp_p
     client.auth.load_configs(container, configs=[str(docker_config)])
     user, _, secret_value = base64.b64decode(client.auth._basic_auth).decode().partition(":")
     assert user == account.handle and secret_value.startswith("atcr_")
-    token = httpx.get(f"{stack.url}/auth/token", auth=(user, secret_value), timeout=30,
-                      params={"service": stack.host, "scope": f"repository:{account.handle}/notes:pull,push"})
+    token = httpx.get(
+        f"{stack.url}/auth/token",
+        auth=(user, secret_value),
+        timeout=30,
+        params={"service": stack.host, "scope": f"repository:{account.handle}/notes:pull,push"},
+    )
     assert token.status_code == 200, token.text

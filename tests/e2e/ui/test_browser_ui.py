@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from playwright.async_api import expect
 
 from atcr import credhelper

@@ -25,8 +25,13 @@ async def harness(  # type: ignore[no-untyped-def]
     tmp_path: Path, pds_network: TestNetwork, valkey, harness_env: dict[str, str]
 ) -> AsyncIterator[Harness]:
     port = free_port()
-    settings = settings_for(tmp_path, base_url=f"http://127.0.0.1:{port}", plc_url=pds_network.plc_url,
-                            pds_url=pds_network.pds_url, **harness_env)
+    settings = settings_for(
+        tmp_path,
+        base_url=f"http://127.0.0.1:{port}",
+        plc_url=pds_network.plc_url,
+        pds_url=pds_network.pds_url,
+        **harness_env,
+    )
     h = build_harness(settings, valkey)
     async with serving(h.app, port):
         yield h
@@ -46,8 +51,9 @@ def csrf_of(html: str) -> str:
 async def start_login(client: httpx.AsyncClient, account: Account, next_path: str = "/") -> str:
     """Submit the login form; returns the authorization server URL the browser is sent to."""
     page = await client.get("/auth/login")
-    resp = await client.post("/auth/login", data={"handle": account.handle, "csrf_token": csrf_of(page.text),
-                                                  "next": next_path})
+    resp = await client.post(
+        "/auth/login", data={"handle": account.handle, "csrf_token": csrf_of(page.text), "next": next_path}
+    )
     assert resp.status_code == 303, resp.text
     return resp.headers["location"]
 

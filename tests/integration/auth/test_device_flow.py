@@ -57,8 +57,11 @@ async def approve(browser: httpx.AsyncClient, code: str) -> str:
 async def token(harness: Harness, user: str, secret: str, scope: str) -> httpx.Response:
     """`docker login` as a client does it (the server runs on this event loop: no blocking calls)."""
     async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
-        return await client.get(f"{harness.settings.base_url}/auth/token",
-                                params={"service": harness.settings.service, "scope": scope}, auth=(user, secret))
+        return await client.get(
+            f"{harness.settings.base_url}/auth/token",
+            params={"service": harness.settings.service, "scope": scope},
+            auth=(user, secret),
+        )
 
 
 def access(resp: httpx.Response) -> list[dict[str, object]]:
@@ -78,9 +81,18 @@ async def cli_login(harness: Harness, tmp_path: Path, browser: httpx.AsyncClient
         if stop.wait(seconds):  # the test failed: end the helper's polling now, not at code expiry
             raise credhelper.HelperError("test over")
 
-    task = asyncio.create_task(asyncio.to_thread(
-        credhelper.cmd_login, store, harness.settings.base_url, err=err, environ={}, open_browser=False,
-        device_name="ci-runner-7", sleep=sleep))
+    task = asyncio.create_task(
+        asyncio.to_thread(
+            credhelper.cmd_login,
+            store,
+            harness.settings.base_url,
+            err=err,
+            environ={},
+            open_browser=False,
+            device_name="ci-runner-7",
+            sleep=sleep,
+        )
+    )
     try:
         code = await wait_for_code(err)
         page = await approve(browser, code)
@@ -98,8 +110,9 @@ async def cli_login(harness: Harness, tmp_path: Path, browser: httpx.AsyncClient
     return account, code
 
 
-async def test_cli_login_then_token(harness: Harness, browser: httpx.AsyncClient, pds_account: Account,
-                                    pds_network: TestNetwork, tmp_path: Path) -> None:
+async def test_cli_login_then_token(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account, pds_network: TestNetwork, tmp_path: Path
+) -> None:
     await login(browser, pds_account)
     account, _ = await cli_login(harness, tmp_path, browser)
     assert account.did == pds_account.did and account.secret.startswith("atcr_")
@@ -126,8 +139,9 @@ async def test_cli_login_then_token(harness: Harness, browser: httpx.AsyncClient
     assert stored is not None and account.secret not in json.dumps(stored) and stored["hash"].startswith("$2")
 
 
-async def test_revoked_device_gets_401(harness: Harness, browser: httpx.AsyncClient, pds_account: Account,
-                                       tmp_path: Path) -> None:
+async def test_revoked_device_gets_401(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account, tmp_path: Path
+) -> None:
     await login(browser, pds_account)
     account, _ = await cli_login(harness, tmp_path, browser)
     assert (await token(harness, pds_account.handle, account.secret, "")).status_code == 200
@@ -143,8 +157,9 @@ async def test_revoked_device_gets_401(harness: Harness, browser: httpx.AsyncCli
     assert "revoked" in denied.json()["errors"][0]["message"]
 
 
-async def test_helper_logout_revokes_at_the_appview(harness: Harness, browser: httpx.AsyncClient,
-                                                    pds_account: Account, tmp_path: Path) -> None:
+async def test_helper_logout_revokes_at_the_appview(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account, tmp_path: Path
+) -> None:
     await login(browser, pds_account)
     account, _ = await cli_login(harness, tmp_path, browser)
     store = credhelper.CredentialStore(tmp_path / "creds" / "credentials.json")
@@ -154,8 +169,9 @@ async def test_helper_logout_revokes_at_the_appview(harness: Harness, browser: h
     assert credhelper.CredentialStore(tmp_path / "creds" / "credentials.json").registries == {}
 
 
-async def test_wrong_user_code_is_refused_then_rate_limited(harness: Harness, browser: httpx.AsyncClient,
-                                                            pds_account: Account) -> None:
+async def test_wrong_user_code_is_refused_then_rate_limited(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account
+) -> None:
     await login(browser, pds_account)
     page = await browser.get("/device")
     csrf = csrf_of(page.text)
@@ -172,8 +188,10 @@ async def test_denied_approval(harness: Harness, browser: httpx.AsyncClient, pds
     page = await browser.get("/device", params={"code": start["user_code"].lower().replace("-", " ")})
     resp = await browser.post("/device/deny", data={"code": start["user_code"], "csrf_token": csrf_of(page.text)})
     assert resp.status_code == 200 and "denied" in resp.text
-    poll = await browser.post("/auth/device/token", data={
-        "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": start["device_code"]})
+    poll = await browser.post(
+        "/auth/device/token",
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": start["device_code"]},
+    )
     assert poll.status_code == 400 and poll.json()["error"] == "access_denied"
     # The code is spent: it cannot be approved afterwards.
     again = await browser.post("/device/approve", data={"code": start["user_code"], "csrf_token": csrf_of(page.text)})
@@ -191,8 +209,7 @@ class TestExpiry:
     def harness_env(self) -> dict[str, str]:
         return {"ATCR_DEVICE_CODE_TTL": "1"}
 
-    async def test_expired_user_code(self, harness: Harness, browser: httpx.AsyncClient,
-                                     pds_account: Account) -> None:
+    async def test_expired_user_code(self, harness: Harness, browser: httpx.AsyncClient, pds_account: Account) -> None:
         await login(browser, pds_account)
         start = (await browser.post("/auth/device/code", data={"client_name": "old"})).json()
         assert start["expires_in"] == 1
@@ -216,8 +233,9 @@ async def test_polling_answers(harness: Harness, browser: httpx.AsyncClient) -> 
     assert unknown.json()["error"] == "expired_token"
 
 
-async def test_dead_session_means_sign_in_again(harness: Harness, browser: httpx.AsyncClient,
-                                                pds_account: Account, tmp_path: Path) -> None:
+async def test_dead_session_means_sign_in_again(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account, tmp_path: Path
+) -> None:
     """Refresh-token reuse at the real AS kills the session; `/auth/token` then says how to recover."""
     await login(browser, pds_account)
     account, _ = await cli_login(harness, tmp_path, browser)
@@ -240,8 +258,9 @@ async def test_dead_session_means_sign_in_again(harness: Harness, browser: httpx
     assert (await token(harness, pds_account.handle, account.secret, "")).status_code == 200
 
 
-async def test_concurrent_refreshes_spend_the_refresh_token_once(harness: Harness, browser: httpx.AsyncClient,
-                                                                  pds_account: Account) -> None:
+async def test_concurrent_refreshes_spend_the_refresh_token_once(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account
+) -> None:
     await login(browser, pds_account)
     oauth = harness.sign_in.oauth
     session = await oauth.load(pds_account.did)

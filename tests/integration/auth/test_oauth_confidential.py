@@ -44,8 +44,9 @@ def account(conf_network: TestNetwork) -> Account:
 @pytest.fixture
 async def harness(tmp_path: Path, conf_network: TestNetwork, test_ca: TestCA, valkey) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
     port = free_port()
-    settings = settings_for(tmp_path, base_url=f"https://{HOST}:{port}", plc_url=conf_network.plc_url,
-                            pds_url=conf_network.pds_url)
+    settings = settings_for(
+        tmp_path, base_url=f"https://{HOST}:{port}", plc_url=conf_network.plc_url, pds_url=conf_network.pds_url
+    )
     h = build_harness(settings, valkey)
     async with serving(h.app, port, ssl_certfile=str(test_ca.cert_pem), ssl_keyfile=str(test_ca.key_pem)):
         yield h
@@ -56,8 +57,9 @@ async def harness(tmp_path: Path, conf_network: TestNetwork, test_ca: TestCA, va
 async def browser(harness: Harness, test_ca: TestCA) -> AsyncIterator[httpx.AsyncClient]:
     ctx = ssl.create_default_context(cafile=str(test_ca.ca_pem))
     transport = PinnedTransport(HOST, httpx.AsyncHTTPTransport(verify=ctx))
-    async with httpx.AsyncClient(base_url=harness.settings.base_url, transport=transport, trust_env=False,
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=harness.settings.base_url, transport=transport, trust_env=False, timeout=30
+    ) as client:
         yield client
 
 
@@ -97,8 +99,12 @@ async def test_confidential_login_write_and_refresh(
     await harness.sign_in.oauth.save(replace(session, expires_at=0))
     client = await harness.sessions.client(account.did)
     assert client is not None
-    await client.put_record(account.did, "io.atcr.sailor.profile", "self",
-                            {"defaultHold": "did:web:hold.example.com", "createdAt": "2026-01-01T00:00:00Z"})
+    await client.put_record(
+        account.did,
+        "io.atcr.sailor.profile",
+        "self",
+        {"defaultHold": "did:web:hold.example.com", "createdAt": "2026-01-01T00:00:00Z"},
+    )
     fresh = await harness.sign_in.oauth.load(account.did)
     assert fresh is not None
     assert fresh.refresh_token != session.refresh_token

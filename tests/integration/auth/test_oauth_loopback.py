@@ -33,8 +33,9 @@ async def test_login_round_trip(harness: Harness, browser: httpx.AsyncClient, pd
 async def test_login_by_did(harness: Harness, browser: httpx.AsyncClient, pds_account: Account) -> None:
     page = await browser.get("/auth/login")
     resp = await browser.post("/auth/login", data={"handle": pds_account.did, "csrf_token": csrf_of(page.text)})
-    resp = await browser.get(approve_sign_in(resp.headers["location"], pds_account.handle, pds_account.password,
-                                             pds_account.did))
+    resp = await browser.get(
+        approve_sign_in(resp.headers["location"], pds_account.handle, pds_account.password, pds_account.did)
+    )
     assert resp.status_code == 303
     assert (await browser.get("/auth/session")).json()["did"] == pds_account.did
 
@@ -43,8 +44,12 @@ async def test_pds_writes_use_dpop(harness: Harness, browser: httpx.AsyncClient,
     await login(browser, pds_account)
     client = await harness.sessions.client(pds_account.did)
     assert client is not None
-    out = await client.put_record(pds_account.did, "io.atcr.sailor.profile", "self",
-                                  {"defaultHold": "did:web:hold.example.com", "createdAt": "2026-01-01T00:00:00Z"})
+    out = await client.put_record(
+        pds_account.did,
+        "io.atcr.sailor.profile",
+        "self",
+        {"defaultHold": "did:web:hold.example.com", "createdAt": "2026-01-01T00:00:00Z"},
+    )
     assert out["uri"] == f"at://{pds_account.did}/io.atcr.sailor.profile/self"
     blob = await client.upload_blob(b'{"schemaVersion":2}', "application/vnd.oci.image.manifest.v1+json")
     assert blob["mimeType"] == "application/vnd.oci.image.manifest.v1+json"
@@ -53,8 +58,9 @@ async def test_pds_writes_use_dpop(harness: Harness, browser: httpx.AsyncClient,
     # The session's tokens are DPoP-bound: the bare access token is refused as a Bearer token.
     session = await harness.sign_in.oauth.load(pds_account.did)
     assert session is not None
-    bare = httpx.get(f"{session.pds}/xrpc/com.atproto.server.getSession",
-                     headers={"Authorization": f"Bearer {session.access_token}"})
+    bare = httpx.get(
+        f"{session.pds}/xrpc/com.atproto.server.getSession", headers={"Authorization": f"Bearer {session.access_token}"}
+    )
     assert bare.status_code in (400, 401)
 
 
@@ -91,8 +97,9 @@ async def test_denied_at_the_pds(harness: Harness, browser: httpx.AsyncClient, p
     assert (await browser.get("/auth/session")).status_code == 401
 
 
-async def test_logout_needs_csrf_and_ends_the_session(harness: Harness, browser: httpx.AsyncClient,
-                                                      pds_account: Account) -> None:
+async def test_logout_needs_csrf_and_ends_the_session(
+    harness: Harness, browser: httpx.AsyncClient, pds_account: Account
+) -> None:
     await login(browser, pds_account)
     assert (await browser.post("/auth/logout", data={})).status_code == 403
     page = await browser.get("/settings/devices")

@@ -164,3 +164,17 @@ async def test_a_cancelled_flush_still_finishes_its_commit(valkey: Any, repo: Re
     await stats.count("pull", OWNER, "after", 1)
     await stats.flush()  # the repo still accepts commits
     assert (await counts(repo))["after"] == (1, 0)
+
+
+async def test_valkey_down_is_a_retryable_503(repo: Repo) -> None:
+    from atcr.valkey import connect
+    from hold.stats import StatsUnavailable
+    from tests.support.services import free_port
+
+    client = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    try:
+        with pytest.raises(StatsUnavailable) as info:
+            await fresh(client, repo).count("pull", OWNER, "app", 1)
+        assert info.value.status == 503
+    finally:
+        await client.aclose()

@@ -297,3 +297,68 @@ def test_avatar_proxy_serves_only_images(scene: Scene) -> None:
     anon = _client(scene.stack)
     assert anon.get(f"/img/{scene.owner.did}/not-a-cid").status_code == 404
     assert anon.get("/img/not-a-did/bafkreia").status_code == 404
+
+
+def test_index_platforms_and_attached_artifacts(ui_stack: UiStack, pusher: Pusher, tmp_path: Path) -> None:
+    """A multi-arch index lists its platforms; a signature and an SBOM attached with `subject`
+    show as referrers of the image they describe."""
+    from tests.support.ocilayout import Layout
+    from tests.support.ui_stack import skopeo_push
+
+    layout = Layout(tmp_path / "multi")
+    amd, arm = layout.image(arch="amd64"), layout.image(arch="arm64")
+    index = layout.index_of([amd, arm])
+    layout.tag(index, "multi")
+    skopeo_push(ui_stack, pusher, layout.root, "multi", f"{pusher.handle}/multi:1", all_=True)
+    subject = {"mediaType": amd["mediaType"], "digest": amd["digest"], "size": amd["size"]}
+    for kind, name in (("application/vnd.dev.cosign.artifact.sig.v1+json", "sig"), ("application/spdx+json", "sbom")):
+        art = Layout(tmp_path / name)
+        desc = art.image(subject=subject, artifact_type=kind, config_media_type="application/vnd.oci.empty.v1+json",
+                         layers=[art.add_blob(b'{"spdxVersion":"SPDX-2.3"}')])
+        art.tag(desc, name)
+        skopeo_push(ui_stack, pusher, art.root, name, f"{pusher.handle}/multi@{desc['digest']}")
+
+    anon = _client(ui_stack)
+    repo = anon.get(f"/r/{pusher.handle}/multi")
+    assert repo.status_code == 200
+    assert "linux/amd64, linux/arm64" in repo.text
+    page = anon.get(f"/r/{pusher.handle}/multi/manifest/{index['digest']}")
+    assert page.status_code == 200 and 'id="platforms"' in page.text
+    assert f"/r/{pusher.handle}/multi/manifest/{amd['digest']}" in page.text and "linux/arm64" in page.text
+    child = anon.get(f"/r/{pusher.handle}/multi/manifest/{amd['digest']}")
+    kinds = re.findall(r'<span class="badge">(signature|sbom)</span>', child.text)
+    assert sorted(kinds) == ["sbom", "signature"], child.text[-3000:]
+
+
+def _png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\x20\x60\xc0" * 4 for _ in range(4))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_owner_uploads_an_icon_served_through_the_proxy(scene: Scene) -> None:
+    client = scene.owner_client
+    page = client.get(f"/r/{scene.owner.handle}/tools/cli/-/edit")
+    png = _png()
+    bad = client.post(f"/r/{scene.owner.handle}/tools/cli/-/edit", data={"csrf_token": csrf_of(page.text),
+                      "description": "CLI"}, files={"icon": ("x.png", b"<svg onload=alert(1)>", "image/png")})
+    assert bad.status_code == 400 and "PNG, JPEG or WebP" in bad.text
+    resp = client.post(f"/r/{scene.owner.handle}/tools/cli/-/edit", data={"csrf_token": csrf_of(page.text),
+                       "description": "The **CLI**"}, files={"icon": ("icon.png", png, "image/png")})
+    assert resp.status_code == 303, resp.text[:300]
+    html = _client(scene.stack).get(f"/r/{scene.owner.handle}/tools/cli").text
+    src = re.search(r'<img class="icon" src="(/img/[^"]+)"', html)
+    assert src and src.group(1).startswith(f"/img/{scene.owner.did}/b"), html[:3000]
+    img = _client(scene.stack).get(src.group(1))
+    assert img.status_code == 200 and img.content == png
+    assert img.headers["content-type"] == "image/png" and "immutable" in img.headers["cache-control"]
+    assert img.headers["x-content-type-options"] == "nosniff"
+    record = httpx.get(f"{scene.stack.registry.network.pds_url}/xrpc/com.atproto.repo.getRecord", params={
+        "repo": scene.owner.did, "collection": "io.atcr.repo.page", "rkey": "tools:cli"}).json()["value"]
+    assert record["repository"] == "tools/cli" and record["avatar"]["mimeType"] == "image/png"

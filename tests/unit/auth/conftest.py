@@ -18,7 +18,6 @@ SECRET = b"k" * 32
 BASE = "http://127.0.0.1:5000"
 
 
-
 @pytest.fixture
 async def fv() -> AsyncIterator[Any]:
     client = fakeredis.FakeAsyncValkey()
@@ -33,8 +32,10 @@ def fake_as() -> FakeAuthServer:
 
 @pytest.fixture
 async def http(fake_as: FakeAuthServer) -> AsyncIterator[SafeHttpClient]:
-    client = SafeHttpClient(policy=SsrfPolicy(allowed_hosts=frozenset({"as.example.com", "pds.example.com"})),
-                            transport=httpx.MockTransport(fake_as.handle))
+    client = SafeHttpClient(
+        policy=SsrfPolicy(allowed_hosts=frozenset({"as.example.com", "pds.example.com"})),
+        transport=httpx.MockTransport(fake_as.handle),
+    )
     yield client
     await client.aclose()
 
@@ -55,8 +56,9 @@ def store(fv: Any, http: SafeHttpClient) -> PdsSessionStore:
 
 
 @pytest.fixture
-def oauth(fv: Any, http: SafeHttpClient, resolver: FakeResolver, config: OAuthClientConfig,
-          store: PdsSessionStore) -> OAuthSessions:
+def oauth(
+    fv: Any, http: SafeHttpClient, resolver: FakeResolver, config: OAuthClientConfig, store: PdsSessionStore
+) -> OAuthSessions:
     sessions = OAuthSessions(OAuthClient(http, resolver, config), store, fv, SessionCipher(SECRET))  # type: ignore[arg-type]
     store.use_oauth(sessions)
     return sessions

@@ -39,8 +39,9 @@ def _err(status: int, error: str, *, dpop: bool = False, nonce: str | None = Non
         headers["DPoP-Nonce"] = nonce
     if dpop:
         headers["WWW-Authenticate"] = f'DPoP error="{error}", error_description="{error}"'
-    return httpx.Response(status, headers=headers, content=json.dumps({"error": error,
-                                                                         "error_description": error}).encode())
+    return httpx.Response(
+        status, headers=headers, content=json.dumps({"error": error, "error_description": error}).encode()
+    )
 
 
 @dataclass
@@ -113,8 +114,9 @@ class FakeAuthServer:
             return None, _err(400, "invalid_dpop_proof")
         self.seen_jti.add(claims["jti"])
         if claims.get("nonce") != self.nonce:
-            return None, _err(400 if access_token is None else 401, "use_dpop_nonce", dpop=access_token is not None,
-                              nonce=self.nonce)
+            return None, _err(
+                400 if access_token is None else 401, "use_dpop_nonce", dpop=access_token is not None, nonce=self.nonce
+            )
         if access_token is not None:
             if claims.get("ath") != _b64(hashlib.sha256(access_token.encode()).digest()):
                 return None, _err(401, "invalid_dpop_proof", dpop=True)
@@ -127,8 +129,9 @@ class FakeAuthServer:
             return "client_assertion" not in form
         if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
             return False
-        token = jwt.decode(form["client_assertion"], KeySet.import_key_set(self.confidential_jwks),
-                           algorithms=["ES256"])
+        token = jwt.decode(
+            form["client_assertion"], KeySet.import_key_set(self.confidential_jwks), algorithms=["ES256"]
+        )
         c = token.claims
         if c.get("iss") != self.client_id or c.get("sub") != self.client_id or c.get("aud") != ISSUER:
             return False
@@ -165,9 +168,14 @@ class FakeAuthServer:
         grant.expires_at = time.time() + self.access_lifetime
         self.access[access] = grant
         self.refresh[refresh] = grant
-        return {"access_token": access, "refresh_token": refresh, "token_type": self.token_type,
-                "expires_in": self.access_lifetime, "scope": self.scope_override or grant.scope,
-                "sub": self.sub_override or grant.did}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": self.token_type,
+            "expires_in": self.access_lifetime,
+            "scope": self.scope_override or grant.scope,
+            "sub": self.sub_override or grant.did,
+        }
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -188,8 +196,7 @@ class FakeAuthServer:
                 return _err(400, "invalid_request")
             uri = "urn:ietf:params:oauth:request_uri:req-" + secrets.token_hex(8)
             self.requests[uri] = {**form, "jkt": jkt or ""}
-            return httpx.Response(201, json={"request_uri": uri, "expires_in": 300},
-                                  headers={"DPoP-Nonce": self.nonce})
+            return httpx.Response(201, json={"request_uri": uri, "expires_in": 300}, headers={"DPoP-Nonce": self.nonce})
         if path == "/oauth/token":
             self.calls.append(form.get("grant_type", "?"))
             jkt, refusal = self._proof(request, access_token=None)
@@ -204,8 +211,9 @@ class FakeAuthServer:
                 challenge = _b64(hashlib.sha256(form.get("code_verifier", "").encode()).digest())
                 if challenge != req["code_challenge"]:
                     return _err(400, "invalid_grant")
-                grant = Grant(did=req["did"], jkt=jkt or "", scope=req["scope"], family=secrets.token_hex(4),
-                              expires_at=0)
+                grant = Grant(
+                    did=req["did"], jkt=jkt or "", scope=req["scope"], family=secrets.token_hex(4), expires_at=0
+                )
                 return httpx.Response(200, json=self._tokens(grant), headers={"DPoP-Nonce": self.nonce})
             if form.get("grant_type") == "refresh_token":
                 token = form.get("refresh_token", "")
@@ -243,11 +251,20 @@ class FakeAuthServer:
         if nsid == "com.atproto.server.getServiceAuth":
             return httpx.Response(200, json={"token": "h.e.s"}, headers={"DPoP-Nonce": self.nonce})
         if nsid == "com.atproto.repo.uploadBlob":
-            return httpx.Response(200, json={"blob": {"$type": "blob", "ref": {"$link": "bafy"},
-                                                      "mimeType": request.headers["content-type"],
-                                                      "size": len(request.content)}})
-        return httpx.Response(200, json={"uri": f"at://{grant.did}/x/y", "cid": "bafyrec"},
-                              headers={"DPoP-Nonce": self.nonce})
+            return httpx.Response(
+                200,
+                json={
+                    "blob": {
+                        "$type": "blob",
+                        "ref": {"$link": "bafy"},
+                        "mimeType": request.headers["content-type"],
+                        "size": len(request.content),
+                    }
+                },
+            )
+        return httpx.Response(
+            200, json={"uri": f"at://{grant.did}/x/y", "cid": "bafyrec"}, headers={"DPoP-Nonce": self.nonce}
+        )
 
 
 class FakeResolver:
@@ -258,15 +275,22 @@ class FakeResolver:
         self.accounts = {DID: HANDLE, OTHER_DID: "mallory.example.com"}
 
     def _doc(self, did: str) -> DidDocument:
-        return DidDocument(did=did, handle=self.accounts[did], pds_endpoint=self.pds, signing_key=None,
-                           services={"#atproto_pds": self.pds}, raw={})
+        return DidDocument(
+            did=did,
+            handle=self.accounts[did],
+            pds_endpoint=self.pds,
+            signing_key=None,
+            services={"#atproto_pds": self.pds},
+            raw={},
+        )
 
     async def resolve(self, identifier: str) -> Identity:
         from atcr.errors import HandleNotFound
 
         ident = identifier.removeprefix("@")
-        did = ident if ident in self.accounts else next(
-            (d for d, h in self.accounts.items() if h == ident.lower()), None)
+        did = (
+            ident if ident in self.accounts else next((d for d, h in self.accounts.items() if h == ident.lower()), None)
+        )
         if did is None:
             raise HandleNotFound(ident)
         return Identity(did=did, handle=self.accounts[did], pds_endpoint=self.pds, signing_key=None)

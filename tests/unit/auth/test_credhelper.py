@@ -18,8 +18,7 @@ from atcr import credhelper as ch
 
 pytestmark = pytest.mark.unit
 
-ALICE = ch.Account(key="did:plc:alice", secret="atcr_0123456789abcdef_aaa", did="did:plc:alice",
-                   handle="alice.test")
+ALICE = ch.Account(key="did:plc:alice", secret="atcr_0123456789abcdef_aaa", did="did:plc:alice", handle="alice.test")
 BOB = ch.Account(key="did:plc:bob", secret="atcr_fedcba9876543210_bbb", did="did:plc:bob", handle="bob.test")
 
 
@@ -73,8 +72,13 @@ def test_get_without_stdin_gives_up_within_a_second(tmp_path: Path) -> None:
     """A real process with stdin open but silent (the ATCR v1 hang) exits quickly with a hint."""
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "atcr.credhelper", "get"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atcr.credhelper", "get"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         _, err = proc.communicate(timeout=5)
     finally:
@@ -94,8 +98,11 @@ def test_store_get_list_erase(store: ch.CredentialStore, tmp_path: Path) -> None
     again = ch.CredentialStore(path)
     out = io.StringIO()
     assert ch.cmd_get(again, Stdin("http://127.0.0.1:5000"), out, io.StringIO(), commands=list) == 0
-    assert json.loads(out.getvalue()) == {"ServerURL": "http://127.0.0.1:5000", "Username": "alice.test",
-                                          "Secret": "app-pass-word"}
+    assert json.loads(out.getvalue()) == {
+        "ServerURL": "http://127.0.0.1:5000",
+        "Username": "alice.test",
+        "Secret": "app-pass-word",
+    }
     listed = io.StringIO()
     ch.cmd_list(again, listed)
     assert json.loads(listed.getvalue()) == {"127.0.0.1:5000": "alice.test"}
@@ -142,10 +149,17 @@ def device_server(script: list[tuple[int, dict[str, object]]], seen: list[httpx.
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if request.url.path == "/auth/device/code":
-            return httpx.Response(200, json={
-                "device_code": "dc", "user_code": "BCDF-GHJK", "verification_uri": "https://atcr.test/device",
-                "verification_uri_complete": "https://atcr.test/device?code=BCDF-GHJK", "expires_in": 600,
-                "interval": 5})
+            return httpx.Response(
+                200,
+                json={
+                    "device_code": "dc",
+                    "user_code": "BCDF-GHJK",
+                    "verification_uri": "https://atcr.test/device",
+                    "verification_uri_complete": "https://atcr.test/device?code=BCDF-GHJK",
+                    "expires_in": 600,
+                    "interval": 5,
+                },
+            )
         status, body = next(answers)
         return httpx.Response(status, json=body)
 
@@ -155,16 +169,28 @@ def device_server(script: list[tuple[int, dict[str, object]]], seen: list[httpx.
 def test_login_polls_until_approved(store: ch.CredentialStore) -> None:
     seen: list[httpx.Request] = []
     sleeps: list[float] = []
-    http = device_server([
-        (400, {"error": "authorization_pending"}),
-        (400, {"error": "slow_down"}),
-        (400, {"error": "authorization_pending"}),
-        (200, {"device_secret": ALICE.secret, "access_token": ALICE.secret, "did": ALICE.did,
-               "handle": ALICE.handle, "device_id": "0123456789abcdef"}),
-    ], seen)
+    http = device_server(
+        [
+            (400, {"error": "authorization_pending"}),
+            (400, {"error": "slow_down"}),
+            (400, {"error": "authorization_pending"}),
+            (
+                200,
+                {
+                    "device_secret": ALICE.secret,
+                    "access_token": ALICE.secret,
+                    "did": ALICE.did,
+                    "handle": ALICE.handle,
+                    "device_id": "0123456789abcdef",
+                },
+            ),
+        ],
+        seen,
+    )
     err = io.StringIO()
-    code = ch.cmd_login(store, "atcr.test", err=err, environ={}, open_browser=False, device_name="box",
-                        http=http, sleep=sleeps.append)
+    code = ch.cmd_login(
+        store, "atcr.test", err=err, environ={}, open_browser=False, device_name="box", http=http, sleep=sleeps.append
+    )
     assert code == 0
     assert sleeps == [5, 5, 10, 10]  # slow_down adds five seconds to every later wait
     text = err.getvalue()
@@ -177,16 +203,21 @@ def test_login_polls_until_approved(store: ch.CredentialStore) -> None:
     assert reg is not None and reg.url == "https://atcr.test"
     current = reg.current()
     assert current is not None and (current.did, current.secret, current.device_id) == (
-        ALICE.did, ALICE.secret, "0123456789abcdef")
+        ALICE.did,
+        ALICE.secret,
+        "0123456789abcdef",
+    )
 
 
-@pytest.mark.parametrize(("error", "text"), [("access_denied", "denied"), ("expired_token", "expired"),
-                                             ("invalid_grant", "invalid_grant")])
+@pytest.mark.parametrize(
+    ("error", "text"), [("access_denied", "denied"), ("expired_token", "expired"), ("invalid_grant", "invalid_grant")]
+)
 def test_login_failures(store: ch.CredentialStore, error: str, text: str) -> None:
     http = device_server([(400, {"error": error})], [])
     with pytest.raises(ch.HelperError, match=text):
-        ch.cmd_login(store, "atcr.test", err=io.StringIO(), environ={}, open_browser=False, http=http,
-                     sleep=lambda s: None)
+        ch.cmd_login(
+            store, "atcr.test", err=io.StringIO(), environ={}, open_browser=False, http=http, sleep=lambda s: None
+        )
     assert ch.CredentialStore(store.path).registries == {}
 
 
@@ -195,8 +226,14 @@ def test_login_against_an_unreachable_registry(store: ch.CredentialStore) -> Non
         raise httpx.ConnectError("refused")
 
     with pytest.raises(ch.HelperError, match="cannot reach"):
-        ch.cmd_login(store, "atcr.test", err=io.StringIO(), environ={}, open_browser=False,
-                     http=httpx.Client(transport=httpx.MockTransport(down)))
+        ch.cmd_login(
+            store,
+            "atcr.test",
+            err=io.StringIO(),
+            environ={},
+            open_browser=False,
+            http=httpx.Client(transport=httpx.MockTransport(down)),
+        )
 
 
 def test_status_and_switch(store: ch.CredentialStore) -> None:
@@ -264,8 +301,12 @@ def test_logout_revokes_and_forgets(store: ch.CredentialStore) -> None:
 def test_configure_docker_keeps_other_keys(store: ch.CredentialStore, tmp_path: Path) -> None:
     paths = ch.Paths(credentials=store.path, docker_config=tmp_path / ".docker" / "config.json")
     paths.docker_config.parent.mkdir()
-    original = {"auths": {"ghcr.io": {"auth": "eDp5"}}, "credsStore": "desktop",
-                "credHelpers": {"gcr.io": "gcloud"}, "proxies": {"default": {}}}
+    original = {
+        "auths": {"ghcr.io": {"auth": "eDp5"}},
+        "credsStore": "desktop",
+        "credHelpers": {"gcr.io": "gcloud"},
+        "proxies": {"default": {}},
+    }
     paths.docker_config.write_text(json.dumps(original))
     os.chmod(paths.docker_config, 0o644)
     out = io.StringIO()
@@ -298,8 +339,9 @@ def test_main_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 0 and "configure-docker" in capsys.readouterr().out
 
 
-def test_main_reports_errors_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_reports_errors_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     (tmp_path / ".config" / "atcr").mkdir(parents=True)

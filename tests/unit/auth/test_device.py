@@ -61,8 +61,15 @@ def alive() -> Alive:
 
 @pytest.fixture
 def svc(fv: Any, alive: Alive) -> DeviceFlowService:
-    return DeviceFlowService(fv, SessionCipher(SECRET), SECRET, base_url="https://atcr.example.com/",
-                             alive=alive, bcrypt_rounds=4, interval=5)
+    return DeviceFlowService(
+        fv,
+        SessionCipher(SECRET),
+        SECRET,
+        base_url="https://atcr.example.com/",
+        alive=alive,
+        bcrypt_rounds=4,
+        interval=5,
+    )
 
 
 # --- user codes ------------------------------------------------------------------------------------
@@ -98,8 +105,13 @@ def test_vowels_and_digits_are_not_codes() -> None:
 def test_parse_secret() -> None:
     assert parse_secret("atcr_0123456789abcdef_xyz") == ("0123456789abcdef", "xyz")
     assert parse_secret("atcr_0123456789abcdef_x_y") == ("0123456789abcdef", "x_y")
-    for bad in ("atcr_short_xyz", "atcr_0123456789abcdeg_xyz", "atcr_0123456789abcdef", "app-pass-word",
-                "atcr_0123456789abcdef_" + "x" * 65):
+    for bad in (
+        "atcr_short_xyz",
+        "atcr_0123456789abcdeg_xyz",
+        "atcr_0123456789abcdef",
+        "app-pass-word",
+        "atcr_0123456789abcdef_" + "x" * 65,
+    ):
         assert parse_secret(bad) is None
 
 
@@ -256,8 +268,7 @@ class Identities:
 async def test_authenticator_routes_device_secrets_here(svc: DeviceFlowService, fv: Any) -> None:
     secret = await approved(svc)
     http = SafeHttpClient()
-    auth = Authenticator(fv, http, Identities(), PdsSessionStore(fv, SessionCipher(SECRET), http), SECRET,
-                         devices=svc)
+    auth = Authenticator(fv, http, Identities(), PdsSessionStore(fv, SessionCipher(SECRET), http), SECRET, devices=svc)
     principal = await auth.login("alice.test", secret)
     assert (principal.did, principal.method) == (DID, "oauth")
     await svc.revoke(DID, parse_secret(secret)[0])  # type: ignore[index]

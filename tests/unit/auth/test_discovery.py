@@ -61,8 +61,10 @@ async def test_discovery_follows_the_pds_and_caches() -> None:
         seen.append(request.url.path)
         return fake.handle(request)
 
-    http = SafeHttpClient(policy=SsrfPolicy(allowed_hosts=frozenset({"as.example.com", "pds.example.com"})),
-                          transport=httpx.MockTransport(handler))
+    http = SafeHttpClient(
+        policy=SsrfPolicy(allowed_hosts=frozenset({"as.example.com", "pds.example.com"})),
+        transport=httpx.MockTransport(handler),
+    )
     discovery = Discovery(http, confidential=False)
     server = await discovery.for_pds(PDS)
     assert server.issuer == ISSUER
@@ -72,8 +74,10 @@ async def test_discovery_follows_the_pds_and_caches() -> None:
 
 
 async def test_protected_resource_without_servers() -> None:
-    http = SafeHttpClient(policy=SsrfPolicy(allowed_hosts=frozenset({"pds.example.com"})),
-                          transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"resource": PDS})))
+    http = SafeHttpClient(
+        policy=SsrfPolicy(allowed_hosts=frozenset({"pds.example.com"})),
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"resource": PDS})),
+    )
     with pytest.raises(AuthServerInvalid):
         await Discovery(http, confidential=False).for_pds(PDS)
     await http.aclose()

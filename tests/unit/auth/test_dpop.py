@@ -60,8 +60,13 @@ def test_htu_drops_query_and_fragment() -> None:
     assert htu("http://localhost:1234/xrpc/a.b?x=1") == "http://localhost:1234/xrpc/a.b"
 
 
-def response(status: int, *, body: object = None, headers: dict[str, str] | None = None,
-             url: str = "https://pds.example.com/xrpc/x") -> httpx.Response:
+def response(
+    status: int,
+    *,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+    url: str = "https://pds.example.com/xrpc/x",
+) -> httpx.Response:
     request = httpx.Request("POST", url, headers={"Host": "pds.example.com"})
     return httpx.Response(status, json=body, headers=headers or {}, request=request)
 
@@ -72,8 +77,12 @@ def test_nonce_refusals_are_recognised() -> None:
     assert wants_nonce(response(401, headers={"WWW-Authenticate": challenge}))
     assert not wants_nonce(response(401, body={"error": "invalid_token"}))
     assert not wants_nonce(response(200, body={"error": "use_dpop_nonce"}))
-    assert error_code(response(401, headers={"WWW-Authenticate": 'DPoP error="invalid_token"'},
-                               body={"error": "ExpiredToken"})) == "invalid_token"
+    assert (
+        error_code(
+            response(401, headers={"WWW-Authenticate": 'DPoP error="invalid_token"'}, body={"error": "ExpiredToken"})
+        )
+        == "invalid_token"
+    )
     assert error_code(response(500, body=["not", "an", "object"])) is None
 
 

@@ -68,8 +68,11 @@ def test_client_assertion() -> None:
     again = config.auth_params("https://as.example.com", now=1000)
     assert again["client_assertion"] != params["client_assertion"]  # fresh jti each time
     # A session made with the retired key keeps being refreshed with it.
-    old = jwt.decode(config.auth_params("https://as.example.com", retired.thumbprint())["client_assertion"],
-                     KeySet.import_key_set(jwks), algorithms=["ES256"])
+    old = jwt.decode(
+        config.auth_params("https://as.example.com", retired.thumbprint())["client_assertion"],
+        KeySet.import_key_set(jwks),
+        algorithms=["ES256"],
+    )
     assert old.header["kid"] == retired.thumbprint()
     assert redact(params)["client_assertion"] == "***"
 
@@ -105,8 +108,13 @@ def test_confidential_needs_a_key() -> None:
 def test_default_scope_is_granular() -> None:
     scopes = default_scope().split()
     assert scopes[0] == "atproto"
-    for collection in ("io.atcr.manifest", "io.atcr.tag", "io.atcr.sailor.profile", "io.atcr.sailor.star",
-                       "io.atcr.repo.page"):
+    for collection in (
+        "io.atcr.manifest",
+        "io.atcr.tag",
+        "io.atcr.sailor.profile",
+        "io.atcr.sailor.star",
+        "io.atcr.repo.page",
+    ):
         assert f"repo:{collection}" in scopes
     assert "blob:application/vnd.oci.image.manifest.v1+json" in scopes
     assert "blob:application/vnd.docker.distribution.manifest.list.v2+json" in scopes

@@ -77,8 +77,9 @@ async def test_sub_must_be_the_account_that_signed_in(oauth: OAuthSessions, fake
     assert await oauth.load(DID) is None and await oauth.load(OTHER_DID) is None
 
 
-async def test_sub_whose_pds_names_another_server(oauth: OAuthSessions, fake_as: FakeAuthServer,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sub_whose_pds_names_another_server(
+    oauth: OAuthSessions, fake_as: FakeAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = await oauth.begin(HANDLE)
     callback = fake_as.approve(url)
 
@@ -91,12 +92,16 @@ async def test_sub_whose_pds_names_another_server(oauth: OAuthSessions, fake_as:
     assert info.value.error == "issuer_mismatch"
 
 
-@pytest.mark.parametrize(("attr", "value", "error"), [
-    ("token_type", "Bearer", "invalid_response"),
-    ("scope_override", "transition:generic", "invalid_scope"),
-])
-async def test_token_answers_that_are_refused(oauth: OAuthSessions, fake_as: FakeAuthServer, attr: str,
-                                              value: str, error: str) -> None:
+@pytest.mark.parametrize(
+    ("attr", "value", "error"),
+    [
+        ("token_type", "Bearer", "invalid_response"),
+        ("scope_override", "transition:generic", "invalid_scope"),
+    ],
+)
+async def test_token_answers_that_are_refused(
+    oauth: OAuthSessions, fake_as: FakeAuthServer, attr: str, value: str, error: str
+) -> None:
     url = await oauth.begin(HANDLE)
     callback = fake_as.approve(url)
     setattr(fake_as, attr, value)
@@ -125,8 +130,9 @@ async def test_server_without_par_is_refused(oauth: OAuthSessions, fake_as: Fake
         await oauth.begin(HANDLE)
 
 
-async def test_confidential_client(fv: Any, http: SafeHttpClient, resolver: FakeResolver,
-                                   fake_as: FakeAuthServer) -> None:
+async def test_confidential_client(
+    fv: Any, http: SafeHttpClient, resolver: FakeResolver, fake_as: FakeAuthServer
+) -> None:
     keys = ClientKeys(current=ECKey.generate_key("P-256"))
     config = OAuthClientConfig.for_base_url("https://atcr.example.com", keys=keys)
     fake_as.confidential_jwks = config.jwks()

@@ -38,12 +38,12 @@ async def test_pds_calls_carry_dpop(oauth: OAuthSessions, store: PdsSessionStore
     client = await store.client(DID)
     assert client is not None
     assert await client.get_service_auth(aud="did:web:hold.example.com", lxm="io.atcr.hold.initiateUpload") == "h.e.s"
-    assert [c[0] for c in fake_as.resource_calls] == ["com.atproto.repo.putRecord",
-                                                      "com.atproto.server.getServiceAuth"]
+    assert [c[0] for c in fake_as.resource_calls] == ["com.atproto.repo.putRecord", "com.atproto.server.getServiceAuth"]
 
 
-async def test_rotated_nonce_is_retried_once(oauth: OAuthSessions, store: PdsSessionStore,
-                                             fake_as: FakeAuthServer) -> None:
+async def test_rotated_nonce_is_retried_once(
+    oauth: OAuthSessions, store: PdsSessionStore, fake_as: FakeAuthServer
+) -> None:
     await signed_in(oauth, fake_as)
     await write(store)
     fake_as.rotate_nonce()
@@ -51,8 +51,9 @@ async def test_rotated_nonce_is_retried_once(oauth: OAuthSessions, store: PdsSes
     assert len(fake_as.resource_calls) == 2
 
 
-async def test_expiring_token_is_refreshed_before_use(oauth: OAuthSessions, store: PdsSessionStore,
-                                                      fake_as: FakeAuthServer) -> None:
+async def test_expiring_token_is_refreshed_before_use(
+    oauth: OAuthSessions, store: PdsSessionStore, fake_as: FakeAuthServer
+) -> None:
     await signed_in(oauth, fake_as)
     session = await oauth.load(DID)
     assert session is not None
@@ -63,8 +64,9 @@ async def test_expiring_token_is_refreshed_before_use(oauth: OAuthSessions, stor
     assert fresh is not None and fresh.refresh_token != session.refresh_token
 
 
-async def test_token_refused_by_the_pds_is_refreshed_and_retried(oauth: OAuthSessions, store: PdsSessionStore,
-                                                                 fake_as: FakeAuthServer) -> None:
+async def test_token_refused_by_the_pds_is_refreshed_and_retried(
+    oauth: OAuthSessions, store: PdsSessionStore, fake_as: FakeAuthServer
+) -> None:
     await signed_in(oauth, fake_as)
     fake_as.expire_all_access()  # the PDS says invalid_token although we think it is fresh
     await write(store)
@@ -72,8 +74,9 @@ async def test_token_refused_by_the_pds_is_refreshed_and_retried(oauth: OAuthSes
     assert len(fake_as.resource_calls) == 1
 
 
-async def test_concurrent_requests_refresh_once(oauth: OAuthSessions, store: PdsSessionStore,
-                                                fake_as: FakeAuthServer) -> None:
+async def test_concurrent_requests_refresh_once(
+    oauth: OAuthSessions, store: PdsSessionStore, fake_as: FakeAuthServer
+) -> None:
     """Two replicas (here: two stores on one Valkey) and many requests: one refresh, no replay."""
     await signed_in(oauth, fake_as)
     session = await oauth.load(DID)
@@ -88,8 +91,9 @@ async def test_concurrent_requests_refresh_once(oauth: OAuthSessions, store: Pds
     assert not fake_as.revoked_families
 
 
-async def test_refresh_token_replay_ends_the_session(oauth: OAuthSessions, store: PdsSessionStore,
-                                                     fake_as: FakeAuthServer) -> None:
+async def test_refresh_token_replay_ends_the_session(
+    oauth: OAuthSessions, store: PdsSessionStore, fake_as: FakeAuthServer
+) -> None:
     await signed_in(oauth, fake_as)
     old = await oauth.load(DID)
     assert old is not None
@@ -108,8 +112,16 @@ async def test_refresh_token_replay_ends_the_session(oauth: OAuthSessions, store
 
 async def test_ensure_alive(oauth: OAuthSessions, store: PdsSessionStore, fake_as: FakeAuthServer) -> None:
     assert not await oauth.ensure_alive(DID)
-    await store.save(DID, {"kind": "app_password", "pds": "https://pds.example.com", "handle": HANDLE,
-                           "accessJwt": "a", "refreshJwt": "r"})
+    await store.save(
+        DID,
+        {
+            "kind": "app_password",
+            "pds": "https://pds.example.com",
+            "handle": HANDLE,
+            "accessJwt": "a",
+            "refreshJwt": "r",
+        },
+    )
     assert await oauth.ensure_alive(DID)
     await signed_in(oauth, fake_as)
     assert await oauth.ensure_alive(DID)
@@ -122,8 +134,9 @@ async def test_signing_in_again_revokes_the_previous_session(oauth: OAuthSession
     assert len(fake_as.revoked_families) == 1
 
 
-async def test_store_without_oauth_hook_has_no_client(fv: Any, http: SafeHttpClient, oauth: OAuthSessions,
-                                                      fake_as: FakeAuthServer) -> None:
+async def test_store_without_oauth_hook_has_no_client(
+    fv: Any, http: SafeHttpClient, oauth: OAuthSessions, fake_as: FakeAuthServer
+) -> None:
     await signed_in(oauth, fake_as)
     bare = PdsSessionStore(fv, SessionCipher(SECRET), http)
     assert await bare.client(DID) is None
