@@ -123,6 +123,19 @@ async def test_cli_login_then_token(
     [grant] = access(own)
     assert grant["name"] == f"{pds_account.handle}/app" and {"pull", "push"} <= set(grant["actions"])  # type: ignore[arg-type]
     assert account.login_name == pds_account.handle  # what `get` hands to docker as the user name
+    # By DID too, where the user name travels outside Basic auth (which forbids ':' in it).
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+        by_did = await client.post(
+            f"{harness.settings.base_url}/auth/token",
+            data={
+                "grant_type": "password",
+                "username": pds_account.did,
+                "password": account.secret,
+                "service": harness.settings.service,
+                "scope": f"repository:{pds_account.did}/app:push",
+            },
+        )
+    assert by_did.status_code == 200, by_did.text
 
     # Another user's namespace: authenticated, but push is not granted.
     other = create_account(pds_network.pds_url, "bob")
