@@ -37,6 +37,12 @@ def _basic(header: str) -> tuple[str, str] | None:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("malformed Basic credentials") from None
+    if decoded.startswith("did:"):
+        # A DID username has colons of its own: did:<method>:<id>, then ':' and the password.
+        parts = decoded.split(":", 3)
+        if len(parts) != 4:
+            raise Unauthorized("malformed Basic credentials")
+        return ":".join(parts[:3]), parts[3]
     user, sep, password = decoded.partition(":")
     if not sep:
         raise Unauthorized("malformed Basic credentials")

@@ -107,3 +107,18 @@ def test_bad_names(name: str) -> None:
 def test_good_names() -> None:
     assert split_name("alice.test/team/app") == ("alice.test", "team/app")
     assert split_name("did:plc:abc123/app") == ("did:plc:abc123", "app")
+
+
+def test_basic_credentials_with_did_username() -> None:
+    import base64
+
+    from appview.auth.routes import _basic
+
+    def enc(text: str) -> str:
+        return "Basic " + base64.b64encode(text.encode()).decode()
+
+    assert _basic(enc("did:plc:abc123:pass:with:colons")) == ("did:plc:abc123", "pass:with:colons")
+    assert _basic(enc("did:web:localhost%3A8080:pw")) == ("did:web:localhost%3A8080", "pw")
+    assert _basic(enc("alice.test:pw:x")) == ("alice.test", "pw:x")
+    with pytest.raises(Unauthorized):
+        _basic(enc("did:plc:abc"))
