@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import valkey.asyncio as avalkey
+from valkey.exceptions import ValkeyError
 
 from appview.auth.sessions import PdsSessionStore
 from appview.errors import Unauthorized, Unavailable
@@ -89,10 +90,13 @@ class Authenticator:
             raise Unauthorized("device secret revoked or invalid: run docker-credential-atcr login")
 
         proof_key = f"av:apppw:{ident.did}"
-        remembered = await self._v.get(proof_key)
-        proven = remembered is not None and hmac.compare_digest(remembered, self._proof(ident.did, password))
-        if proven and await self._sessions.load(ident.did) is not None:
-            return Principal(ident.did, ident.handle, "app_password")
+        try:
+            remembered = await self._v.get(proof_key)
+            proven = remembered is not None and hmac.compare_digest(remembered, self._proof(ident.did, password))
+            if proven and await self._sessions.load(ident.did) is not None:
+                return Principal(ident.did, ident.handle, "app_password")
+        except ValkeyError:
+            pass  # Valkey is down: the PDS can still prove the password (pulls keep working)
 
         pds = XrpcClient(self._http, ident.pds_endpoint)
         try:
@@ -105,16 +109,23 @@ class Authenticator:
             raise Unavailable("your PDS is unreachable", headers={"Retry-After": "10"}) from None
         if session.get("did") != ident.did:
             raise Unauthorized("the PDS answered for a different account")
-        await self._sessions.save(
-            ident.did,
-            {
-                "kind": "app_password",
-                "pds": ident.pds_endpoint,
-                "handle": ident.handle,
-                "accessJwt": session["accessJwt"],
-                "refreshJwt": session["refreshJwt"],
-            },
-        )
-        await self._v.set(proof_key, self._proof(ident.did, password), ex=PROOF_TTL)
+        try:
+            await self._sessions.save(
+                ident.did,
+                {
+                    "kind": "app_password",
+                    "pds": ident.pds_endpoint,
+                    "handle": ident.handle,
+                    "accessJwt": session["accessJwt"],
+                    "refreshJwt": session["refreshJwt"],
+                },
+            )
+            await self._v.set(proof_key, self._proof(ident.did, password), ex=PROOF_TTL)
+        except ValkeyError:
+            # The credentials are good; without Valkey the session cannot be kept, so pushes
+            # will answer 503 until it is back, but pulls with this login still work.
+            log.warning("app-password login for %s checked at the PDS; session not kept (valkey unavailable)",
+                        ident.did)
+            return Principal(ident.did, ident.handle, "app_password")
         log.info("app-password login for %s", ident.did)
         return Principal(ident.did, ident.handle, "app_password")

@@ -113,7 +113,7 @@ class TokenApi:
                 self.limiter.hit("login", address)
             raise
         if self.after_login is not None:
-            with contextlib.suppress(AtcrError, RegistryError):
+            with contextlib.suppress(AtcrError, RegistryError, ValkeyError):
                 await self.after_login(principal)
         return principal
 

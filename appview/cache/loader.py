@@ -16,6 +16,14 @@ must be found by their ``repository`` field; single manifests are fetched by rke
 (``getRecord``, rkey = digest hex) so a pull by digest does not list a large repository.
 Names that do not resolve are cached negatively for ``negative_ttl``. Jetstream only warms
 this model: nothing here waits for it or trusts it more than a stale entry.
+
+**When Valkey is unreachable** the read path does not fail: identities, tags, manifests (with
+their exact, digest-verified bytes) and profiles are read straight from PLC and the PDSes,
+kept a few seconds in process memory and shared by concurrent callers (``direct_ttl``), and
+nothing is written. After a Valkey error the loader stops asking Valkey for
+``valkey_retry`` seconds, so requests do not each pay a failing connection; then it tries
+again, and serves from the model as soon as Valkey answers. Index-only views (catalog,
+search, stars) have no upstream and still fail.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import valkey.asyncio as avalkey
+from valkey.exceptions import ValkeyError
 
 from atcr import errors
 from atcr.http import SafeHttpClient
@@ -48,7 +57,9 @@ from atcr.readmodel.models import (
     TagEntry,
     UserEntry,
 )
+from atcr.readmodel.records import normalize
 from atcr.syntax import is_did, is_handle
+from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
 
 from .singleflight import SingleFlight
@@ -56,6 +67,7 @@ from .singleflight import SingleFlight
 log = logging.getLogger("appview.cache")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 
@@ -79,6 +91,8 @@ class LoaderConfig:
     bytes_ttl: int = rm_apply.DEFAULT_BYTES_TTL
     page_size: int = 100
     max_pages: int = 100
+    direct_ttl: float = 5.0
+    valkey_retry: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: object) -> LoaderConfig:
@@ -103,6 +117,29 @@ def _now_ms() -> int:
 
 def _rkey_of(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
+
+
+def _or_direct(
+    direct: str,
+) -> Callable[[Callable[Concatenate[Loader, P], Awaitable[T]]], Callable[Concatenate[Loader, P], Awaitable[T]]]:
+    """Serve the method from the model, or through `Loader.<direct>` (PDS/PLC only) while
+    Valkey is unreachable."""
+
+    def wrap(method: Callable[Concatenate[Loader, P], Awaitable[T]]) -> Callable[Concatenate[Loader, P], Awaitable[T]]:
+        async def run(self: Loader, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            fallback: Callable[..., Awaitable[T]] = getattr(self, direct)
+            if self.valkey_down():
+                return await fallback(*args, **kwargs)
+            try:
+                return await method(self, *args, **kwargs)
+            except ValkeyError as exc:
+                self._valkey_failed(exc)
+                return await fallback(*args, **kwargs)
+
+        run.__name__, run.__qualname__, run.__doc__ = method.__name__, method.__qualname__, method.__doc__
+        return run
+
+    return wrap
 
 
 class Loader:
@@ -130,6 +167,9 @@ class Loader:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._down: dict[str, float] = {}
+        self._valkey_down_until = 0.0
+        self._direct_cache: TtlCache[tuple[str, ...], tuple[Any]] = TtlCache(self.config.direct_ttl, 10_000)
+        self._direct_flights: dict[tuple[str, ...], asyncio.Future[Any]] = {}
 
     async def aclose(self) -> None:
         """Cancel background refreshes (at shutdown)."""
@@ -245,6 +285,7 @@ class Loader:
         raw, neg = await pipe.execute()
         return (json.loads(raw) if raw else None), (neg.decode() if neg else None)
 
+    @_or_direct("_direct_identity")
     async def identity(self, identifier: str) -> Identity:
         """Handle or DID -> verified identity. Unknown names are remembered for ``negative_ttl``."""
         ident = self._normalize_identifier(identifier)
@@ -273,6 +314,7 @@ class Loader:
             did=entry["did"], handle=entry.get("handle"), pds_endpoint=entry["pds"], signing_key=entry.get("key")
         )
 
+    @_or_direct("_direct_did_document")
     async def did_document(self, did: str) -> dict[str, Any]:
         """The cached raw DID document (loaded with the identity)."""
         await self.identity(did)
@@ -433,6 +475,7 @@ class Loader:
 
     # -- tags --------------------------------------------------------------------------------
 
+    @_or_direct("_direct_tag_entries")
     async def tag_entries(self, did: str, repository: str) -> dict[str, TagEntry]:
         """All tags of a repository with their records (dates, rkeys), for the UI."""
         entries, at = await read.read_tags(self._v, did, repository)
@@ -444,6 +487,7 @@ class Loader:
         """tag -> digest for every tag of the repository (empty when it has none)."""
         return {t: e.digest for t, e in (await self.tag_entries(did, repository)).items()}
 
+    @_or_direct("_direct_tag")
     async def tag(self, did: str, repository: str, tag: str) -> TagEntry | None:
         entries, at = await read.read_tags(self._v, did, repository)
         state = self._state(at)
@@ -472,6 +516,7 @@ class Loader:
 
     # -- manifests ---------------------------------------------------------------------------
 
+    @_or_direct("_direct_manifest")
     async def manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None:
         """The manifest with its exact bytes, or None when the repository has no such manifest.
 
@@ -537,6 +582,7 @@ class Loader:
             raise errors.ManifestBytesUnavailable(f"{entry.digest}: blob not served ({err})") from err
         await rm_apply.store_manifest_bytes(self._v, entry.did, entry.digest, raw, ttl=self.config.bytes_ttl)
 
+    @_or_direct("_direct_manifests")
     async def manifests(self, did: str, repository: str) -> list[ManifestEntry]:
         """Every manifest of the repository, newest first, without bytes (``raw == b""``;
         `size` is exact). Ask `manifest` for the bytes of one."""
@@ -545,6 +591,7 @@ class Loader:
             entries, at = await read.read_manifests(self._v, did, repository)
         return entries
 
+    @_or_direct("_direct_referrers")
     async def referrers(self, did: str, repository: str, digest: str) -> list[ManifestEntry]:
         """Manifests whose ``subject`` is `digest` (without bytes, like `manifests`).
 
@@ -573,6 +620,7 @@ class Loader:
         raw = await done(self._v.hget(keys.sync(did), read.marker_field(collection)))
         return int(raw) if raw else None
 
+    @_or_direct("_direct_repositories")
     async def repositories(self, did: str) -> list[str]:
         """Repository names of a user, sorted."""
         names, at = await read.read_repositories(self._v, did)
@@ -598,6 +646,7 @@ class Loader:
         payload, _ = await read.read_single(self._v, did, name, collection)
         return payload
 
+    @_or_direct("_direct_profile")
     async def profile(self, did: str) -> dict[str, Any] | None:
         """The ``io.atcr.sailor.profile`` record value, or None when the user has none."""
         payload = await self._single(did, "profile", keys.PROFILE)
@@ -751,6 +800,187 @@ class Loader:
             if did and repo:
                 pairs.append((did, repo))
         return await read.read_summaries(self._v, pairs)
+
+    # -- while Valkey is unreachable: straight from PLC and the PDSes -------------------------
+
+    def valkey_down(self) -> bool:
+        """True while reads skip Valkey after a recent failure (``valkey_retry`` seconds)."""
+        return time.monotonic() < self._valkey_down_until
+
+    def _valkey_failed(self, exc: Exception) -> None:
+        if not self.valkey_down():
+            log.warning(
+                "valkey unavailable (%s); serving reads from PDSes for %gs before trying again",
+                type(exc).__name__, self.config.valkey_retry,
+            )
+        self._valkey_down_until = time.monotonic() + self.config.valkey_retry
+
+    async def _memo(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
+        """A few seconds of process memory, and one upstream load however many callers ask."""
+        hit = self._direct_cache.get(key)
+        if hit is not None:
+            value: T = hit[0]
+            return value
+        running = self._direct_flights.get(key)
+        if running is not None:
+            shared: T = await asyncio.shield(running)
+            return shared
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._direct_flights[key] = future
+        try:
+            result = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._direct_flights.pop(key, None)
+        future.set_result(result)
+        self._direct_cache.put(key, (result,))
+        return result
+
+    async def _resolve_entry(self, ident: str) -> dict[str, Any]:
+        """Resolve a handle or DID like `_load_identity`, without storing anything."""
+        r = self._resolver
+        endpoint = "identity"
+        if ident.startswith("did:"):
+            doc: DidDocument = await self._call(endpoint, r.resolve_did(ident))
+            handle = None
+            if doc.handle:
+                try:
+                    if await self._call(endpoint, r.resolve_handle(doc.handle)) == doc.did:
+                        handle = doc.handle
+                except (errors.IdentityError, errors.UpstreamUnavailable):
+                    handle = None
+        else:
+            did = await self._call(endpoint, r.resolve_handle(ident))
+            doc = await self._call(endpoint, r.resolve_did(did))
+            handle = ident if doc.handle == ident else None
+        pds = doc.pds_endpoint or doc.service("atcr_hold")
+        if not pds:
+            raise errors.InvalidDidDocument(f"{ident}: no PDS endpoint")
+        return {"did": doc.did, "handle": handle, "pds": pds, "key": doc.signing_key, "doc": dict(doc.raw)}
+
+    async def _direct_identity(self, identifier: str) -> Identity:
+        ident = self._normalize_identifier(identifier)
+        entry = await self._memo(("id", ident), lambda: self._resolve_entry(ident))
+        return self._identity_of(entry)
+
+    async def _direct_did_document(self, did: str) -> dict[str, Any]:
+        ident = self._normalize_identifier(did)
+        entry = await self._memo(("id", ident), lambda: self._resolve_entry(ident))
+        return dict(entry.get("doc") or {})
+
+    async def _direct_records(self, did: str, collection: str) -> list[tuple[str, dict[str, Any], str | None]]:
+        async def load() -> list[tuple[str, dict[str, Any], str | None]]:
+            client = XrpcClient(self._http, (await self._direct_identity(did)).pds_endpoint)
+            out: list[tuple[str, dict[str, Any], str | None]] = []
+            cursor: str | None = None
+            for _ in range(self.config.max_pages):
+                records, cursor = await self._call(
+                    client.base_url, client.list_records(did, collection, limit=self.config.page_size, cursor=cursor)
+                )
+                for rec in records:
+                    value, uri = rec.get("value"), rec.get("uri")
+                    if isinstance(value, dict) and isinstance(uri, str):
+                        out.append((_rkey_of(uri), value, rec.get("cid")))
+                if not cursor or len(records) < self.config.page_size:
+                    break
+            return out
+
+        return await self._memo(("list", did, collection), load)
+
+    @staticmethod
+    def _manifest_of(did: str, rkey: str, record: dict[str, Any], cid: str | None) -> ManifestEntry | None:
+        found = normalize(did, keys.MANIFEST, rkey, record, cid)
+        return read.manifest_from_json(found.payload) if found is not None else None
+
+    async def _direct_all_manifests(self, did: str) -> list[ManifestEntry]:
+        listed = await self._direct_records(did, keys.MANIFEST)
+        return [e for e in (self._manifest_of(did, rkey, rec, cid) for rkey, rec, cid in listed) if e is not None]
+
+    async def _direct_manifests(self, did: str, repository: str) -> list[ManifestEntry]:
+        out = [e for e in await self._direct_all_manifests(did) if e.repository == repository]
+        return sorted(out, key=lambda e: e.created_at, reverse=True)
+
+    async def _direct_referrers(self, did: str, repository: str, digest: str) -> list[ManifestEntry]:
+        return [e for e in await self._direct_manifests(did, repository) if e.subject_digest == digest]
+
+    async def _direct_repositories(self, did: str) -> list[str]:
+        return sorted({e.repository for e in await self._direct_all_manifests(did)})
+
+    async def _direct_tag_entries(self, did: str, repository: str) -> dict[str, TagEntry]:
+        tags: list[TagEntry] = []
+        by_rkey: dict[str, str] | None = None
+        for rkey, rec, cid in await self._direct_records(did, keys.TAG):
+            found = normalize(did, keys.TAG, rkey, rec, cid)
+            if found is None or found.ptr.get("repo") != repository:
+                continue
+            p = json.loads(found.payload)
+            digest = p.get("digest") or ""
+            if not digest and p.get("manifest_rkey"):
+                if by_rkey is None:  # a tag naming its manifest by a non-digest rkey
+                    by_rkey = {}
+                    for mrkey, mrec, mcid in await self._direct_records(did, keys.MANIFEST):
+                        entry = self._manifest_of(did, mrkey, mrec, mcid)
+                        if entry is not None:
+                            by_rkey[mrkey] = entry.digest
+                digest = by_rkey.get(p["manifest_rkey"], "")
+            tags.append(TagEntry(
+                did=did, repository=repository, tag=p["tag"], digest=digest, rkey=p.get("rkey") or rkey,
+                cid=p.get("cid"), updated_at=p.get("updated_at") or "", manifest_uri=p.get("manifest_uri"),
+            ))
+        return read.pick_tags(tags)
+
+    async def _direct_tag(self, did: str, repository: str, tag: str) -> TagEntry | None:
+        return (await self._direct_tag_entries(did, repository)).get(tag)
+
+    async def _direct_manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None:
+        rkey = keys.manifest_rkey(digest)
+
+        async def record() -> ManifestEntry | None:
+            client = XrpcClient(self._http, (await self._direct_identity(did)).pds_endpoint)
+            try:
+                out = await self._call(client.base_url, client.get_record(did, keys.MANIFEST, rkey))
+            except errors.RecordNotFound:
+                return None
+            value = out.get("value")
+            return self._manifest_of(did, rkey, value, out.get("cid")) if isinstance(value, dict) else None
+
+        entry = await self._memo(("rec", did, rkey), record)
+        if entry is None or entry.digest != digest:  # another AppView's rkey: the listing settles it
+            entry = next((e for e in await self._direct_manifests(did, repository) if e.digest == digest), None)
+        if entry is None or entry.repository != repository:
+            return None
+        if not entry.blob_cid:
+            raise errors.ManifestBytesUnavailable(f"{did} {digest}: record has no manifestBlob")
+        blob_cid = entry.blob_cid
+
+        async def raw_bytes() -> bytes:
+            client = XrpcClient(self._http, (await self._direct_identity(did)).pds_endpoint)
+            try:
+                raw = await self._call(client.base_url, client.get_blob(did, blob_cid, max_bytes=MAX_MANIFEST_BYTES))
+            except errors.ResponseTooLarge as err:
+                raise errors.ManifestBytesUnavailable(f"{digest}: manifest blob too large") from err
+            except errors.XrpcError as err:
+                raise errors.ManifestBytesUnavailable(f"{digest}: blob not served ({err})") from err
+            rm_apply.verify_digest(digest, raw)
+            return raw
+
+        raw = await self._memo(("mb", did, digest), raw_bytes)
+        return replace(entry, raw=raw, size=len(raw))
+
+    async def _direct_profile(self, did: str) -> dict[str, Any] | None:
+        async def load() -> dict[str, Any] | None:
+            client = XrpcClient(self._http, (await self._direct_identity(did)).pds_endpoint)
+            try:
+                out = await self._call(client.base_url, client.get_record(did, keys.PROFILE, "self"))
+            except errors.RecordNotFound:
+                return None
+            value = out.get("value")
+            return dict(value) if isinstance(value, dict) else None
+
+        return await self._memo(("profile", did), load)
 
     # -- write-through -----------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ class PlcRewrite:
         self.target = target
         self.victims: set[str] = set()
 
-    def __call__(self, req: Req, status: int, headers: dict[str, str], body: bytes) -> bytes:
+    def __call__(self, req: Req, status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
         did = unquote(req.path.lstrip("/"))
         if status != 200 or did not in self.victims or req.method != "GET":
             return body
@@ -258,7 +258,7 @@ def reliability_stack(work: Path, network: TestNetwork, s3: S3Endpoint) -> Itera
                 "ATCR_BCRYPT_ROUNDS": "4",
                 "ATCR_DEVICE_POLL_INTERVAL": "1",
                 # Entries go stale after 2 s, so "served while the PDS is down" means served stale.
-                "ATCR_CACHE_FRESH_TTL": os.environ.get("DBG_FRESH", "2"),
+                "ATCR_CACHE_FRESH_TTL": "2",
             }
             envs[name] = env
             specs.append((name, env, work / name, f"http://127.0.0.1:{port}"))

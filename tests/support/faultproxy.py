@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import itertools
 import threading
 import time
@@ -60,7 +61,7 @@ class Rule:
     hits: int = 0
 
 
-Rewrite = Callable[[Req, int, dict[str, str], bytes], bytes]
+Rewrite = Callable[[Req, int, list[tuple[str, str]], bytes], bytes]
 
 
 class _Server(uvicorn.Server):
@@ -166,7 +167,9 @@ class FaultProxy:
         self._loop = asyncio.get_running_loop()
         self._release = asyncio.Event()
         limits = httpx.Limits(max_connections=400, max_keepalive_connections=100)
-        self._client = httpx.AsyncClient(timeout=120.0, trust_env=False, limits=limits)
+        # A proxy must not keep cookies: a jar would hand one client's cookies to the next.
+        jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._client = httpx.AsyncClient(timeout=120.0, trust_env=False, limits=limits, cookies=jar)
         config = uvicorn.Config(
             self._app, host="127.0.0.1", port=self.port, log_config=None, log_level="error", lifespan="off",
             access_log=False, timeout_graceful_shutdown=1, backlog=2048, interface="asgi3", proxy_headers=False, server_header=False, date_header=False,
@@ -226,7 +229,7 @@ class FaultProxy:
             return
         await self._respond(send, status, content, out_headers, head=req.method == "HEAD")
 
-    async def _forward(self, req: Req, scope: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    async def _forward(self, req: Req, scope: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         upstream = self.upstreams[next(self._cycle)]
         url = upstream + scope.get("raw_path", req.path.encode()).decode("latin-1")
         if req.query:
@@ -235,28 +238,30 @@ class FaultProxy:
         try:
             resp = await self._client.request(req.method, url, headers=fwd, content=req.body or None)
         except httpx.HTTPError as exc:
-            return 502, {"content-type": "text/plain"}, f"bad gateway: {type(exc).__name__}".encode()
-        out = {k.lower(): v for k, v in resp.headers.items() if k.lower() not in _HOP | {"content-encoding"}}
+            return 502, [("content-type", "text/plain")], f"bad gateway: {type(exc).__name__}".encode()
+        # multi_items: several Set-Cookie headers must stay several headers.
+        out = [(k.lower(), v) for k, v in resp.headers.multi_items() if k.lower() not in _HOP | {"content-encoding"}]
         content = resp.content
         if req.method == "HEAD" and "content-length" in resp.headers:
-            out["content-length"] = resp.headers["content-length"]
+            out.append(("content-length", resp.headers["content-length"]))
         if self.rewrite is not None:
             content = self.rewrite(req, resp.status_code, out, content)
         return resp.status_code, out, content
 
     async def _respond(
-        self, send: Any, status: int, body: bytes, headers: dict[str, str], *, head: bool = False
+        self, send: Any, status: int, body: bytes, headers: dict[str, str] | list[tuple[str, str]], *,
+        head: bool = False,
     ) -> None:
         with self._lock:
             self.answered[status] += 1
-        hdrs = {k.lower(): v for k, v in headers.items()}
-        if not head or "content-length" not in hdrs:
-            hdrs["content-length"] = str(len(body))
+        hdrs = [(k.lower(), v) for k, v in (headers.items() if isinstance(headers, dict) else headers)]
+        if not head or not any(k == "content-length" for k, _ in hdrs):
+            hdrs = [(k, v) for k, v in hdrs if k != "content-length"] + [("content-length", str(len(body)))]
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hdrs.items()],
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hdrs],
             }
         )
         await send({"type": "http.response.body", "body": b"" if head else body})
