@@ -170,6 +170,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         lifespan=[lifespan],
         exception_handlers={Exception: _internal_error},
         debug=False,
+        logging_config=None,  # keep the service's own logging (ATCR_LOG_LEVEL, atcr.server format)
     )
     app.state.settings = settings
     app.state.runtime = rt

@@ -93,9 +93,11 @@ def _configure_logging(level: str) -> None:
 
 
 def _run_service(spec: ServiceSpec, settings: Any) -> None:
-    from atcr.server import ServedApp, serve_all
+    from atcr import httpguard
+    from atcr.server import ServedApp, http_protocol, serve_all
 
     _configure_logging(settings.log_level)
+    httpguard.configure(httpguard.InboundLimits.from_settings(settings))
     host, port = check_addr(spec.addr_field, getattr(settings, spec.addr_field))
     workers = getattr(settings, "workers", 1)
     if workers > 1:
@@ -110,6 +112,9 @@ def _run_service(spec: ServiceSpec, settings: Any) -> None:
             log_level=settings.log_level.lower(),
             access_log=False,
             server_header=False,
+            timeout_keep_alive=30,
+            http=http_protocol(),
+            h11_max_incomplete_event_size=httpguard.current().max_header_bytes,
         )
         return
     app = _resolve(spec.factory)(settings)
@@ -118,8 +123,12 @@ def _run_service(spec: ServiceSpec, settings: Any) -> None:
 
 def _factory(name: str) -> Callable[[], Any]:
     def make() -> Any:
+        from atcr import httpguard
+
         spec = SERVICES[name]
-        return _resolve(spec.factory)(build_settings(spec, os.environ, {}))
+        settings = build_settings(spec, os.environ, {})
+        httpguard.configure(httpguard.InboundLimits.from_settings(settings))  # in each uvicorn worker
+        return _resolve(spec.factory)(settings)
 
     return make
 
@@ -196,6 +205,10 @@ def _run_dev(ns: argparse.Namespace) -> None:
             if name == "appview":
                 env_for["ATCR_DATA_DIR"] = str(data_dir / "appview")
             settings = build_settings(spec, env_for, {})
+            if name == "appview":
+                from atcr import httpguard
+
+                httpguard.configure(httpguard.InboundLimits.from_settings(settings))
             host, port = check_addr(spec.addr_field, getattr(settings, spec.addr_field))
             served.append(ServedApp(name, _resolve(spec.factory)(settings), host, port))
             urls[name] = f"http://{host}:{port}"

@@ -22,9 +22,10 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: NetworkSettings, *, valkey: avalkey.Valkey | None = None) -> Runtime:
-        http = SafeHttpClient(
-            policy=SsrfPolicy(allow_private=settings.allow_private_networks), timeout=settings.http_timeout
+        policy = SsrfPolicy(
+            allow_private=settings.allow_private_networks, allowed_hosts=frozenset(settings.allowed_hosts)
         )
+        http = SafeHttpClient(policy=policy, timeout=settings.http_timeout)
         resolver = build_resolver(
             http,
             plc_url=settings.plc_url,

@@ -19,6 +19,7 @@ import uvicorn
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 
+from atcr import httpguard
 from atcr.errors import AtcrError
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -59,6 +60,15 @@ def health_routes(checks: Mapping[str, ReadinessCheck], *, timeout: float = 2.0)
         return Response({"status": status, "checks": results}, status_code=200 if ok else 503)
 
     return [livez, readyz]
+
+
+def http_protocol() -> str:
+    """The guarded httptools protocol, or plain h11 (header size limit only) without httptools."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+        return "h11"
+    return httpguard.PROTOCOL
 
 
 def _bind(spec: ServedApp) -> socket.socket:
@@ -117,6 +127,9 @@ async def serve_all(
             timeout_graceful_shutdown=10,
             timeout_keep_alive=30,
             server_header=False,
+            # Header-time, header-size and body-stall limits (atcr/httpguard.py).
+            http=http_protocol(),
+            h11_max_incomplete_event_size=httpguard.current().max_header_bytes,
         )
         servers.append(_QuietServer(config))
 

@@ -74,6 +74,7 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         debug=False,
+        logging_config=None,  # keep the service's own logging (ATCR_LOG_LEVEL, atcr.server format)
     )
     app.state.settings = settings
     app.state.runtime = rt

@@ -73,6 +73,7 @@ def create_app(settings: JetstreamSettings, runtime: Runtime | None = None) -> L
         route_handlers=[*health_routes({"valkey": rt.valkey_ready}), status, prometheus],
         lifespan=[lifespan],
         debug=False,
+        logging_config=None,  # keep the service's own logging (ATCR_LOG_LEVEL, atcr.server format)
     )
     app.state.settings = settings
     app.state.runtime = rt

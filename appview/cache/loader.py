@@ -119,13 +119,14 @@ def _rkey_of(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
 
-def _or_direct(
-    direct: str,
-) -> Callable[[Callable[Concatenate[Loader, P], Awaitable[T]]], Callable[Concatenate[Loader, P], Awaitable[T]]]:
+Method = Callable[Concatenate["Loader", P], Coroutine[Any, Any, T]]
+
+
+def _or_direct(direct: str) -> Callable[[Method[P, T]], Method[P, T]]:
     """Serve the method from the model, or through `Loader.<direct>` (PDS/PLC only) while
     Valkey is unreachable."""
 
-    def wrap(method: Callable[Concatenate[Loader, P], Awaitable[T]]) -> Callable[Concatenate[Loader, P], Awaitable[T]]:
+    def wrap(method: Method[P, T]) -> Method[P, T]:
         async def run(self: Loader, /, *args: P.args, **kwargs: P.kwargs) -> T:
             fallback: Callable[..., Awaitable[T]] = getattr(self, direct)
             if self.valkey_down():

@@ -92,10 +92,16 @@ class HoldClient:
         try:
             token = await self._mint(user_did, hold_did, lxm)
         except NetworkError as exc:
-            raise HoldUnavailable(503, "PdsUnavailable", f"cannot get a service token: {exc}") from None
+            raise HoldUnavailable(503, "PdsUnavailable", f"your PDS is unreachable (service token): {exc}") from None
         except XrpcError as exc:
+            if exc.status >= 500:
+                message = f"your PDS is failing (service token): {exc.error}"
+                raise HoldUnavailable(503, "PdsUnavailable", message) from None
             raise HoldError(401, "ServiceAuthFailed", f"your PDS refused a service token: {exc.error}") from None
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        if not token:
+            # No PDS session (never logged in, or Valkey lost it): the hold would only say "401".
+            raise HoldError(401, "SessionMissing", "no session with your PDS: run docker login again")
+        return {"Authorization": f"Bearer {token}"}
 
     async def _call(
         self,

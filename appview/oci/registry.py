@@ -140,6 +140,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _unavailable_message(exc: HoldUnavailable) -> str:
+    """Which side of an upload is down: the user's PDS (service tokens) or the hold."""
+    if exc.error == "PdsUnavailable":
+        return "your PDS is unreachable (it issues the hold's upload tokens); nothing was stored"
+    if exc.error in ("StorageUnavailable", "UploadsUnavailable"):
+        return f"your hold's storage is unavailable: {exc.message or exc.error}"
+    return "your hold is unreachable"
+
+
 def split_name(name: str) -> tuple[str, str]:
     """Split `<identity>/<repository>`; raise NAME_INVALID on anything the spec refuses."""
     identity, sep, repository = name.partition("/")
@@ -251,6 +260,9 @@ class Registry:
         except AuthenticationRequired:
             raise Unauthorized("your PDS session has expired: run docker login again") from None
         except XrpcError as exc:
+            if exc.status >= 500:
+                message = f"your PDS is failing ({exc.status} {exc.error}); nothing was written"
+                raise Unavailable(message, headers={"Retry-After": "10"}) from None
             raise Unavailable(f"your PDS refused the write: {exc.error}") from None
         except NetworkError:
             raise Unavailable("your PDS is unreachable; nothing was written", headers={"Retry-After": "10"}) from None
@@ -466,19 +478,23 @@ class Registry:
     async def _locate(
         self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None
     ) -> tuple[str, int] | None:
-        unavailable = False
+        unavailable = refused = False
         for hold in await self._candidate_holds(ref, prefer):
             try:
                 size = await self.holds.stat_blob(hold, digest, user_did=user_did)
             except HoldUnavailable:
                 unavailable = True
                 continue
-            except HoldError:
+            except HoldError as exc:
+                refused = refused or exc.status in (401, 403)
                 continue
             if size is not None:
                 return hold, size
         if unavailable:
             raise Unavailable("the hold storing this blob is unreachable", headers={"Retry-After": "10"})
+        if refused:
+            # A private hold that may have the blob said no: say so rather than "unknown".
+            raise Denied("a private hold refused access to this blob; log in as a member of its crew")
         return None
 
     async def blob_redirect(self, ref: RepoRef, digest: str, user_did: str | None) -> tuple[str, int]:
@@ -577,11 +593,15 @@ class Registry:
         try:
             if session.hold_upload_id is None:
                 session.hold_upload_id = await self.holds.initiate_upload(session.hold_did, user_did, None, None)
+                # Persisted at once: a client that aborts after a failed part must abort this too.
+                await self.uploads.save_progress(session)
             number = len(session.parts) + 1
             etag = await self.holds.upload_part(session.hold_did, user_did, session.hold_upload_id, number, data)
-        except HoldUnavailable:
-            raise Unavailable("your hold is unreachable", headers={"Retry-After": "10"}) from None
+        except HoldUnavailable as exc:
+            raise Unavailable(_unavailable_message(exc), headers={"Retry-After": "10"}) from None
         except HoldError as exc:
+            if exc.error == "SessionMissing":
+                raise Unauthorized(exc.message) from None
             if exc.status in (401, 403):
                 raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
             raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
@@ -605,9 +625,11 @@ class Registry:
                 await self.holds.complete_upload(
                     session.hold_did, user_did, session.hold_upload_id, str(wanted), session.parts
                 )
-            except HoldUnavailable:
-                raise Unavailable("your hold is unreachable", headers={"Retry-After": "10"}) from None
+            except HoldUnavailable as exc:
+                raise Unavailable(_unavailable_message(exc), headers={"Retry-After": "10"}) from None
             except HoldError as exc:
+                if exc.error == "SessionMissing":
+                    raise Unauthorized(exc.message) from None
                 if "digest" in exc.error.lower() or "digest" in exc.message.lower():
                     await self.uploads.delete(upload_id)
                     raise DigestInvalid(detail={"digest": str(wanted)}) from None

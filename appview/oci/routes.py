@@ -36,7 +36,7 @@ from appview.errors import (
     Unavailable,
     Unsupported,
 )
-from appview.oci.registry import MAX_MANIFEST_BYTES, Registry, RepoRef
+from appview.oci.registry import MAX_MANIFEST_BYTES, Registry, RepoRef, split_name
 from appview.ratelimit import RateLimiter
 from atcr.oci import OCI_INDEX
 
@@ -63,9 +63,14 @@ def client_address(request: Request[Any, Any, State], trust_forwarded_for: bool)
     return request.client.host if request.client else ""
 
 
+_SAFE_SCOPE = re.compile(r"^[A-Za-z0-9._:/,@+*-]+$")
+
+
 def _challenge(auth: Auth, scope: str | None, error: str | None = None) -> str:
     parts = [f'Bearer realm="{auth.realm}"', f'service="{auth.service}"']
-    if scope:
+    # The scope names the repository from the request path: never let it add quotes, parameters
+    # (a second `realm=`) or line breaks to the header.
+    if scope and _SAFE_SCOPE.match(scope):
         parts.append(f'scope="{scope}"')
     if error:
         parts.append(f'error="{error}"')
@@ -236,6 +241,7 @@ class OciApi:
         name, kind, arg = _split(rest)
         if not name:
             raise NameInvalid()
+        split_name(name)  # NAME_INVALID before anything echoes the name (challenges, Location)
         if kind == "manifests":
             if method in ("GET", "HEAD"):
                 return await self.get_manifest(request, name, arg, head=method == "HEAD")

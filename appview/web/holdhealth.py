@@ -37,12 +37,14 @@ class HoldHealth:
         endpoint: Endpoint,
         *,
         ttl: float = 30.0,
+        down_ttl: float = 5.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._endpoint = endpoint
         self._ttl = ttl
+        self._down_ttl = min(down_ttl, ttl)  # an unreachable hold is probed again sooner: recovery shows fast
         self._timeout = timeout
         self._clock = clock
         self._cache: dict[str, HoldStatus] = {}
@@ -50,7 +52,10 @@ class HoldHealth:
 
     def cached(self, hold_did: str) -> HoldStatus | None:
         hit = self._cache.get(hold_did)
-        return hit if hit is not None and self._clock() - hit.checked_at < self._ttl else None
+        if hit is None:
+            return None
+        ttl = self._ttl if hit.reachable else self._down_ttl
+        return hit if self._clock() - hit.checked_at < ttl else None
 
     async def status(self, hold_did: str) -> HoldStatus:
         hit = self.cached(hold_did)

@@ -1,44 +1,95 @@
-"""Limits and faults seen from outside: shared rate limits, Valkey dying and coming back."""
+"""Limits and faults seen from outside: shared rate limits (per address and per user), Valkey dying and
+coming back. More faults, under load, in tests/reliability/."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from atcr.valkey import EmbeddedValkey
-from tests.support.fixtures_stack import RegistryStack
+from tests.support.fixtures_stack import Pusher, RegistryStack
 from tests.support.stack import appview_env, free_port, network_env, start_service
 
 pytestmark = pytest.mark.e2e
 
 
-def test_rate_limit_shared_by_two_replicas(tmp_path: Path, registry_stack: RegistryStack) -> None:
+def _in_one_window(phase: Callable[[], list[int]]) -> list[int]:
+    """Run a phase inside one 60 s rate-limit window: if it straddled a boundary (the counters
+    restart there), run it again; the second run starts in a fresh window."""
+    for _ in range(2):
+        window = int(time.time() // 60)
+        statuses = phase()
+        if int(time.time() // 60) == window:
+            return statuses
+    raise AssertionError("rate-limit phase crossed two window boundaries")
+
+
+def test_rate_limit_shared_by_two_replicas(tmp_path: Path, registry_stack: RegistryStack, pusher: Pusher) -> None:
     own = EmbeddedValkey()  # its own counters: the session stack's traffic shares this address
     net = network_env(own.start(), registry_stack.network.plc_url, registry_stack.network.pds_url)
     replicas = []
+    base_url = ""
     try:
         for i in range(2):
             port = free_port()
-            env = {**net, **appview_env(tmp_path / f"r{i}", port, registry_stack.hold_did), "ATCR_RATE_LIMIT_ADDRESS": "30"}
-            # Both replicas share keys, as a deployment would.
+            env = {
+                **net, **appview_env(tmp_path / f"r{i}", port, registry_stack.hold_did),
+                "ATCR_RATE_LIMIT_ADDRESS": "30", "ATCR_RATE_LIMIT_USER": "20", "ATCR_TRUST_FORWARDED_FOR": "true",
+            }
+            # Both replicas share keys and their public name, as a deployment behind a balancer would.
+            base_url = base_url or env["ATCR_BASE_URL"]
+            env["ATCR_BASE_URL"] = base_url
             env["ATCR_AUTH_KEY_PATH"] = str(tmp_path / "token.pem")
             env["ATCR_SECRET_KEY_PATH"] = str(tmp_path / "secret.key")
             replicas.append(start_service(f"appview{i}", "appview", env, tmp_path / f"r{i}", f"http://127.0.0.1:{port}"))
-        statuses = []
-        for n in range(60):
-            r = httpx.get(f"{replicas[n % 2].url}/v2/x.test/app/tags/list", timeout=10)
-            statuses.append(r.status_code)
-            if r.status_code == 429:
-                assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
-                assert int(r.headers["Retry-After"]) >= 1
-            time.sleep(0.02)
+
+        def per_address() -> list[int]:
+            statuses = []
+            for n in range(60):
+                r = httpx.get(f"{replicas[n % 2].url}/v2/x.test/app/tags/list", timeout=10)
+                statuses.append(r.status_code)
+                if r.status_code == 429:
+                    assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+                    assert int(r.headers["Retry-After"]) >= 1
+                time.sleep(0.02)
+            return statuses
+
+        statuses = _in_one_window(per_address)
         allowed = sum(1 for s in statuses if s != 429)
         # 30 per minute across both replicas, with at most one sync interval of overshoot each.
         assert 30 <= allowed <= 40, statuses
         assert statuses[-1] == 429
+
+        # Per user: one signed-in user spread over 50 client addresses still gets 20 a minute.
+        name = f"{pusher.handle}/app"
+        r = httpx.get(f"{replicas[0].url}/auth/token", params={"scope": f"repository:{name}:pull"},
+                      auth=(pusher.handle, pusher.app_password), timeout=30)
+        assert r.status_code == 200, r.text
+        bearer = {"Authorization": f"Bearer {r.json()['token']}"}
+
+        def per_user() -> list[int]:
+            statuses = []
+            for n in range(50):
+                headers = {**bearer, "X-Forwarded-For": f"10.0.{n}.1"}
+                r = httpx.get(f"{replicas[n % 2].url}/v2/{name}/tags/list", headers=headers, timeout=10)
+                statuses.append(r.status_code)
+                if r.status_code == 429:
+                    assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+                    assert int(r.headers["Retry-After"]) >= 1
+                time.sleep(0.02)
+            return statuses
+
+        statuses = _in_one_window(per_user)
+        allowed = sum(1 for s in statuses if s != 429)
+        assert 20 <= allowed <= 30, statuses
+        assert statuses[-1] == 429
+        # Anonymous requests from one of those addresses are not held back by the user's limit.
+        r = httpx.get(f"{replicas[1].url}/v2/{name}/tags/list", headers={"X-Forwarded-For": "10.0.1.1"}, timeout=10)
+        assert r.status_code == 401
     finally:
         for r in replicas:
             r.stop()
@@ -58,11 +109,15 @@ def test_valkey_outage_fails_fast_and_recovers(tmp_path: Path, registry_stack: R
         bearer = {"Authorization": f"Bearer {token.json()['token']}"}
         valkey.stop()
         started = time.monotonic()
-        r = httpx.get(f"{app.url}/v2/x.test/app/tags/list", headers=bearer, timeout=30)
+        # What Valkey alone knows (the catalog) fails fast with 503 + Retry-After ...
+        r = httpx.get(f"{app.url}/v2/_catalog", headers=bearer, timeout=30)
         assert time.monotonic() - started < 10
         assert r.status_code == 503, r.text
         assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
         assert r.headers["Retry-After"]
+        # ... while reads the PLC and PDSes can answer still get their answer (tests/reliability).
+        r = httpx.get(f"{app.url}/v2/x.test/app/tags/list", headers=bearer, timeout=30)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN", r.text
         assert httpx.get(f"{app.url}/readyz", timeout=10).status_code == 503
         assert httpx.get(f"{app.url}/livez", timeout=10).status_code == 200
         assert "Traceback" not in app.logs()

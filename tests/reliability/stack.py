@@ -210,6 +210,9 @@ def reliability_stack(work: Path, network: TestNetwork, s3: S3Endpoint) -> Itera
             "VALKEY_URL": valkey_url,
             "ATCR_ALLOW_PRIVATE_NETWORKS": "true",
             "ATCR_LOG_LEVEL": "debug",  # the secrets-in-logs test reads these logs at their most verbose
+            # Slow clients are cut off after 3 s (production default: 10 s headers, 60 s body stalls).
+            "ATCR_SERVER_HEADER_TIMEOUT": "3",
+            "ATCR_SERVER_BODY_TIMEOUT": "3",
         }
         hold_env = {
             **common,

@@ -58,6 +58,7 @@ class Rule:
     delay: float = 0.0  # wait this long, then go on (forward, or answer `status`)
     lose_answer: bool = False  # forward, then answer 502 instead of the upstream's answer
     times: int | None = None  # fire at most this often
+    respond: Callable[[Req], tuple[int, dict[str, str], bytes]] | None = None  # answer computed per request
     hits: int = 0
 
 
@@ -220,6 +221,10 @@ class FaultProxy:
                 return
             if rule.delay:
                 await asyncio.sleep(rule.delay)
+            if rule.respond is not None:
+                status, headers, content = rule.respond(req)
+                await self._respond(send, status, content, headers, head=req.method == "HEAD")
+                return
             if rule.status is not None and not rule.lose_answer:
                 await self._respond(send, rule.status, rule.body, rule.headers, head=req.method == "HEAD")
                 return

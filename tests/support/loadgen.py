@@ -20,6 +20,7 @@ class Job:
     url: str  # http://host:port/path?query
     headers: tuple[tuple[str, str], ...] = ()
     method: str = "GET"
+    label: str = ""
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     headers: list[dict[str, str]] = field(default_factory=list)  # kept only when asked
+    # (started, finished, status or 0 for a transport error, job label), monotonic seconds
+    timeline: list[tuple[float, float, int, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -83,8 +86,14 @@ class _Conn:
         self.reader = self.writer = None
 
 
-async def run(jobs: list[Job], *, concurrency: int, timeout: float = 60.0, keep_headers: bool = False) -> Result:
-    """Send every job over `concurrency` keep-alive connections (one worker each)."""
+async def run(
+    jobs: list[Job], *, concurrency: int, timeout: float = 60.0, keep_headers: bool = False,
+    until: float | None = None,
+) -> Result:
+    """Send every job over `concurrency` keep-alive connections (one worker each).
+
+    With `until` (a `time.monotonic()` deadline) the jobs are sent round and round until then:
+    a load run of a fixed duration."""
     queue: asyncio.Queue[Job] = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
@@ -99,6 +108,10 @@ async def run(jobs: list[Job], *, concurrency: int, timeout: float = 60.0, keep_
                     job = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                if until is not None:
+                    if time.monotonic() >= until:
+                        return
+                    queue.put_nowait(job)
                 parts = urlsplit(job.url)
                 key = (parts.hostname or "127.0.0.1", parts.port or 80)
                 conn = conns.setdefault(key, _Conn(*key))
@@ -108,9 +121,12 @@ async def run(jobs: list[Job], *, concurrency: int, timeout: float = 60.0, keep_
                 except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
                     conn.close()
                     result.errors[type(exc).__name__] += 1
+                    result.timeline.append((t0, time.monotonic(), 0, job.label))
                     continue
-                result.latencies.append(time.monotonic() - t0)
+                t1 = time.monotonic()
+                result.latencies.append(t1 - t0)
                 result.statuses[status] += 1
+                result.timeline.append((t0, t1, status, job.label))
                 if keep_headers:
                     result.headers.append(headers)
         finally:

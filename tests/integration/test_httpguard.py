@@ -1,0 +1,102 @@
+"""The inbound limits of atcr/httpguard.py on a real uvicorn server (short limits, loopback)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from atcr import httpguard
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    before = httpguard.current()
+    httpguard.configure(httpguard.InboundLimits(header_timeout=0.5, body_timeout=0.5, max_header_bytes=8192))
+    port = free_port()
+    srv = _Server(uvicorn.Config(echo, host="127.0.0.1", port=port, http=httpguard.PROTOCOL, log_level="critical",
+                                 lifespan="off", interface="asgi3"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(5)
+        httpguard.configure(before)
+
+
+def exchange(port: int, data: bytes, *, trickle: list[bytes] | None = None, wait: float = 3.0) -> tuple[bytes, float]:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+            for piece in trickle or []:
+                time.sleep(0.2)
+                sock.sendall(piece)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                out += chunk
+                if b"\r\n\r\n" in out and (out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello")):
+                    break
+    return out, time.monotonic() - started
+
+
+def test_normal_requests_pass(server: int) -> None:
+    out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello") and took < 0.5
+
+
+def test_large_headers_get_431(server: int) -> None:
+    for request in (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 50_000 + b"\r\n\r\n",
+                    b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(3000)) + b"\r\n"):
+        out, _ = exchange(server, request)
+        assert out.startswith(b"HTTP/1.1 431"), out[:100]
+
+
+def test_idle_slow_headers_and_stalled_bodies_get_408(server: int) -> None:
+    out, took = exchange(server, b"")
+    assert out.startswith(b"HTTP/1.1 408") and 0.4 < took < 1.5
+    out, took = exchange(server, b"GET / HTTP/1.1\r\n", trickle=[b"X-A: 1\r\n"] * 10)
+    assert out.startswith(b"HTTP/1.1 408") and took < 1.5
+    out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
+    assert out.startswith(b"HTTP/1.1 408") and 0.4 < took < 1.5
+
+
+def test_a_slow_but_moving_body_is_not_cut(server: int) -> None:
+    out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nh",
+                         trickle=[b"e", b"l", b"l", b"o"])
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello") and took > 0.5

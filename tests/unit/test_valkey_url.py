@@ -1,0 +1,32 @@
+"""VALKEY_URL forms: plain URLs and Sentinel URLs (``valkey+sentinel://``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from atcr.config import NetworkSettings
+from atcr.errors import ConfigError
+from atcr.settings import load
+from atcr.valkey import SentinelUrl
+
+pytestmark = pytest.mark.unit
+
+
+def test_sentinel_url_parts() -> None:
+    spec = SentinelUrl.parse("valkey+sentinel://:s%40cret@10.0.0.1:26379,10.0.0.2,[::1]:26380/atcr-main/2")
+    assert spec.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("::1", 26380))
+    assert (spec.service, spec.db, spec.username, spec.password) == ("atcr-main", 2, None, "s@cret")
+    assert SentinelUrl.parse("redis+sentinel://s1:1/svc").sentinels == (("s1", 1),)
+
+
+@pytest.mark.parametrize("url", ["valkey+sentinel://s1:26379", "valkey+sentinel://s1:x/svc",
+                                 "valkey+sentinel://s1/svc/zero", "http://s1/svc"])
+def test_bad_sentinel_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        SentinelUrl.parse(url)
+
+
+def test_settings_accept_sentinel_urls() -> None:
+    assert load(NetworkSettings, {"VALKEY_URL": "valkey+sentinel://s1:26379/atcr"}).valkey_url
+    with pytest.raises(ConfigError):
+        load(NetworkSettings, {"VALKEY_URL": "valkey+sentinel://s1:26379"})
