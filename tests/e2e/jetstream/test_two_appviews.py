@@ -109,6 +109,12 @@ def _tags(url: str, name: str) -> list[str]:
     return sorted(r.json().get("tags") or [])
 
 
+def _page_shows(url: str, handle: str, repo: str, text: str) -> bool:
+    """B's server-rendered repository page (what a person sees) mentions `text`."""
+    r = httpx.get(f"{url}/r/{handle}/{repo}", timeout=10)
+    return r.status_code == 200 and f">{text}<" in r.text  # the tag as element text, not a substring
+
+
 def _within(seconds: float, check: Any) -> float:
     started = time.monotonic()
     while not check():
@@ -158,9 +164,11 @@ def test_push_through_a_appears_on_b_and_direct_pds_changes_arrive_by_the_consum
     asyncio.run(direct())
     took = _within(2.0, lambda: _tags(stack.b.url, name) == ["direct", "v1"])
     assert took < 2.0
+    assert _within(2.0, lambda: _page_shows(stack.b.url, account.handle, "web", "direct")) < 2.0
 
     asyncio.run(direct(delete=True))
     assert _within(2.0, lambda: _tags(stack.b.url, name) == ["v1"]) < 2.0
+    assert _within(2.0, lambda: not _page_shows(stack.b.url, account.handle, "web", "direct")) < 2.0
     # Nobody listed the PDS again in between: those two changes came through the consumer.
     assert model.hget(keys.sync(account.did), f"{keys.TAG}|at") == listed_at
     model.close()

@@ -139,8 +139,18 @@ def test_identities_in() -> None:
 
 
 def test_caller_commands_reads_proc() -> None:
-    commands = ch.caller_commands()
-    assert commands and any("pytest" in " ".join(c) or "python" in c[0] for c in commands)
+    """A child process sees this (pytest) process as its caller: the helper's view of docker."""
+    import json as _json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, atcr.credhelper as ch; print(json.dumps(ch.caller_commands()))"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    commands = _json.loads(out)
+    me = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert commands and commands[0][0] == me
 
 
 def device_server(script: list[tuple[int, dict[str, object]]], seen: list[httpx.Request]) -> httpx.Client:
