@@ -12,8 +12,6 @@ store is down would turn a cache outage into a full outage.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -22,6 +20,8 @@ from dataclasses import dataclass
 
 import valkey.asyncio as avalkey
 from valkey.exceptions import ValkeyError
+
+from atcr.periodic import Periodic
 
 log = logging.getLogger("appview.ratelimit")
 
@@ -41,7 +41,7 @@ class RateLimiter:
         self._interval = sync_interval
         self._unsynced: Counter[Key] = Counter()
         self._known: dict[Key, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(sync_interval, self.sync, name="rate-limit-sync")
         self._failing = False
 
     def hit(self, kind: str, identity: str, cost: int = 1) -> float | None:
@@ -71,20 +71,10 @@ class RateLimiter:
         return None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rate-limit-sync")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.sync()
+        await self._loop.stop()
 
     async def sync(self) -> None:
         now_windows = {kind: int(time.time() // lim.window) for kind, lim in self._limits.items()}

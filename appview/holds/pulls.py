@@ -16,12 +16,13 @@ retry and counts it once. Counts are exact, not at-least-once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from atcr.periodic import Periodic
 
 log = logging.getLogger("appview.pulls")
 
@@ -53,7 +54,7 @@ class PullCounter:
         self._interval = interval
         self._pending: Counter[Key] = Counter()
         self._retry: list[tuple[Key, int, str]] = []  # sent, outcome unknown: resent as they were
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self._interval, self.flush, name="pull-counter")
 
     def count(self, hold_did: str, owner_did: str, repository: str, digest: str) -> None:
         if len(self._pending) >= MAX_PENDING_KEYS and (hold_did, owner_did, repository, digest) not in self._pending:
@@ -61,21 +62,11 @@ class PullCounter:
         self._pending[(hold_did, owner_did, repository, digest)] += 1
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="pull-counter")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
 
     async def flush(self) -> None:
         if not self._pending and not self._retry:

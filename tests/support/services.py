@@ -33,6 +33,17 @@ class S3Endpoint:
     access_key: str = "testing"
     secret_key: str = "testing"
 
+    def hold_env(self, bucket: str) -> dict[str, str]:
+        """The hold's settings for this endpoint (what an operator sets for an S3-compatible store)."""
+        return {
+            "S3_BUCKET": bucket,
+            "S3_ENDPOINT": self.url,
+            "AWS_REGION": self.region,
+            "S3_FORCE_PATH_STYLE": "true",
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
 

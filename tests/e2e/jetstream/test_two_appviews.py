@@ -53,14 +53,7 @@ def stack(
     s3_endpoint.client().create_bucket(Bucket=bucket)
     net = network_env(valkey_url, pds_network.plc_url, pds_network.pds_url)
     hold_port, a_port, b_port, js_port = free_port(), free_port(), free_port(), free_port()
-    s3 = {
-        "S3_BUCKET": bucket,
-        "S3_ENDPOINT": s3_endpoint.url,
-        "AWS_REGION": s3_endpoint.region,
-        "S3_FORCE_PATH_STYLE": "true",
-        "AWS_ACCESS_KEY_ID": s3_endpoint.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_endpoint.secret_key,
-    }
+    s3 = s3_endpoint.hold_env(bucket)
     started: list[Service] = []
     with JetstreamServer([pds_network.pds_url]) as jetstream:
         try:
