@@ -7,6 +7,7 @@ that act for a user carry a service token minted by that user's PDS (`getService
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,16 @@ log = logging.getLogger("appview.holds")
 
 # Mints a service token for (user DID, hold DID, lxm); None when the user has no session.
 TokenMinter = Callable[[str, str, str], Awaitable[str | None]]
+
+
+# Methods called in sequence during one upload: their next token is minted ahead.
+PREFETCHED_METHODS = frozenset({"io.atcr.hold.uploadPart"})
+
+
+def _consume_exception(task: asyncio.Task[str | None]) -> None:
+    """A token minted ahead may fail unseen; its failure is retried when it is needed."""
+    if not task.cancelled():
+        task.exception()
 
 
 class HoldError(AtcrError):
@@ -63,6 +74,7 @@ class HoldClient:
         self._timeout = timeout
         self._upload_timeout = upload_timeout
         self._endpoints: dict[str, tuple[float, str]] = {}
+        self._ahead: dict[tuple[str, str, str], tuple[float, asyncio.Task[str | None]]] = {}
 
     async def endpoint(self, hold_did: str) -> str:
         hit = self._endpoints.get(hold_did)
@@ -85,12 +97,45 @@ class HoldClient:
         self._endpoints[hold_did] = (time.monotonic() + 300, url.rstrip("/"))
         return url.rstrip("/")
 
+    async def _next_token(self, user_did: str, hold_did: str, lxm: str) -> str | None:
+        """Mint a token, using one minted ahead for sequential calls such as upload parts.
+
+        An upload sends part after part to the same hold; minting the next part's token while
+        the current part is in flight takes a PDS round trip off every part. Each token is
+        still used once; one minted ahead and never used simply expires unseen.
+        """
+        assert self._mint is not None
+        key = (user_did, hold_did, lxm)
+        ahead = self._ahead.pop(key, None)
+        token: str | None = None
+        if ahead is not None:
+            fresh_until, task = ahead
+            if fresh_until > time.monotonic():
+                try:
+                    token = await task
+                except (NetworkError, XrpcError):
+                    token = None  # mint again below, and let that failure speak
+            else:
+                task.cancel()
+        if token is None:
+            token = await self._mint(user_did, hold_did, lxm)
+        if lxm in PREFETCHED_METHODS and len(self._ahead) < 10_000:
+            mint = self._mint
+
+            async def ahead_of_time() -> str | None:
+                return await mint(user_did, hold_did, lxm)
+
+            task = asyncio.create_task(ahead_of_time())
+            task.add_done_callback(_consume_exception)
+            self._ahead[key] = (time.monotonic() + 30.0, task)
+        return token
+
     async def _token(self, user_did: str | None, hold_did: str, lxm: str) -> dict[str, str]:
         """A fresh service token per call: holds refuse a replayed `jti`, so tokens are single-use."""
         if user_did is None or self._mint is None:
             return {}
         try:
-            token = await self._mint(user_did, hold_did, lxm)
+            token = await self._next_token(user_did, hold_did, lxm)
         except NetworkError as exc:
             raise HoldUnavailable(503, "PdsUnavailable", f"your PDS is unreachable (service token): {exc}") from None
         except XrpcError as exc:
