@@ -229,8 +229,12 @@ def test_invalid_keys_are_refused(key: str) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(key_sets, st.lists(st.sampled_from(POOL), unique=True, min_size=1, max_size=8), st.randoms())
-def test_covering_proofs_are_enough_to_invert_a_commit(base: list[str], touched: list[str], rng: random.Random) -> None:
+@given(
+    key_sets,
+    st.lists(st.sampled_from(POOL), unique=True, min_size=1, max_size=8),
+    st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_covering_proofs_are_enough_to_invert_a_commit(base: list[str], touched: list[str], deletes: list[bool]) -> None:
     """What a sync-v1.1 consumer does: from the event's blocks alone, undo the ops and get
     back to the previous root (`prevData`)."""
     blocks: dict[Cid, bytes] = {}
@@ -240,9 +244,9 @@ def test_covering_proofs_are_enough_to_invert_a_commit(base: list[str], touched:
     blocks.update(new)
     tree = MST.load(store, prev_root)
     ops: list[tuple[str, str, Cid | None]] = []  # (action, key, previous value)
-    for key in touched:
+    for i, key in enumerate(touched):
         current = tree.get(key)
-        action = rng.choice(["delete", "update"]) if current is not None else "create"
+        action = ("delete" if deletes[i] else "update") if current is not None else "create"
         tree = tree.delete(key) if action == "delete" else tree.put(key, Cid.for_block(f"v2:{key}".encode()))
         ops.append((action, key, current))
     root, node_blocks = tree.finalize()
