@@ -129,7 +129,7 @@ async def test_pds_down_serves_cache_and_fails_fast_for_new_names(
         assert (await loader.identity(pds_account.handle)).did == ident.did
         assert await loader.tags(ident.did, "web") == {"latest": digest}
         assert (await loader.manifest(ident.did, "web", digest)).raw == raw  # type: ignore[union-attr]
-        assert time.monotonic() - started < 0.25, "a cached answer must not wait for the upstream"
+        assert time.monotonic() - started < 0.75, "a cached answer must not wait for the upstream (1 s timeout)"
         await asyncio.sleep(0.05)
 
     started = time.monotonic()
@@ -139,7 +139,7 @@ async def test_pds_down_serves_cache_and_fails_fast_for_new_names(
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable):
         await loader.identity("never-seen-1.test")
-    assert time.monotonic() - started < 0.2, "a recent failure answers at once"
+    assert time.monotonic() - started < 0.5, "a recent failure answers at once (no 1 s upstream wait)"
 
     await proxy.stop()  # now the port refuses connections
     started = time.monotonic()
