@@ -15,6 +15,7 @@ is interrupted (restart, crash) resumes where it stopped instead of starting ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -248,11 +249,10 @@ class Backfill:
                 users.setdefault(did, _Target(did, only_if_present=True))
         holds = set(await self.holds.all())
         if self.hold_collections and not unfiltered:
-            try:
+            # A relay without listReposByCollection cannot name holds; the known ones still count.
+            with contextlib.suppress(_Unsupported):
                 async for did in self._repos_with(keys.CAPTAIN):
                     holds.add(did)
-            except _Unsupported:
-                pass
         out = [t for d, t in sorted(users.items()) if d not in holds]
         out += [_Target(d, hold=True) for d in sorted(holds)]
         return out

@@ -12,6 +12,7 @@ instead of this process buffering without limit.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -111,7 +112,7 @@ PositionLoader = Callable[[], Awaitable[int | None]]
 MalformedHook = Callable[[str, MalformedEvent], None]
 
 
-class Source:
+class Source(abc.ABC):
     """The reconnect loop shared by both kinds of source."""
 
     kind = "source"
@@ -144,16 +145,17 @@ class Source:
 
     # -- to be provided by each kind --------------------------------------------------------
 
+    @abc.abstractmethod
     def connect_url(self, base: str, position: int | None) -> str:
-        raise NotImplementedError
+        """The URL to open for `base`, resuming at `position`."""
 
-    async def on_open(self, ws: ClientConnection) -> None:
+    async def on_open(self, ws: ClientConnection) -> None:  # noqa: B027 - optional hook, not abstract
         """Called once the stream is open (Jetstream sends its hello here)."""
 
+    @abc.abstractmethod
     async def read(self, ws: ClientConnection, out: asyncio.Queue[Delivery], seen: int | None) -> None:
         """Read until the stream ends. `seen` is the newest position an event vouched for
         before this connection (None on a first start): what a gap is measured from."""
-        raise NotImplementedError
 
     max_size: int = 1024 * 1024
 

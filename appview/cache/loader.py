@@ -29,6 +29,7 @@ search, stars) have no upstream and still fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -607,13 +608,13 @@ class Loader:
         for entry in found:
             item = entry
             if entry.artifact_type in (None, EMPTY_CONFIG) and "artifactType" not in entry.record:
-                try:
+                # Records from older writers lack artifactType; the manifest bytes may say it.
+                # Without them the referrer is still listed, with its config media type.
+                with contextlib.suppress(errors.AtcrError, ValueError):
                     full = await self._with_bytes(entry)
                     declared = json.loads(full.raw).get("artifactType")
                     if isinstance(declared, str) and declared:
                         item = replace(entry, artifact_type=declared)
-                except (errors.AtcrError, ValueError):
-                    pass
             out.append(item)
         return out
 

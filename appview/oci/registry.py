@@ -9,6 +9,7 @@ go to the user's hold and are served from it by redirect; they never rest in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -443,12 +444,12 @@ class Registry:
         holds: list[str] = []
         if prefer:
             holds.append(prefer)
-        try:
+        # The repository's other holds are a fallback; if its PDS is unreachable, the preferred
+        # and default holds are still worth asking.
+        with contextlib.suppress(NetworkError):
             for entry in await self.model.manifests(ref.did, ref.repository):
                 if entry.hold_did and entry.hold_did not in holds:
                     holds.append(entry.hold_did)
-        except NetworkError:
-            pass
         if self.default_hold_did not in holds:
             holds.append(self.default_hold_did)
         return holds

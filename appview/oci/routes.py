@@ -22,6 +22,7 @@ from valkey.exceptions import ValkeyError
 
 from appview.auth.tokens import TokenClaims, TokenService
 from appview.errors import (
+    BlobUnknown,
     BlobUploadInvalid,
     Denied,
     NameInvalid,
@@ -332,8 +333,6 @@ class OciApi:
         if head:
             size = await self.registry.blob_size(repo, digest, user_did=claims.subject or None)
             if size is None:
-                from appview.errors import BlobUnknown
-
                 raise BlobUnknown(detail={"digest": digest})
             headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
                        "Accept-Ranges": "bytes"}
