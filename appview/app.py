@@ -146,6 +146,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pulls.start()
         limiter.start()
+        loader.start()
         try:
             yield
         finally:

@@ -60,6 +60,12 @@ class AppViewSettings(NetworkSettings):
     cache_upstream_timeout: float = setting(
         5.0, "ATCR_CACHE_UPSTREAM_TIMEOUT", "seconds a cache miss waits on a PDS before failing fast"
     )
+    cache_near_ttl: float = setting(
+        2.0,
+        "ATCR_CACHE_NEAR_TTL",
+        "seconds a process keeps hot answers (identity, tag, manifest) in memory; Valkey's invalidation "
+        "messages drop them on any change (0: off)",
+    )
     # --- sign-in (docs/auth.md) ---
     oauth_client: str = setting(
         "auto",
@@ -106,6 +112,8 @@ class AppViewSettings(NetworkSettings):
             ("ATCR_CACHE_UPSTREAM_TIMEOUT", self.cache_upstream_timeout),
         ):
             check_positive(env, value)
+        if not 0 <= self.cache_near_ttl <= 60:
+            raise ConfigError(f"ATCR_CACHE_NEAR_TTL={self.cache_near_ttl:g}: must be 0-60 seconds")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"ATCR_WORKERS={self.workers}: must be 1-64")
         if self.oauth_client not in ("auto", "confidential", "loopback"):

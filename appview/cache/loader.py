@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -63,6 +63,7 @@ from atcr.syntax import is_did, is_handle
 from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
 
+from .near import MISS, NearCache
 from .singleflight import SingleFlight
 
 log = logging.getLogger("appview.cache")
@@ -94,6 +95,7 @@ class LoaderConfig:
     max_pages: int = 100
     direct_ttl: float = 5.0
     valkey_retry: float = 2.0
+    near_ttl: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: object) -> LoaderConfig:
@@ -144,6 +146,39 @@ def _or_direct(direct: str) -> Callable[[Method[P, T]], Method[P, T]]:
     return wrap
 
 
+def _near(
+    where: Callable[..., tuple[str, Hashable]], size: Callable[[Any], int] = lambda _: 256
+) -> Callable[[Method[P, T]], Method[P, T]]:
+    """Answer from the process's near cache (appview/cache/near.py) when it has the answer.
+
+    `where` maps the call's arguments to (scope, key); found answers (never None, never an
+    error) are kept, stamped before the read so that a write landing during it wins.
+    """
+
+    def wrap(method: Method[P, T]) -> Method[P, T]:
+        async def run(self: Loader, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            near = self.near
+            if near is None or not near.ready:
+                return await method(self, *args, **kwargs)
+            try:
+                scope, key = where(*args, **kwargs)
+            except errors.AtcrError:
+                return await method(self, *args, **kwargs)
+            hit = near.get(scope, key)
+            if hit is not MISS:
+                return hit  # type: ignore[no-any-return]
+            stamp = near.stamp(scope)
+            value = await method(self, *args, **kwargs)
+            if value is not None:
+                near.put(scope, key, value, stamp, size(value))
+            return value
+
+        run.__name__, run.__qualname__, run.__doc__ = method.__name__, method.__qualname__, method.__doc__
+        return run
+
+    return wrap
+
+
 class Loader:
     """Read-model reads with cache-miss loading, single-flight, negative caching and SWR."""
 
@@ -172,9 +207,19 @@ class Loader:
         self._valkey_down_until = 0.0
         self._direct_cache: TtlCache[tuple[str, ...], tuple[Any]] = TtlCache(self.config.direct_ttl, 10_000)
         self._direct_flights: dict[tuple[str, ...], asyncio.Future[Any]] = {}
+        self.near: NearCache | None = (
+            NearCache(valkey, ttl=self.config.near_ttl) if self.config.near_ttl > 0 else None
+        )
+
+    def start(self) -> None:
+        """Start following Valkey's invalidations; until then the near cache stays off."""
+        if self.near is not None:
+            self.near.start()
 
     async def aclose(self) -> None:
         """Cancel background refreshes (at shutdown)."""
+        if self.near is not None:
+            await self.near.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -288,6 +333,7 @@ class Loader:
         return (json.loads(raw) if raw else None), (neg.decode() if neg else None)
 
     @_or_direct("_direct_identity")
+    @_near(lambda identifier: ("id:" + Loader._normalize_identifier(identifier), "identity"))
     async def identity(self, identifier: str) -> Identity:
         """Handle or DID -> verified identity. Unknown names are remembered for ``negative_ttl``."""
         ident = self._normalize_identifier(identifier)
@@ -490,6 +536,7 @@ class Loader:
         return {t: e.digest for t, e in (await self.tag_entries(did, repository)).items()}
 
     @_or_direct("_direct_tag")
+    @_near(lambda did, repository, tag: (did, ("tag", repository, tag)))
     async def tag(self, did: str, repository: str, tag: str) -> TagEntry | None:
         entries, at = await read.read_tags(self._v, did, repository)
         state = self._state(at)
@@ -519,6 +566,7 @@ class Loader:
     # -- manifests ---------------------------------------------------------------------------
 
     @_or_direct("_direct_manifest")
+    @_near(lambda did, repository, digest: (did, ("manifest", repository, digest)), lambda e: len(e.raw) + 512)
     async def manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None:
         """The manifest with its exact bytes, or None when the repository has no such manifest.
 
@@ -1014,8 +1062,12 @@ class Loader:
             retention=self.config.retention,
             bytes_ttl=self.config.bytes_ttl,
         )
+        if self.near is not None:
+            self.near.invalidate(did)
 
     async def deleted_record(self, did: str, collection: str, rkey: str, *, rev: str | None = None) -> None:
         await rm_apply.apply_record(
             self._v, did, collection, rkey, None, cid=None, rev=rev, retention=self.config.retention
         )
+        if self.near is not None:
+            self.near.invalidate(did)

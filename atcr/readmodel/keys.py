@@ -87,6 +87,21 @@ def negative_identity(ident: str) -> str:
     return f"{PREFIX}neg:id:{ident}"
 
 
+TRACKED_PREFIXES: Final = (f"{PREFIX}{{", f"{PREFIX}id:", f"{PREFIX}neg:id:")
+"""Key prefixes whose changes the AppView's near cache must hear of (appview/cache/near.py)."""
+
+
+def scope_of_key(key: str) -> str | None:
+    """The near-cache scope a changed key belongs to: its DID, or ``id:<identifier>``."""
+    if key.startswith(f"{PREFIX}{{"):
+        did, sep, _ = key[len(PREFIX) + 1 :].partition("}")
+        return did if sep else None
+    for prefix in (f"{PREFIX}id:", f"{PREFIX}neg:id:"):
+        if key.startswith(prefix):
+            return "id:" + key[len(prefix) :]
+    return None
+
+
 # --- per DID (hash-tagged) --------------------------------------------------------------------
 
 

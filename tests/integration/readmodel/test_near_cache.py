@@ -1,0 +1,146 @@
+"""The near cache against a real Valkey: other replicas' writes, flushes and lost connections.
+
+Each loader here stands for one AppView process. Their near caches keep answers for 30 s, far
+longer than any assertion waits, so an answer that changes in time can only have changed
+because Valkey's invalidation message reached the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from appview.cache import Loader
+from atcr.http import SafeHttpClient
+from atcr.readmodel import keys
+from atcr.xrpc import BearerAuth, XrpcClient
+from tests.integration.readmodel.conftest import manifest_bytes, now, push
+from tests.support.counting_proxy import CountingProxy
+from tests.support.pdsnet import Account
+
+pytestmark = pytest.mark.integration
+
+LONG = 30.0
+
+
+async def started(make_loader: Callable[..., Loader]) -> Loader:
+    loader = make_loader(near_ttl=LONG)
+    loader.start()
+    assert loader.near is not None
+    assert await loader.near.wait_ready(5), "the near cache never subscribed to invalidations"
+    return loader
+
+
+async def retag(http: SafeHttpClient, acct: Account, writer: Loader, repository: str, tag: str, digest: str) -> None:
+    """Move a tag in the PDS and write it through one replica, as a push through it would."""
+    client = XrpcClient(http, acct.pds_url, BearerAuth(acct.access_jwt))
+    rkey = keys.tag_rkey(repository, tag)
+    record = {
+        "repository": repository,
+        "tag": tag,
+        "manifest": f"at://{acct.did}/{keys.MANIFEST}/{digest[7:]}",
+        "createdAt": now(),
+    }
+    out = await client.put_record(acct.did, keys.TAG, rkey, record)
+    await writer.wrote_record(acct.did, keys.TAG, rkey, record, cid=out["cid"], rev=out.get("commit", {}).get("rev"))
+
+
+async def digest_of(loader: Loader, did: str, repository: str, tag: str) -> str | None:
+    entry = await loader.tag(did, repository, tag)
+    return entry.digest if entry else None
+
+
+async def until(loader: Loader, did: str, repository: str, tag: str, want: str | None, within: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if await digest_of(loader, did, repository, tag) == want:
+            return time.monotonic() - start
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{tag} still not {want} after {within}s")
+
+
+async def test_a_tag_moved_by_another_replica_is_seen_at_once(
+    valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
+) -> None:
+    did = pds_account.did
+    first = await push(http, pds_account, "near", "v1", manifest_bytes())
+    second = await push(http, pds_account, "near", None, manifest_bytes())
+    a, b = await started(make_loader), await started(make_loader)
+
+    assert await digest_of(a, did, "near", "v1") == first
+    proxy.reset()
+    for _ in range(50):  # served from a's memory: no PDS call, and the same answer
+        assert await digest_of(a, did, "near", "v1") == first
+    assert sum(proxy.calls.values()) == 0
+
+    await retag(http, pds_account, b, "near", "v1", second)
+    took = await until(a, did, "near", "v1", second, within=2.0)
+    assert took < 0.5, f"replica a took {took:.3f}s to see the new tag"
+    # The writing replica reads its own write with no wait at all.
+    assert await digest_of(b, did, "near", "v1") == second
+    await retag(http, pds_account, b, "near", "v1", first)
+    assert await digest_of(b, did, "near", "v1") == first
+
+
+async def test_manifest_bytes_and_identity_come_from_memory_until_changed(
+    valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
+) -> None:
+    raw = manifest_bytes()
+    digest = await push(http, pds_account, "near-m", "v1", raw)
+    a = await started(make_loader)
+    ident = await a.identity(pds_account.handle)
+    entry = await a.manifest(pds_account.did, "near-m", digest)
+    assert entry is not None and entry.raw == raw
+    assert (await a.identity(pds_account.handle.upper())).did == ident.did  # same scope, case-folded
+
+    await valkey.delete(keys.identity(pds_account.handle.lower()))
+    await asyncio.sleep(0.2)  # the invalidation arrives; the next read goes back to Valkey/PLC
+    proxy.reset()
+    assert (await a.identity(pds_account.handle)).did == ident.did
+    assert proxy.count("com.atproto.identity.resolveHandle") == 1
+    again = await a.manifest(pds_account.did, "near-m", digest)
+    assert again is not None and again.raw == raw
+
+
+async def test_a_flush_empties_every_process_cache(
+    valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader]
+) -> None:
+    did = pds_account.did
+    first = await push(http, pds_account, "near-f", "v1", manifest_bytes())
+    second = await push(http, pds_account, "near-f", None, manifest_bytes())
+    a = await started(make_loader)
+    assert await digest_of(a, did, "near-f", "v1") == first
+
+    # The tag moves in the PDS only (no write-through, no Jetstream); an operator flushes Valkey.
+    client = XrpcClient(http, pds_account.pds_url, BearerAuth(pds_account.access_jwt))
+    rkey = keys.tag_rkey("near-f", "v1")
+    record = {"repository": "near-f", "tag": "v1", "manifest": f"at://{did}/{keys.MANIFEST}/{second[7:]}",
+              "createdAt": now()}
+    await client.put_record(did, keys.TAG, rkey, record)
+    await valkey.flushdb()
+    await until(a, did, "near-f", "v1", second, within=2.0)
+
+
+async def test_a_lost_invalidation_connection_drops_what_it_might_have_missed(
+    valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader]
+) -> None:
+    did = pds_account.did
+    first = await push(http, pds_account, "near-k", "v1", manifest_bytes())
+    second = await push(http, pds_account, "near-k", None, manifest_bytes())
+    a, b = await started(make_loader), await started(make_loader)
+    assert a.near is not None
+    assert await digest_of(a, did, "near-k", "v1") == first
+    before = a.near.connections
+
+    # Replica a's invalidation connection dies; the write's message goes nowhere.
+    await valkey.execute_command("CLIENT", "KILL", "ID", str(a.near.client_id))
+    await retag(http, pds_account, b, "near-k", "v1", second)
+    deadline = time.monotonic() + 5
+    while a.near.connections == before and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert a.near.connections > before, "the near cache did not reconnect"
+    assert await digest_of(a, did, "near-k", "v1") == second
