@@ -33,6 +33,12 @@ class RangeInvalid(BlobUploadInvalid):
     status, default_message = 416, "requested range not satisfiable"
 
 
+class RangeNotSatisfiable(RegistryError):
+    """A blob GET's Range the blob cannot satisfy (distribution's code; the OCI spec names none)."""
+
+    code, status, default_message = "RANGE_INVALID", 416, "requested range not satisfiable"
+
+
 class BlobUploadUnknown(RegistryError):
     code, status, default_message = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"
 

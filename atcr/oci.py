@@ -25,6 +25,14 @@ IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
 
+NON_DISTRIBUTABLE_LAYERS = frozenset({
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+})
+"""Layers that by design live outside registries (Windows base layers): fetched from `urls`."""
+
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 IMAGE_CONFIGS = frozenset(
     {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
@@ -96,8 +104,12 @@ class Manifest:
         return self.media_type in INDEX_TYPES
 
     def blob_references(self) -> list[Descriptor]:
-        """Blobs that must exist before the manifest is accepted (config and layers)."""
-        refs = list(self.layers)
+        """Blobs that must exist before the manifest is accepted (config and layers).
+
+        A non-distributable layer that says where to fetch it (`urls`) is not one of them:
+        clients never push it, and distribution accepts such manifests without it.
+        """
+        refs = [d for d in self.layers if not (d.media_type in NON_DISTRIBUTABLE_LAYERS and d.urls)]
         if self.config is not None:
             refs.insert(0, self.config)
         return refs

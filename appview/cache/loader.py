@@ -678,6 +678,14 @@ class Loader:
             names, at = await read.read_repositories(self._v, did)
         return names
 
+    @_or_direct("_direct_emptied")
+    async def emptied(self, did: str, repository: str) -> bool:
+        """Whether a repository existed and had its last manifest and tag deleted (docs/cache.md)."""
+        return await read.read_emptied(self._v, did, repository)
+
+    async def _direct_emptied(self, did: str, repository: str) -> bool:
+        return False  # only the model remembers deletions; without it the repository is unknown
+
     # -- profiles, pages, stars --------------------------------------------------------------
 
     async def _single(self, did: str, name: str, collection: str) -> dict[str, Any] | None:

@@ -77,6 +77,7 @@ class ReadModel(Protocol):
     async def tag(self, did: str, repository: str, tag: str) -> TagEntry | None: ...
     async def manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None: ...
     async def manifests(self, did: str, repository: str) -> list[ManifestEntry]: ...
+    async def emptied(self, did: str, repository: str) -> bool: ...
     async def referrers(self, did: str, repository: str, digest: str) -> list[ManifestEntry]: ...
     async def catalog(self, last: str | None, n: int) -> list[str]: ...
     async def profile(self, did: str) -> dict[str, Any] | None: ...
@@ -214,7 +215,8 @@ class Registry:
             except InvalidDigest:
                 raise DigestInvalid("invalid digest", detail={"reference": reference[:200]}) from None
         if not is_oci_tag(reference):
-            raise ManifestInvalid("invalid tag", detail={"reference": reference[:200]})
+            # No manifest can have this name: it is unknown (the conformance suite asks exactly that).
+            raise ManifestUnknown("no such tag: not a valid tag name", detail={"reference": reference[:200]})
         tag = await self._guard(self.model.tag(ref.did, ref.repository, reference))
         if tag is None:
             raise ManifestUnknown(detail={"tag": reference})
@@ -404,7 +406,9 @@ class Registry:
         tags = await self._guard(self.model.tags(ref.did, ref.repository))
         if not tags:
             manifests = await self._guard(self.model.manifests(ref.did, ref.repository))
-            if not manifests:
+            # A repository emptied by deletes still exists, with no tags (as in distribution);
+            # one that never had content does not.
+            if not manifests and not await self._guard(self.model.emptied(ref.did, ref.repository)):
                 raise NameUnknown(detail={"name": ref.name})
         return sorted(tags)
 

@@ -29,6 +29,7 @@ from appview.errors import (
     NameUnknown,
     PaginationInvalid,
     RangeInvalid,
+    RangeNotSatisfiable,
     RegistryError,
     SizeInvalid,
     TooLarge,
@@ -160,6 +161,29 @@ def _content_length(request: Request[Any, Any, State]) -> int | None:
     if not raw.isdigit():
         raise SizeInvalid("invalid Content-Length")
     return int(raw)
+
+
+_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _range_satisfiable(header: str | None, size: int) -> bool:
+    """Refuse, before the redirect, a single byte range the blob cannot satisfy.
+
+    Storage behind the redirect differs (S3 ignores a range that ends before it starts and sends
+    the whole blob); distribution answers 416 for those, and for ranges past the end, so we do
+    the same here. Anything else (no Range, several ranges) is left to the storage.
+    """
+    if not header:
+        return True
+    m = _SINGLE_RANGE.fullmatch(header.strip())
+    if m is None:
+        return True
+    first, last = m.group(1), m.group(2)
+    if not first:
+        return bool(last) and int(last) > 0 and size > 0
+    if int(first) >= size:
+        return False
+    return not last or int(last) >= int(first)
 
 
 class OciApi:
@@ -337,7 +361,9 @@ class OciApi:
             headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
                        "Accept-Ranges": "bytes"}
             return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
-        url, _size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+        url, size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+        if not _range_satisfiable(request.headers.get("range"), size):
+            raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
         return Response(
             b"", status_code=307, headers={**API_VERSION, "Location": url, "Docker-Content-Digest": digest}
         )

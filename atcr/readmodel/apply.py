@@ -101,6 +101,8 @@ end
 local function repo_gone(repo)
   if redis.call('EXISTS', pfx .. 'm:' .. repo) == 0 and redis.call('EXISTS', pfx .. 't:' .. repo) == 0 then
     redis.call('ZREM', pfx .. 'repos', repo)
+    redis.call('SADD', pfx .. 'emptied', repo)
+    expire(pfx .. 'emptied')
     return 1
   end
   return 0

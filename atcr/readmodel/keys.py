@@ -131,6 +131,11 @@ def referrers(did: str, repository: str, subject: str) -> str:
     return f"{did_prefix(did)}ref:{repository}@{subject}"
 
 
+def emptied(did: str) -> str:
+    """Repositories whose last manifest and tag were deleted: they list no tags rather than not existing."""
+    return f"{did_prefix(did)}emptied"
+
+
 def tags(did: str, repository: str) -> str:
     return f"{did_prefix(did)}t:{repository}"
 

@@ -146,6 +146,10 @@ async def read_referrers(v: avalkey.Valkey, did: str, repository: str, subject: 
     return [e for e in out if e.subject_digest == subject]
 
 
+async def read_emptied(v: avalkey.Valkey, did: str, repository: str) -> bool:
+    return bool(await done(v.sismember(keys.emptied(did), repository)))
+
+
 async def read_repositories(v: avalkey.Valkey, did: str) -> tuple[list[str], int | None]:
     pipe = v.pipeline(transaction=False)
     pipe.zrange(keys.repositories(did), 0, -1)
