@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -372,13 +372,35 @@ class Repo:
             rev = self._clock.next()
             now = _now_iso(self._now())
             seq = self._last_seq + 1
-            result = await self._store.write(
-                lambda conn: self._write_txn(conn, head, prepared, rev=rev, seq=seq, now=now)
+            result = await self._committed(
+                self._store.write(lambda conn: self._write_txn(conn, head, prepared, rev=rev, seq=seq, now=now))
             )
-            self._apply_result(result)
         async with self._cond:
             self._cond.notify_all()
         return result.info
+
+    async def _committed(self, write: Coroutine[Any, Any, _TxnResult]) -> _TxnResult:
+        """Run a commit and take its result into memory, even if the caller is cancelled.
+
+        The transaction runs in the writer thread and commits whatever happens to the awaiting
+        task; if a cancellation skipped `_apply_result`, the in-memory head would fall behind the
+        database and every later write would fail. So a cancelled caller still waits (holding
+        the repo lock) for the commit, applies it, and only then sees its CancelledError.
+        """
+        task = asyncio.ensure_future(write)
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.wait({task})  # a cancelled caller raises here; the write goes on
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            if not task.cancelled() and task.exception() is None:
+                self._apply_result(task.result())
+            raise asyncio.CancelledError()
+        result = task.result()  # the write's own error, if any
+        self._apply_result(result)
+        return result
 
     def _apply_result(self, result: _TxnResult) -> None:
         self._head = result.head

@@ -224,6 +224,33 @@ async def test_concurrent_writers_are_serialized(repo: Repo) -> None:
     assert len((await repo.list_records(LAYER, limit=100)).records) == 30
 
 
+async def test_writers_cancelled_mid_commit_leave_memory_and_disk_in_step(
+    repo: Repo, repo_path: Path, signer: EcKeySigner
+) -> None:
+    """A caller that gives up (client gone, timeout) must not leave the head behind the database."""
+
+    async def write(i: int) -> None:
+        await repo.apply_writes([Create(LAYER, None, layer_record(i))])
+
+    tasks = [asyncio.ensure_future(write(i)) for i in range(60)]
+    for n, task in enumerate(tasks):  # cancel while commits are under way, at staggered moments
+        await asyncio.sleep(0.0005 * (n % 4))
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert any(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+    after = await repo.apply_writes([Create(LAYER, None, layer_record(999))])  # still writable
+    listed = (await repo.list_records(LAYER, limit=100)).records
+    assert after.seq == 3 + len(listed)  # one commit event per surviving write, none lost or doubled
+    head = repo.latest_commit()
+    await repo.close()
+    reopened = await Repo.open(repo_path, HOLD_DID, signer)
+    try:
+        assert reopened.latest_commit() == head
+    finally:
+        await reopened.close()
+
+
 # --- durability and atomicity ----------------------------------------------------------------------
 
 
