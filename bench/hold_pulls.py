@@ -29,18 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
 import json
 import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -55,9 +52,10 @@ sys.path.insert(0, str(ROOT))
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from atcr.readmodel.keys import stats_rkey  # noqa: E402
-from atcr.serviceauth import mint_service_token, multikey_of  # noqa: E402
+from atcr.serviceauth import mint_service_token  # noqa: E402
 from atcr.settings import load  # noqa: E402
 from atcr.valkey import EmbeddedValkey  # noqa: E402
+from bench._common import DidWeb, free_port, wait_http  # noqa: E402
 from hold.app import create_app  # noqa: E402
 from hold.settings import HoldSettings  # noqa: E402
 
@@ -71,55 +69,6 @@ MARK_START = "<!-- hold-pulls-bench:start -->"
 MARK_END = "<!-- hold-pulls-bench:end -->"
 OWNER = "did:plc:benchownerbenchowner0000"
 NOTIFY = "io.atcr.hold.notifyManifest"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-class DidWeb:
-    """Serves the AppView's did:web document on loopback."""
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
-        port = free_port()
-        self.did = f"did:web:127.0.0.1%3A{port}"
-        doc = json.dumps(
-            {
-                "id": self.did,
-                "verificationMethod": [
-                    {"id": f"{self.did}#atproto", "type": "Multikey", "controller": self.did,
-                     "publicKeyMultibase": multikey_of(key)}
-                ],
-            }
-        ).encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(doc)))
-                self.end_headers()
-                self.wfile.write(doc)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def timed(app: ASGIApp, samples: list[float]) -> ASGIApp:
@@ -183,7 +132,7 @@ def hold_server(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/readyz")
+        wait_http(f"{url}/readyz", ok_below=201)
         yield url
     finally:
         proc.terminate()

@@ -27,18 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import http.server
-import json
 import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,31 +49,14 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
-from atcr.serviceauth import mint_service_token, multikey_of  # noqa: E402
+from atcr.serviceauth import mint_service_token  # noqa: E402
 from atcr.valkey import EmbeddedValkey  # noqa: E402
+from bench._common import DidWeb, free_port, wait_http  # noqa: E402
 
 MiB = 1024 * 1024
 MARK_START = "<!-- hold-bench:start -->"
 MARK_END = "<!-- hold-bench:end -->"
 AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 @contextmanager
@@ -93,39 +72,6 @@ def process(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> I
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-class DidWeb:
-    """Serves one did:web document (the benchmark user) on loopback."""
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
-        port = free_port()
-        self.did = f"did:web:127.0.0.1%3A{port}"
-        doc = json.dumps(
-            {
-                "id": self.did,
-                "verificationMethod": [
-                    {"id": f"{self.did}#atproto", "type": "Multikey", "controller": self.did,
-                     "publicKeyMultibase": multikey_of(key)}
-                ],
-                "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
-                             "serviceEndpoint": f"http://127.0.0.1:{port}"}],
-            }
-        ).encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(doc)))
-                self.end_headers()
-                self.wfile.write(doc)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 class Bench:
@@ -250,7 +196,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     part = args.part_mib * MiB
     mb = len(data) / 1e6
     key = ec.generate_private_key(ec.SECP256K1())
-    didweb = DidWeb(key)
+    didweb = DidWeb(key, pds=True)
     rows: list[tuple[str, str, str]] = []
     work = Path(tempfile.mkdtemp(prefix="hold-bench-"))
     valkey = EmbeddedValkey()
