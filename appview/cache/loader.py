@@ -207,9 +207,10 @@ class Loader:
         self._valkey_down_until = 0.0
         self._direct_cache: TtlCache[tuple[str, ...], tuple[Any]] = TtlCache(self.config.direct_ttl, 10_000)
         self._direct_flights: dict[tuple[str, ...], asyncio.Future[Any]] = {}
-        self.near: NearCache | None = (
-            NearCache(valkey, ttl=self.config.near_ttl) if self.config.near_ttl > 0 else None
-        )
+        # Never longer than fresh_ttl: a stale entry's background refresh starts on a read that
+        # reaches the loader, and the near cache must not hold those reads off.
+        near_ttl = min(self.config.near_ttl, self.config.fresh_ttl)
+        self.near: NearCache | None = NearCache(valkey, ttl=near_ttl) if near_ttl > 0 else None
 
     def start(self) -> None:
         """Start following Valkey's invalidations; until then the near cache stays off."""

@@ -262,6 +262,9 @@ def reliability_stack(work: Path, network: TestNetwork, s3: S3Endpoint) -> Itera
                 "ATCR_DEVICE_POLL_INTERVAL": "1",
                 # Entries go stale after 2 s, so "served while the PDS is down" means served stale.
                 "ATCR_CACHE_FRESH_TTL": "2",
+                # Answers stay in a replica's memory (at most the fresh TTL) until Valkey says
+                # they changed: a missed invalidation shows up as a stale read in the tests.
+                "ATCR_CACHE_NEAR_TTL": "30",
             }
             envs[name] = env
             specs.append((name, env, work / name, f"http://127.0.0.1:{port}"))

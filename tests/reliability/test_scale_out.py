@@ -66,6 +66,23 @@ def test_push_on_one_replica_pull_on_the_other(rel: RelStack, rel_user: User) ->
             assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest_of(body)
 
 
+def test_a_tag_moved_on_one_replica_is_pulled_from_the_other_at_once(rel: RelStack, rel_user: User) -> None:
+    """Each replica keeps hot answers in memory (the near cache); Valkey's invalidation messages
+    must reach the other replica before a client that pushed through one can ask the other."""
+    name = f"{rel_user.handle}/moving"
+    tok = token(rel.a.url, rel.service, rel_user, f"repository:{name}:pull,push")
+    accept = {**bearer(tok), "Accept": OCI_MANIFEST}
+    stale = 0
+    with httpx.Client(timeout=30) as client:
+        for _ in range(12):
+            digest, _, _ = push_image(rel.a.url, rel.service, rel_user, "moving", "latest", tok=tok)
+            for _ in range(3):  # the first read fills B's memory; the next ones come from it
+                r = client.get(f"{rel.b.url}/v2/{name}/manifests/latest", headers=accept)
+                assert r.status_code == 200, r.text
+                stale += r.headers["Docker-Content-Digest"] != digest
+    assert stale == 0, f"{stale} reads after a re-tag on the other replica returned the old digest"
+
+
 def test_upload_started_on_one_replica_finished_on_the_other(rel: RelStack, rel_user: User) -> None:
     name = f"{rel_user.handle}/chunked"
     tok = token(rel.b.url, rel.service, rel_user, f"repository:{name}:pull,push")
