@@ -55,7 +55,7 @@ from atcr.readmodel.keys import stats_rkey  # noqa: E402
 from atcr.serviceauth import mint_service_token  # noqa: E402
 from atcr.settings import load  # noqa: E402
 from atcr.valkey import EmbeddedValkey  # noqa: E402
-from bench._common import DidWeb, free_port, wait_http  # noqa: E402
+from bench._common import DidWeb, free_port, wait_http, write_section  # noqa: E402
 from hold.app import create_app  # noqa: E402
 from hold.settings import HoldSettings  # noqa: E402
 
@@ -446,18 +446,6 @@ def render(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         cfg = json.loads(sys.argv[2])
@@ -496,7 +484,7 @@ def main() -> None:
     section = render(run(args), args)
     print(section)
     if args.write:
-        write_section(section)
+        write_section(section, MARK_START, MARK_END)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from atcr.serviceauth import mint_service_token  # noqa: E402
 from atcr.valkey import EmbeddedValkey  # noqa: E402
-from bench._common import DidWeb, free_port, wait_http  # noqa: E402
+from bench._common import DidWeb, free_port, wait_http, write_section  # noqa: E402
 
 MiB = 1024 * 1024
 MARK_START = "<!-- hold-bench:start -->"
@@ -305,18 +305,6 @@ def render(rows: list[tuple[str, str, str]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=256)
@@ -329,7 +317,7 @@ def main() -> None:
     section = render(run(args), args)
     print(section)
     if args.write:
-        write_section(section)
+        write_section(section, MARK_START, MARK_END)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from atcr.identity import did_web_for_url  # noqa: E402
+from bench._common import write_section  # noqa: E402
 from tests.support.ocilayout import Layout  # noqa: E402
 from tests.support.pdsnet import TestNetwork, create_account, create_app_password, ensure_installed  # noqa: E402
 from tests.support.services import free_port, running_valkey  # noqa: E402
@@ -234,15 +235,7 @@ def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"distribution {md['bad']:.0f} / {bd['bad']:.0f}.",
         MARK_END,
     ]
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    doc.write_text(text)
-
+    write_section("\n".join(lines), MARK_BEGIN, MARK_END)
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from atcr.identity import did_web_for_url
+from bench._common import write_section
 from tests.support.fixtures_stack import Pusher
 from tests.support.ocilayout import Layout
 from tests.support.pdsnet import TestNetwork, create_account, create_app_password, ensure_installed
@@ -39,7 +40,6 @@ from tests.support.services import running_moto, running_valkey
 from tests.support.stack import appview_env, free_port, hold_env, network_env, start_service
 from tests.support.ui_stack import csrf_of, sign_in
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:ui_pages begin -->", "<!-- bench:ui_pages end -->"
 
 
@@ -155,13 +155,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        text = DOCS.read_text()
-        block = f"{BEGIN}\n{table}\n{END}"
-        if BEGIN in text and END in text:
-            text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        DOCS.write_text(text)
+        write_section(f"{BEGIN}\n{table}\n{END}", BEGIN, END)
 
 
 if __name__ == "__main__":
