@@ -34,6 +34,14 @@ log = logging.getLogger("appview.web")
 
 T = TypeVar("T")
 
+
+async def _optional(call: Awaitable[T], default: T) -> T:
+    """A part of a page that may be missing: its reader failing shows `default`, not an error page."""
+    try:
+        return await call
+    except errors.AtcrError:
+        return default
+
 PAGE_COLLECTION: Final = "io.atcr.repo.page"
 STAR_COLLECTION: Final = "io.atcr.sailor.star"
 HOME_CARDS: Final = 12
@@ -380,28 +388,15 @@ class UiService:
             return Person(did, None, None, None)
 
     async def _card(self, did: str, repository: str, *, with_tags: bool = False) -> Card:
-        async def page() -> dict[str, Any] | None:
-            try:
-                return await self.loader.repo_page(did, repository)
-            except errors.AtcrError:
-                return None
-
-        async def stats() -> RepoStats:
-            try:
-                return await self.loader.stats(did, repository)
-            except errors.AtcrError:
-                return RepoStats()
-
         async def tags() -> int | None:
-            if not with_tags:
-                return None
-            try:
-                return len(await self.loader.tags(did, repository))
-            except errors.AtcrError:
-                return None
+            return len(await self.loader.tags(did, repository)) if with_tags else None
 
         owner, record, st, stars, tag_count = await asyncio.gather(
-            self.person(did), page(), stats(), self.loader.star_count(did, repository), tags()
+            self.person(did),
+            _optional(self.loader.repo_page(did, repository), None),
+            _optional(self.loader.stats(did, repository), RepoStats()),
+            self.loader.star_count(did, repository),
+            _optional(tags(), None),
         )
         desc = record.get("description") if record else None
         return Card(
@@ -502,31 +497,19 @@ class UiService:
     async def _starred(self, viewer: Viewer | None, did: str, repository: str) -> bool:
         if viewer is None:
             return False
-        try:
-            return f"{did}/{repository}" in await self.loader.starred(viewer.did)
-        except errors.AtcrError:
-            return False
+        return f"{did}/{repository}" in await _optional(self.loader.starred(viewer.did), [])
 
     async def repo(self, owner: str, repository: str, viewer: Viewer | None) -> RepoPage:
         ident, manifests, tags = await self._repo_basics(owner, repository)
         did = ident.did
         newest_hold = next((m.hold_did for m in manifests if m.hold_did), None)
-
-        async def page() -> dict[str, Any] | None:
-            try:
-                return await self.loader.repo_page(did, repository)
-            except errors.NetworkError:
-                return None
-
-        async def stats() -> RepoStats:
-            try:
-                return await self.loader.stats(did, repository)
-            except errors.AtcrError:
-                return RepoStats()
-
         person, record, st, stars, starred, hold = await asyncio.gather(
-            self.person(did), page(), stats(), self.loader.star_count(did, repository),
-            self._starred(viewer, did, repository), self._hold_status(newest_hold),
+            self.person(did),
+            _optional(self.loader.repo_page(did, repository), None),
+            _optional(self.loader.stats(did, repository), RepoStats()),
+            self.loader.star_count(did, repository),
+            self._starred(viewer, did, repository),
+            self._hold_status(newest_hold),
         )
         by_digest = {m.digest: m for m in manifests}
         tag_rows = []
@@ -707,21 +690,14 @@ class UiService:
         return SettingsPage(person=person, default_hold=current, holds=choices)
 
     async def _hold_choice(self, hold_did: str, member: str, current: str | None) -> HoldChoice:
-        async def captain() -> dict[str, Any] | None:
-            try:
-                return await self.loader.captain(hold_did)
-            except errors.AtcrError:
-                return None
-
         async def crew() -> Any:
-            try:
-                found = await self.loader.crew_member(hold_did, member)
-                # "Not crew" may predate the user's first push (the listing is cached): ask again.
-                return found or await self.loader.crew_member(hold_did, member, refresh=True)
-            except errors.AtcrError:
-                return None
+            found = await self.loader.crew_member(hold_did, member)
+            # "Not crew" may predate the user's first push (the listing is cached): ask again.
+            return found or await self.loader.crew_member(hold_did, member, refresh=True)
 
-        cap, entry, status = await asyncio.gather(captain(), crew(), self.holds.status(hold_did))
+        cap, entry, status = await asyncio.gather(
+            _optional(self.loader.captain(hold_did), None), _optional(crew(), None), self.holds.status(hold_did)
+        )
         role: str | None = entry.role or "crew" if entry is not None else None
         if cap is not None and cap.get("owner") == member:
             role = "captain"
