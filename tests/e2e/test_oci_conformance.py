@@ -222,15 +222,21 @@ def test_docker_manifest_types_and_index(client: Client) -> None:
     assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
 
 
-def test_large_manifest_accepted(client: Client) -> None:
+def test_manifest_of_exactly_4_mib_accepted(client: Client) -> None:
+    """The spec's floor: registries should accept manifests of at least 4 MiB."""
     cfg = b"{}"
     client.monolithic(cfg)
-    pad = "x" * (3 * 1024 * 1024)
-    body = image_manifest(cfg, [], annotations={"pad": pad})
-    assert len(body) > 3 * 1024 * 1024
+    shell = image_manifest(cfg, [], annotations={"pad": ""})
+    body = image_manifest(cfg, [], annotations={"pad": "x" * (4 * 1024 * 1024 - len(shell))})
+    assert len(body) == 4 * 1024 * 1024
     r = client.manifest("large", body)
     assert r.status_code == 201, r.text
-    assert client.http.get(f"{client.base}/manifests/large").content == body
+    got = client.http.get(f"{client.base}/manifests/large", headers={"Accept": OCI_MANIFEST})
+    assert got.content == body and got.headers["Docker-Content-Digest"] == digest_of(body)
+    over = body[:-3] + b'x"}}'  # one byte more padding
+    assert len(over) == len(body) + 1 and json.loads(over)
+    r = client.manifest("larger", over)
+    assert r.status_code == 413 and r.json()["errors"][0]["code"] == "SIZE_INVALID"
 
 
 # --- Content discovery -----------------------------------------------------------------------
