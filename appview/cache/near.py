@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import valkey.asyncio as avalkey
-from valkey.exceptions import ValkeyError
+from valkey.exceptions import ResponseError, ValkeyError
 
 from atcr.readmodel import keys
 
@@ -95,6 +95,7 @@ class NearCache:
         self._task: asyncio.Task[None] | None = None
         self.invalidations = 0
         self.connections = 0
+        self._refused = False
         self.client_id: int | None = None
 
     # -- the cache -----------------------------------------------------------------------------
@@ -206,9 +207,17 @@ class NearCache:
             try:
                 await self._subscribe(conn)
                 delay = 0.1
+                self._refused = False
                 self.connections += 1
                 self._set_ready(True)
                 await self._receive(conn)
+            except ResponseError as exc:
+                # Reachable but refusing (an ACL without CLIENT or SUBSCRIBE, an old server):
+                # say so once; the cache stays off and the loader reads Valkey directly.
+                if not self._refused:
+                    log.warning("near cache off: Valkey refused client tracking (%s); see docs/deployment.md", exc)
+                self._refused = True
+                delay = self._reconnect_max
             except (ValkeyError, OSError, TimeoutError) as exc:
                 log.debug("near cache invalidation connection: %s", exc)
             finally:

@@ -8,6 +8,7 @@ because Valkey's invalidation message reached the process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,11 @@ import pytest
 from appview.cache import Loader
 from atcr.http import SafeHttpClient
 from atcr.readmodel import keys
+from atcr.valkey import connect
 from atcr.xrpc import BearerAuth, XrpcClient
-from tests.integration.readmodel.conftest import manifest_bytes, now, push
+from tests.integration.readmodel.conftest import ProxiedResolver, manifest_bytes, now, push
 from tests.support.counting_proxy import CountingProxy
-from tests.support.pdsnet import Account
+from tests.support.pdsnet import Account, TestNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +146,28 @@ async def test_a_lost_invalidation_connection_drops_what_it_might_have_missed(
         await asyncio.sleep(0.01)
     assert a.near.connections > before, "the near cache did not reconnect"
     assert await digest_of(a, did, "near-k", "v1") == second
+
+
+async def test_a_valkey_that_refuses_tracking_only_turns_the_near_cache_off(
+    valkey: Any, valkey_url: str, http: SafeHttpClient, pds_account: Account, pds_network: TestNetwork,
+    proxy: CountingProxy, caplog: pytest.LogCaptureFixture,
+) -> None:
+    user = f"no-tracking-{pds_account.did[-6:]}"
+    await valkey.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-client")
+    scheme, rest = valkey_url.split("://", 1)
+    limited = connect(f"{scheme}://{user}:pw@{rest}")
+    digest = await push(http, pds_account, "near-acl", "v1", manifest_bytes())
+    loader = Loader(limited, http, ProxiedResolver(http, pds_network, proxy.url), near_ttl=LONG)
+    try:
+        with caplog.at_level(logging.WARNING, logger="appview.cache.near"):
+            loader.start()
+            assert loader.near is not None
+            assert not await loader.near.wait_ready(1.0)
+            assert await digest_of(loader, pds_account.did, "near-acl", "v1") == digest
+            await asyncio.sleep(0.3)
+        refused = [r for r in caplog.records if "refused client tracking" in r.getMessage()]
+        assert len(refused) == 1
+    finally:
+        await loader.aclose()
+        await limited.aclose()
+        await valkey.execute_command("ACL", "DELUSER", user)
