@@ -32,6 +32,10 @@ from jetstream.errors import MalformedEvent, SourceError, StreamRefused
 from jetstream.events import CommitEvent, Event, parse_jetstream, wants_collection
 from jetstream.firehose import CommitVerifier, parse_frame
 
+# Jitter only (not security): a private generator, so the global one (which tests and
+# libraries seed or watch) is never touched from background threads.
+_jitter = random.Random()  # noqa: S311
+
 log = logging.getLogger("jetstream.source")
 
 STABLE_AFTER = 10.0
@@ -89,11 +93,11 @@ class SourceStatus:
 class Backoff:
     """Exponential delays with "equal jitter": half fixed, half random, capped."""
 
-    def __init__(self, base: float, cap: float, rng: Callable[[], float] = random.random) -> None:
+    def __init__(self, base: float, cap: float, rng: Callable[[], float] | None = None) -> None:
         self.base = base
         self.cap = cap
         self.attempt = 0
-        self._rng = rng
+        self._rng = rng or _jitter.random
 
     def next(self) -> float:
         delay = min(self.cap, self.base * float(2**self.attempt))

@@ -58,6 +58,10 @@ from atcr.syntax import is_did, is_oci_repository, is_oci_tag
 from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
 
+# Jitter only (not security): a private generator, so the global one (which tests and
+# libraries seed or watch) is never touched from background threads.
+_jitter = random.Random()  # noqa: S311
+
 log = logging.getLogger("appview.registry")
 
 T = TypeVar("T")
@@ -302,7 +306,7 @@ class Registry:
             try:
                 out = await client.put_record(ref.did, TAG_COLLECTION, tag_key, record, swap_record=swap)
             except InvalidSwap:
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))  # noqa: S311
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + _jitter.random()))
                 continue
             except (XrpcError, NetworkError) as exc:
                 raise Unavailable(f"tag write failed: {exc}", headers={"Retry-After": "5"}) from None

@@ -45,6 +45,10 @@ from hold.errors import (
 )
 from hold.storage.base import ChunkSink, PartInfo, PresignedRequest, StagedUpload, normalize_etag, staging_created
 
+# Jitter only (not security): a private generator, so the global one (which tests and
+# libraries seed or watch) is never touched from background threads.
+_jitter = random.Random()  # noqa: S311
+
 T = TypeVar("T")
 log = logging.getLogger("hold.storage.s3")
 
@@ -174,7 +178,7 @@ class S3BlobStore:
     def _delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
         ceiling = min(self.options.retry_max_delay, self.options.retry_base_delay * (2**attempt))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
+        return _jitter.uniform(0, ceiling)
 
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         """Run one S3 operation (blocking; pool threads only) with bounded retries and error mapping."""

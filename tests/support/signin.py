@@ -115,7 +115,7 @@ def build_harness(
     authenticator = Authenticator(valkey, http, Identities(), sessions, SECRET, devices=sign_in.devices)
     token_api = TokenApi(tokens, authenticator, owner_of)
     token_handlers = token_api.handlers()
-    app = Litestar(route_handlers=[home, *sign_in.web.handlers(), *token_handlers], debug=False)
+    app = Litestar(route_handlers=[home, *sign_in.web.handlers(), *token_handlers], debug=False, logging_config=None)
     return Harness(settings, http, resolver, sessions, sign_in, app, tokens, logins)
 
 

@@ -155,7 +155,9 @@ async def serving(repo: Repo, signer: EcKeySigner) -> AsyncIterator[Hold]:
     """The repository's routes alone, served; the repository is closed on the way out."""
 
     def app(port: int) -> Litestar:
-        return Litestar(route_handlers=[repo_routes(repo, HoldSettings(public_url=f"http://127.0.0.1:{port}"))])
+        return Litestar(
+            route_handlers=[repo_routes(repo, HoldSettings(public_url=f"http://127.0.0.1:{port}"))], logging_config=None
+        )
 
     try:
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as http:

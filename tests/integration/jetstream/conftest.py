@@ -15,9 +15,13 @@ from tests.support.jetstream_server import JetstreamServer
 from tests.support.pdsnet import TestNetwork, create_account
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def jetstream_server(pds_network: TestNetwork) -> Iterator[JetstreamServer]:
-    """One Jetstream double following the session PDS's firehose."""
+    """One Jetstream double following the session PDS's firehose, for this package's tests.
+
+    Not session-wide: its thread's websocket keepalives draw from the global `random`, which
+    Hypothesis watches during the unit tests that run later.
+    """
     with JetstreamServer([pds_network.pds_url]) as server:
         yield server
 

@@ -40,7 +40,7 @@ def make(
         client_config=config,
     )
     store.use_oauth(sign_in.oauth)
-    return Litestar(route_handlers=sign_in.web.handlers()), sign_in
+    return Litestar(route_handlers=sign_in.web.handlers(), logging_config=None), sign_in
 
 
 @pytest.fixture

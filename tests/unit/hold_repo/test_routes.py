@@ -20,7 +20,9 @@ Client = AsyncTestClient[Litestar]
 
 @pytest.fixture
 async def client(repo: Repo) -> AsyncIterator[Client]:
-    app = Litestar(route_handlers=[repo_routes(repo, HoldSettings(public_url="https://hold.example.com"))])
+    app = Litestar(
+        route_handlers=[repo_routes(repo, HoldSettings(public_url="https://hold.example.com"))], logging_config=None
+    )
     async with AsyncTestClient(app=app) as c:
         yield c
 
