@@ -9,6 +9,7 @@ go to the user's hold and are served from it by redirect; they never rest in the
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -167,6 +168,42 @@ def split_name(name: str) -> tuple[str, str]:
 
 def _plausible_handle(value: str) -> bool:
     return 3 <= len(value) <= 253 and "." in value and all(c.isalnum() or c in ".-" for c in value)
+
+
+class _Chunks:
+    """A byte queue that copies each byte once: chunks are kept as received and joined per part.
+
+    An upload streams every byte through here; a growing bytearray cut from the front copied
+    each one three or four times, a measurable share of the AppView's CPU during pushes.
+    """
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self._chunks: collections.deque[bytes] = collections.deque([initial] if initial else [])
+        self._size = len(initial)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+
+    def take(self, n: int) -> bytes:
+        """The first `n` bytes (n <= len)."""
+        out: list[bytes] = []
+        need = n
+        while need:
+            head = self._chunks[0]
+            if len(head) <= need:
+                out.append(self._chunks.popleft())
+                need -= len(head)
+            else:
+                out.append(head[:need])
+                self._chunks[0] = head[need:]
+                need = 0
+        self._size -= n
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 class Registry:
@@ -565,7 +602,7 @@ class Registry:
             session = await self.uploads.get(upload_id, ref.did, ref.repository)
             if start is not None and start != session.offset:
                 raise RangeInvalid(detail={"offset": session.offset})
-            tail = bytearray(await self.uploads.tail(session))
+            tail = _Chunks(await self.uploads.tail(session))
             received = 0
             # One part in flight while the next one is read from the client: parts still reach
             # the hold in order (its running hash needs that), but network legs overlap.
@@ -577,10 +614,9 @@ class Registry:
                         raise SizeInvalid("body longer than Content-Length")
                     if session.offset + received > max_size:
                         raise TooLarge(f"blob exceeds {max_size} bytes")
-                    tail += chunk
+                    tail.append(chunk)
                     while len(tail) >= PART_SIZE:
-                        part = bytes(tail[:PART_SIZE])
-                        del tail[:PART_SIZE]
+                        part = tail.take(PART_SIZE)
                         if in_flight is not None:
                             await in_flight
                         in_flight = asyncio.create_task(self._send_part(session, user_did, part))
@@ -593,7 +629,7 @@ class Registry:
             if length is not None and received != length:
                 raise SizeInvalid("body shorter than Content-Length")
             session.offset += received
-            await self.uploads.save(session, bytes(tail))
+            await self.uploads.save(session, tail.take(len(tail)))
             return session
         finally:
             await self.uploads.unlock(upload_id, lock)
