@@ -427,7 +427,10 @@ class UploadManager:
                     )
             before = hasher.save() if hasher is not None else None
             if mode != "verify":
-                writer = self.store.part_writer(session.upload, number)
+                # A part that extends the chain starts where the chained parts end (they are
+                # write-once): storage may write it in place and skip the copy at assembly.
+                offset = sum(r.size for n, r in records.items() if n < number) if mode == "chain" else None
+                writer = self.store.part_writer(session.upload, number, offset=offset)
             total = await self._pump(body, hasher, writer, limit, too_large)
             if content_length is not None and total != content_length:
                 raise InvalidRequest(f"body ended after {total} of {content_length} bytes")

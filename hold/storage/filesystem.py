@@ -1,10 +1,13 @@
 """Local-disk blob storage (the embedded default): the same contract as S3, on one filesystem.
 
-Parts are written to temporary files and renamed into place, each fsynced: a part the hold
-has acknowledged survives a crash, so a digest proven from the running hash is the digest of
-what is on disk. Assembly concatenates the parts in the kernel (``copy_file_range``) into a
-staged file, and `commit` renames it to the content address: on one filesystem a rename is
-atomic, so a blob is either absent or complete and verified, never half there.
+Every part is fsynced before it is acknowledged: a part the hold has acknowledged survives a
+crash, so a digest proven from the running hash is the digest of what is on disk. Parts that
+extend the hash chain (the usual case: an AppView sends parts in order) are written straight
+to their offset in one staging file, so assembly is a rename and each byte is written once;
+other parts go to files of their own and assembly concatenates them in the kernel
+(``copy_file_range``). `commit` renames the staged file to the content address: on one
+filesystem a rename is atomic, so a blob is either absent or complete and verified, never
+half there.
 
 Pulls redirect to URLs the hold signs with HMAC and serves itself (hold/signed_urls.py).
 """
@@ -31,6 +34,8 @@ T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 BLOB_URL_PREFIX = "/_hold/blobs"
 UPLOAD_URL_PREFIX = "/_hold/uploads"
+IN_PLACE = "inplace"  # staging/inplace: parts that extend the hash chain, each at its offset
+IN_PLACE_SUFFIX = ".at"
 
 
 def upload_id_of(staging: str) -> str:
@@ -45,24 +50,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_into(dst: IO[bytes], src_path: Path) -> int:
-    """Append a whole file to `dst` in the kernel where possible; returns bytes copied."""
+def _copy_into(dst: IO[bytes], src_path: Path, offset: int = 0, length: int | None = None) -> int:
+    """Append `length` bytes of a file from `offset` (default: all of it) to `dst`, in the kernel
+    where possible; returns bytes copied."""
     total = 0
     with open(src_path, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
+        size = os.fstat(src.fileno()).st_size - offset if length is None else length
         try:
             while total < size:
-                n = os.copy_file_range(src.fileno(), dst.fileno(), size - total)
+                n = os.copy_file_range(src.fileno(), dst.fileno(), size - total, offset + total)
                 if n == 0:
                     break
                 total += n
         except OSError:
-            src.seek(total)
+            src.seek(offset + total)
             dst.seek(0, os.SEEK_END)
-            while chunk := src.read(READ_CHUNK):
+            while total < size and (chunk := src.read(min(READ_CHUNK, size - total))):
                 dst.write(chunk)
                 total += len(chunk)
     return total
+
+
+def _parse_part(name: str) -> tuple[int, str, bool] | None:
+    """`00003.<etag>` (a part file) or `00003.<etag>.at` (a part written in place): number, etag, in place."""
+    number, _, etag = name.partition(".")
+    if not number.isdigit() or not etag or etag.endswith(".tmp"):
+        return None
+    in_place = etag.endswith(IN_PLACE_SUFFIX)
+    return int(number), etag.removesuffix(IN_PLACE_SUFFIX), in_place
+
+
+def _in_place_range(marker: Path) -> tuple[int, int]:
+    offset, size = marker.read_text().split()
+    return int(offset), int(size)
 
 
 class _FsPartWriter:
@@ -102,6 +122,62 @@ class _FsPartWriter:
         if self._fh is not None:
             self._fh.close()
         self._tmp.unlink(missing_ok=True)
+
+
+class _FsInPlaceWriter:
+    """Writes a part at its final offset in the staging file, so assembly is a rename.
+
+    Used for parts that extend the hash chain: the parts before them are write-once, so the
+    offset cannot change. The marker `parts/<n>.<etag>.at` (offset and size) is renamed into
+    place only after the bytes are fsynced: a marker always names durable bytes. Bytes past
+    the marked parts (an aborted writer's) are never read, and assembly cuts them off.
+    """
+
+    def __init__(self, staging: Path, number: int, offset: int) -> None:
+        self._staging = staging
+        self._number = number
+        self._offset = offset
+        self._fd: int | None = None
+        self._size = 0
+
+    def _open(self) -> int:
+        if self._fd is None:
+            if not (self._staging / "parts").is_dir():
+                raise UploadNotFound("upload was aborted or expired")
+            self._fd = os.open(self._staging / IN_PLACE, os.O_WRONLY | os.O_CREAT, 0o644)
+        return self._fd
+
+    def write(self, data: bytes) -> None:
+        fd = self._open()
+        view, pos = memoryview(data), self._offset + self._size
+        while view:
+            n = os.pwrite(fd, view, pos)
+            view, pos = view[n:], pos + n
+        self._size += len(data)
+
+    def commit(self) -> PartInfo:
+        fd = self._open()
+        os.fsync(fd)
+        os.close(fd)
+        self._fd = None
+        parts = self._staging / "parts"
+        etag = secrets.token_hex(16)
+        tmp = parts / f".{self._number:05d}.{etag}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(f"{self._offset} {self._size}")
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = parts / f"{self._number:05d}.{etag}{IN_PLACE_SUFFIX}"
+        os.replace(tmp, final)
+        for other in parts.glob(f"{self._number:05d}.*"):
+            if other != final:  # the last write of a part number wins, as on S3
+                other.unlink(missing_ok=True)
+        return PartInfo(self._number, etag, self._size)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class FilesystemBlobStore:
@@ -155,8 +231,13 @@ class FilesystemBlobStore:
         await self.run(lambda: (path / "parts").mkdir(parents=True, exist_ok=False))
         return upload
 
-    def part_writer(self, upload: StagedUpload, number: int) -> _FsPartWriter:
-        return _FsPartWriter(self._staging_dir(upload) / "parts", number)
+    def part_writer(
+        self, upload: StagedUpload, number: int, *, offset: int | None = None
+    ) -> _FsPartWriter | _FsInPlaceWriter:
+        staging = self._staging_dir(upload)
+        if offset is not None:
+            return _FsInPlaceWriter(staging, number, offset)
+        return _FsPartWriter(staging / "parts", number)
 
     async def presign_part(self, upload: StagedUpload, number: int, *, expires_in: int) -> PresignedRequest:
         path = f"{UPLOAD_URL_PREFIX}/{upload_id_of(upload.staging)}/{number}"
@@ -169,11 +250,12 @@ class FilesystemBlobStore:
             raise UploadNotFound("upload was aborted or expired")
         out: dict[int, PartInfo] = {}
         for entry in parts_dir.iterdir():
-            number, _, etag = entry.name.partition(".")
-            if not number.isdigit() or not etag or etag.endswith(".tmp"):
+            parsed = _parse_part(entry.name)
+            if parsed is None:
                 continue
-            info = PartInfo(int(number), etag, entry.stat().st_size)
-            out[info.number] = info
+            number, etag, in_place = parsed
+            size = _in_place_range(entry)[1] if in_place else entry.stat().st_size
+            out[number] = PartInfo(number, etag, size)
         return [out[n] for n in sorted(out)]
 
     async def list_parts(self, upload: StagedUpload) -> list[PartInfo]:
@@ -186,17 +268,37 @@ class FilesystemBlobStore:
             data = staging / "data"
             if data.exists():  # a retried completion: already assembled
                 return data.stat().st_size
-            files = []
+            # Each part as (file, offset, length): a part file whole, or a range of the in-place file.
+            pieces: list[tuple[Path, int, int | None]] = []
             for part in parts:
-                f = staging / "parts" / f"{part.number:05d}.{normalize_etag(part.etag)}"
-                if not f.is_file():
+                base = staging / "parts" / f"{part.number:05d}.{normalize_etag(part.etag)}"
+                marker = base.with_name(base.name + IN_PLACE_SUFFIX)
+                if marker.is_file():
+                    at, size = _in_place_range(marker)
+                    pieces.append((staging / IN_PLACE, at, size))
+                elif base.is_file():
+                    pieces.append((base, 0, None))
+                else:
                     raise MissingParts(f"part {part.number} with that ETag was not uploaded")
-                files.append(f)
             tmp = staging / f".data.{secrets.token_hex(4)}.tmp"
             try:
+                end = 0
+                for path, start, length in pieces:
+                    if path.name != IN_PLACE or start != end or length is None:
+                        break
+                    end += length
+                else:
+                    # Every part is in place, back to back from 0: cut off any aborted writer's
+                    # bytes and rename. No byte is copied.
+                    with open(staging / IN_PLACE, "r+b") as fh:
+                        fh.truncate(end)
+                        os.fsync(fh.fileno())
+                    os.replace(staging / IN_PLACE, data)
+                    shutil.rmtree(staging / "parts", ignore_errors=True)
+                    return end
                 with open(tmp, "wb") as out:
-                    for f in files:
-                        _copy_into(out, f)
+                    for path, start, length in pieces:
+                        _copy_into(out, path, start, length)
                     out.flush()
                     os.fsync(out.fileno())
                 os.replace(tmp, data)

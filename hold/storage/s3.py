@@ -265,8 +265,8 @@ class S3BlobStore:
         )
         return StagedUpload(staging, str(resp["UploadId"]))
 
-    def part_writer(self, upload: StagedUpload, number: int) -> _S3PartWriter:
-        return _S3PartWriter(self, upload, number)
+    def part_writer(self, upload: StagedUpload, number: int, *, offset: int | None = None) -> _S3PartWriter:
+        return _S3PartWriter(self, upload, number)  # S3 assembles server-side: the offset is not needed
 
     async def presign_part(self, upload: StagedUpload, number: int, *, expires_in: int) -> PresignedRequest:
         key = self.staging_key(upload.staging)
