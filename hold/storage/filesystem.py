@@ -85,6 +85,13 @@ def _in_place_range(marker: Path) -> tuple[int, int]:
     return int(offset), int(size)
 
 
+def _supersede(final: Path, number: int) -> None:
+    """The last write of a part number wins, as on S3: drop the part's other files and markers."""
+    for other in final.parent.glob(f"{number:05d}.*"):
+        if other != final:
+            other.unlink(missing_ok=True)
+
+
 class _FsPartWriter:
     def __init__(self, parts_dir: Path, number: int) -> None:
         self._dir = parts_dir
@@ -113,9 +120,7 @@ class _FsPartWriter:
         etag = secrets.token_hex(16)
         final = self._dir / f"{self._number:05d}.{etag}"
         os.replace(self._tmp, final)
-        for other in self._dir.glob(f"{self._number:05d}.*"):
-            if other != final:  # the last write of a part number wins, as on S3
-                other.unlink(missing_ok=True)
+        _supersede(final, self._number)
         return PartInfo(self._number, etag, self._size)
 
     def abort(self) -> None:
@@ -169,9 +174,7 @@ class _FsInPlaceWriter:
             os.fsync(fh.fileno())
         final = parts / f"{self._number:05d}.{etag}{IN_PLACE_SUFFIX}"
         os.replace(tmp, final)
-        for other in parts.glob(f"{self._number:05d}.*"):
-            if other != final:  # the last write of a part number wins, as on S3
-                other.unlink(missing_ok=True)
+        _supersede(final, self._number)
         return PartInfo(self._number, etag, self._size)
 
     def abort(self) -> None:

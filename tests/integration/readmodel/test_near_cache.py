@@ -51,6 +51,12 @@ async def retag(http: SafeHttpClient, acct: Account, writer: Loader, repository:
     await writer.wrote_record(acct.did, keys.TAG, rkey, record, cid=out["cid"], rev=out.get("commit", {}).get("rev"))
 
 
+async def valkey_reads(valkey: Any) -> int:
+    """Read commands Valkey has answered since its statistics were last reset."""
+    stats = await valkey.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k.split("_", 1)[-1] in ("get", "hget", "hvals", "hmget"))
+
+
 async def digest_of(loader: Loader, did: str, repository: str, tag: str) -> str | None:
     entry = await loader.tag(did, repository, tag)
     return entry.digest if entry else None
@@ -74,10 +80,16 @@ async def test_a_tag_moved_by_another_replica_is_seen_at_once(
     a, b = await started(make_loader), await started(make_loader)
 
     assert await digest_of(a, did, "near", "v1") == first
+    # The first read loaded the collection into Valkey; those writes' invalidations drop what
+    # it kept. Once they have arrived, one more read fills the memory for good.
+    await asyncio.sleep(0.1)
+    assert await digest_of(a, did, "near", "v1") == first
     proxy.reset()
-    for _ in range(50):  # served from a's memory: no PDS call, and the same answer
+    await valkey.config_resetstat()
+    for _ in range(50):  # served from a's memory: no PDS call, no Valkey read, the same answer
         assert await digest_of(a, did, "near", "v1") == first
     assert sum(proxy.calls.values()) == 0
+    assert await valkey_reads(valkey) == 0, await valkey.info("commandstats")
 
     await retag(http, pds_account, b, "near", "v1", second)
     took = await until(a, did, "near", "v1", second, within=2.0)
@@ -97,7 +109,15 @@ async def test_manifest_bytes_and_identity_come_from_memory_until_changed(
     ident = await a.identity(pds_account.handle)
     entry = await a.manifest(pds_account.did, "near-m", digest)
     assert entry is not None and entry.raw == raw
-    assert (await a.identity(pds_account.handle.upper())).did == ident.did  # same scope, case-folded
+    await asyncio.sleep(0.1)  # as above: the loads' own invalidations arrive, then memory fills
+    await a.identity(pds_account.handle)
+    await a.manifest(pds_account.did, "near-m", digest)
+    await valkey.config_resetstat()
+    for _ in range(20):  # from memory: Valkey is not asked again
+        assert (await a.identity(pds_account.handle.upper())).did == ident.did  # same scope, case-folded
+        again = await a.manifest(pds_account.did, "near-m", digest)
+        assert again is not None and again.raw == raw
+    assert await valkey_reads(valkey) == 0, await valkey.info("commandstats")
 
     await valkey.delete(keys.identity(pds_account.handle.lower()))
     await asyncio.sleep(0.2)  # the invalidation arrives; the next read goes back to Valkey/PLC
