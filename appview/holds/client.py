@@ -254,8 +254,9 @@ class HoldClient:
         return str(out["uploadId"])
 
     async def upload_part(
-        self, hold_did: str, user_did: str, upload_id: str, part_number: int, data: bytes
+        self, hold_did: str, user_did: str, upload_id: str, part_number: int, data: bytes | AsyncIterator[bytes]
     ) -> str:
+        """Send one part; an iterator is streamed (chunked), so the part need not be in memory."""
         out = self._check(
             await self._call(
                 "PUT", hold_did, "io.atcr.hold.uploadPart", user_did=user_did, content=data,

@@ -9,12 +9,11 @@ go to the user's hold and are served from it by redirect; they never rest in the
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -38,7 +37,8 @@ from appview.errors import (
 )
 from appview.holds.client import HoldClient, HoldError, HoldUnavailable
 from appview.holds.pulls import PullCounter
-from appview.oci.uploads import PART_SIZE, UploadSession, UploadStore
+from appview.oci.parts import OutgoingPart, PartSplitter
+from appview.oci.uploads import UploadSession, UploadStore
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
     AuthenticationRequired,
@@ -168,42 +168,6 @@ def split_name(name: str) -> tuple[str, str]:
 
 def _plausible_handle(value: str) -> bool:
     return 3 <= len(value) <= 253 and "." in value and all(c.isalnum() or c in ".-" for c in value)
-
-
-class _Chunks:
-    """A byte queue that copies each byte once: chunks are kept as received and joined per part.
-
-    An upload streams every byte through here; a growing bytearray cut from the front copied
-    each one three or four times, a measurable share of the AppView's CPU during pushes.
-    """
-
-    def __init__(self, initial: bytes = b"") -> None:
-        self._chunks: collections.deque[bytes] = collections.deque([initial] if initial else [])
-        self._size = len(initial)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def append(self, chunk: bytes) -> None:
-        if chunk:
-            self._chunks.append(chunk)
-            self._size += len(chunk)
-
-    def take(self, n: int) -> bytes:
-        """The first `n` bytes (n <= len)."""
-        out: list[bytes] = []
-        need = n
-        while need:
-            head = self._chunks[0]
-            if len(head) <= need:
-                out.append(self._chunks.popleft())
-                need -= len(head)
-            else:
-                out.append(head[:need])
-                self._chunks[0] = head[need:]
-                need = 0
-        self._size -= n
-        return out[0] if len(out) == 1 else b"".join(out)
 
 
 class Registry:
@@ -595,46 +559,52 @@ class Registry:
         start: int | None,
         length: int | None,
         max_size: int,
+        final: bool = False,
     ) -> UploadSession:
-        """Append a chunk. `start` (from Content-Range) must equal the current offset (else 416)."""
+        """Append a chunk. `start` (from Content-Range) must equal the current offset (else 416).
+
+        Bytes go on to the hold as they arrive (appview/oci/parts.py). With `final` (the
+        client's closing PUT carries them) the remainder goes as the last part, not to Valkey.
+        """
         lock = await self.uploads.lock(upload_id)
         try:
             session = await self.uploads.get(upload_id, ref.did, ref.repository)
             if start is not None and start != session.offset:
                 raise RangeInvalid(detail={"offset": session.offset})
-            tail = _Chunks(await self.uploads.tail(session))
+            tail = await self.uploads.tail(session)
+            if session.parts_bytes is None:
+                session.parts_bytes = session.offset - len(tail)
+            begin = session.offset
+
+            async def send(part: OutgoingPart) -> None:
+                await self._send_part(session, user_did, part.body(), lambda: part.size)
+
+            splitter = PartSplitter(send, tail)
             received = 0
-            # One part in flight while the next one is read from the client: parts still reach
-            # the hold in order (its running hash needs that), but network legs overlap.
-            in_flight: asyncio.Task[None] | None = None
             try:
                 async for chunk in body:
                     received += len(chunk)
                     if length is not None and received > length:
                         raise SizeInvalid("body longer than Content-Length")
-                    if session.offset + received > max_size:
+                    if begin + received > max_size:
                         raise TooLarge(f"blob exceeds {max_size} bytes")
-                    tail.append(chunk)
-                    while len(tail) >= PART_SIZE:
-                        part = tail.take(PART_SIZE)
-                        if in_flight is not None:
-                            await in_flight
-                        in_flight = asyncio.create_task(self._send_part(session, user_did, part))
-                if in_flight is not None:
-                    await in_flight
-                    in_flight = None
-            finally:
-                if in_flight is not None and not in_flight.done():
-                    in_flight.cancel()
-            if length is not None and received != length:
-                raise SizeInvalid("body shorter than Content-Length")
-            session.offset += received
-            await self.uploads.save(session, tail.take(len(tail)))
+                    await splitter.feed(chunk)
+                if length is not None and received != length:
+                    raise SizeInvalid("body shorter than Content-Length")
+                rest = await splitter.finish(final=final)
+            except BaseException:
+                await splitter.abort()
+                raise
+            session.offset = begin + received
+            await self.uploads.save(session, rest)
             return session
         finally:
             await self.uploads.unlock(upload_id, lock)
 
-    async def _send_part(self, session: UploadSession, user_did: str, data: bytes) -> None:
+    async def _send_part(
+        self, session: UploadSession, user_did: str, data: bytes | AsyncIterator[bytes], size: Callable[[], int]
+    ) -> None:
+        """Send one part and record it; Valkey then says exactly what the hold acknowledged."""
         try:
             if session.hold_upload_id is None:
                 session.hold_upload_id = await self.holds.initiate_upload(session.hold_did, user_did, None, None)
@@ -651,8 +621,11 @@ class Registry:
                 raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
             raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
         session.parts.append({"partNumber": number, "etag": etag})
-        # Persist progress per part so another replica can continue after this one.
-        await self.uploads.save_progress(session)
+        session.parts_bytes = (session.parts_bytes or 0) + size()
+        # The buffered tail went into this part (or the ones before it): the durable state is now
+        # exactly the parts, so a request that fails from here on resumes at this boundary.
+        session.offset = session.parts_bytes
+        await self.uploads.save(session, b"")
 
     async def finish(self, ref: RepoRef, user_did: str, upload_id: str, digest: str) -> str:
         try:
@@ -664,7 +637,7 @@ class Registry:
             session = await self.uploads.get(upload_id, ref.did, ref.repository)
             tail = await self.uploads.tail(session)
             if tail or not session.parts:
-                await self._send_part(session, user_did, tail)
+                await self._send_part(session, user_did, tail, lambda: len(tail))
             assert session.hold_upload_id is not None
             try:
                 await self.holds.complete_upload(

@@ -401,7 +401,7 @@ class OciApi:
             length = _content_length(request)
             session = await self.registry.append(
                 repo, claims.subject, session.id, _body(request), start=None, length=length,
-                max_size=self.max_blob_size,
+                max_size=self.max_blob_size, final=True,
             )
             final = await self.registry.finish(repo, claims.subject, session.id, digest)
             return Response(
@@ -447,7 +447,7 @@ class OciApi:
         if length or request.headers.get("transfer-encoding"):
             await self.registry.append(
                 repo, claims.subject, upload_id, _body(request), start=start, length=length,
-                max_size=self.max_blob_size,
+                max_size=self.max_blob_size, final=True,
             )
         final = await self.registry.finish(repo, claims.subject, upload_id, digest)
         return Response(

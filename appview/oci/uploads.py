@@ -2,10 +2,15 @@
 
 Docker and OCI clients send a blob as one body or as PATCH chunks of any size. Holds store
 blobs as multipart uploads whose parts must be at least 5 MiB (S3's minimum) except the last.
-The session therefore keeps (in Valkey) the hold's upload id, the parts sent so far, the byte
-offset, and the *tail*: the bytes received that do not yet fill a part. Each chunk is appended
-to the tail, full parts are sent to the hold as they fill, and the tail is flushed as the last
-part when the client finishes. A per-session lock keeps two replicas from appending at once.
+The session therefore keeps (in Valkey) the hold's upload id, the parts sent so far and the
+bytes they hold, the byte offset, and the *tail*: bytes received that were too few to open a
+part (appview/oci/parts.py). The tail is flushed as the last part when the client finishes.
+A per-session lock keeps two replicas from appending at once.
+
+What Valkey holds is always true of what the hold acknowledged: after each part the session is
+saved with `offset` = the bytes in parts and an empty tail, atomically. A request that fails
+halfway therefore leaves an offset at a part boundary, which the client reads back (upload
+status) and resumes from; bytes received after that boundary are dropped, never doubled.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import valkey.asyncio as avalkey
 
 from appview.errors import BlobUploadInvalid, BlobUploadUnknown
 
-PART_SIZE = 16 * 1024 * 1024  # >= S3's 5 MiB minimum; parts are sent when this much is buffered
 SESSION_TTL = 24 * 3600
 
 
@@ -34,6 +38,7 @@ class UploadSession:
     offset: int = 0
     hold_upload_id: str | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
+    parts_bytes: int | None = None  # None only for sessions saved before this was recorded
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -46,6 +51,7 @@ class UploadSession:
                 "offset": self.offset,
                 "holdUpload": self.hold_upload_id,
                 "parts": self.parts,
+                "partsBytes": self.parts_bytes,
             }
         ).encode()
 
@@ -61,6 +67,7 @@ class UploadSession:
             offset=d["offset"],
             hold_upload_id=d.get("holdUpload"),
             parts=list(d.get("parts") or []),
+            parts_bytes=d.get("partsBytes"),
         )
 
 
@@ -82,7 +89,8 @@ class UploadStore:
 
     async def create(self, did: str, repository: str, hold_did: str) -> UploadSession:
         session = UploadSession(
-            id=secrets.token_urlsafe(24), did=did, repository=repository, hold_did=hold_did, started_at=time.time()
+            id=secrets.token_urlsafe(24), did=did, repository=repository, hold_did=hold_did,
+            started_at=time.time(), parts_bytes=0,
         )
         await self._v.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
         return session
@@ -105,7 +113,7 @@ class UploadStore:
             await pipe.execute()
 
     async def save_progress(self, session: UploadSession) -> None:
-        """Record parts sent so far without touching the buffered tail."""
+        """Record the hold's upload id without touching the buffered tail."""
         await self._v.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
 
     async def tail(self, session: UploadSession) -> bytes:

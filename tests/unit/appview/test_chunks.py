@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appview.oci.registry import _Chunks
+from appview.oci.parts import ByteQueue as _Chunks
 
 
 @given(
