@@ -26,8 +26,17 @@ log = logging.getLogger("appview.holds")
 TokenMinter = Callable[[str, str, str], Awaitable[str | None]]
 
 
-# Methods called in sequence during one upload: their next token is minted ahead.
-PREFETCHED_METHODS = frozenset({"io.atcr.hold.uploadPart"})
+# An upload's calls come in a known order: once one is made, the tokens for the calls that
+# follow are minted in the background, so no PDS round trip sits between the client's requests.
+NSID_INITIATE = "io.atcr.hold.initiateUpload"
+NSID_UPLOAD_PART = "io.atcr.hold.uploadPart"
+NSID_COMPLETE = "io.atcr.hold.completeUpload"
+MINT_NEXT: dict[str, tuple[str, ...]] = {
+    NSID_INITIATE: (NSID_UPLOAD_PART, NSID_COMPLETE),
+    NSID_UPLOAD_PART: (NSID_UPLOAD_PART,),
+}
+AHEAD_FRESH = 30.0  # seconds a token minted ahead is used; PDS service tokens live about 60 s
+AHEAD_MAX = 10_000
 
 
 def _consume_exception(task: asyncio.Task[str | None]) -> None:
@@ -98,15 +107,13 @@ class HoldClient:
         return url.rstrip("/")
 
     async def _next_token(self, user_did: str, hold_did: str, lxm: str) -> str | None:
-        """Mint a token, using one minted ahead for sequential calls such as upload parts.
+        """Take the token minted ahead for this call if there is one, else mint it now.
 
-        An upload sends part after part to the same hold; minting the next part's token while
-        the current part is in flight takes a PDS round trip off every part. Each token is
-        still used once; one minted ahead and never used simply expires unseen.
+        Each token is still used once (holds refuse a replayed `jti`); one minted ahead and
+        never used simply expires unseen.
         """
         assert self._mint is not None
-        key = (user_did, hold_did, lxm)
-        ahead = self._ahead.pop(key, None)
+        ahead = self._ahead.pop((user_did, hold_did, lxm), None)
         token: str | None = None
         if ahead is not None:
             fresh_until, task = ahead
@@ -119,16 +126,29 @@ class HoldClient:
                 task.cancel()
         if token is None:
             token = await self._mint(user_did, hold_did, lxm)
-        if lxm in PREFETCHED_METHODS and len(self._ahead) < 10_000:
-            mint = self._mint
-
-            async def ahead_of_time() -> str | None:
-                return await mint(user_did, hold_did, lxm)
-
-            task = asyncio.create_task(ahead_of_time())
-            task.add_done_callback(_consume_exception)
-            self._ahead[key] = (time.monotonic() + 30.0, task)
+        for following in MINT_NEXT.get(lxm, ()):
+            self.mint_ahead(user_did, hold_did, following)
         return token
+
+    def mint_ahead(self, user_did: str, hold_did: str, lxm: str) -> None:
+        """Start minting the token a coming call will need (e.g. `initiateUpload` at POST)."""
+        key = (user_did, hold_did, lxm)
+        if self._mint is None or key in self._ahead:
+            return
+        now = time.monotonic()
+        if len(self._ahead) >= AHEAD_MAX:
+            for stale in [k for k, (until, _) in self._ahead.items() if until <= now]:
+                self._ahead.pop(stale)[1].cancel()
+            if len(self._ahead) >= AHEAD_MAX:
+                return
+        mint = self._mint
+
+        async def ahead_of_time() -> str | None:
+            return await mint(user_did, hold_did, lxm)
+
+        task = asyncio.create_task(ahead_of_time())
+        task.add_done_callback(_consume_exception)
+        self._ahead[key] = (now + AHEAD_FRESH, task)
 
     async def _token(self, user_did: str | None, hold_did: str, lxm: str) -> dict[str, str]:
         """A fresh service token per call: holds refuse a replayed `jti`, so tokens are single-use."""
@@ -249,7 +269,7 @@ class HoldClient:
         if size is not None:
             body["size"] = size
         out = self._check(
-            await self._call("POST", hold_did, "io.atcr.hold.initiateUpload", user_did=user_did, json_body=body)
+            await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body)
         )
         return str(out["uploadId"])
 
@@ -259,7 +279,7 @@ class HoldClient:
         """Send one part; an iterator is streamed (chunked), so the part need not be in memory."""
         out = self._check(
             await self._call(
-                "PUT", hold_did, "io.atcr.hold.uploadPart", user_did=user_did, content=data,
+                "PUT", hold_did, NSID_UPLOAD_PART, user_did=user_did, content=data,
                 headers={
                     "X-Upload-Id": upload_id,
                     "X-Part-Number": str(part_number),
@@ -275,7 +295,7 @@ class HoldClient:
     ) -> dict[str, Any]:
         out: dict[str, Any] = self._check(
             await self._call(
-                "POST", hold_did, "io.atcr.hold.completeUpload", user_did=user_did,
+                "POST", hold_did, NSID_COMPLETE, user_did=user_did,
                 json_body={"uploadId": upload_id, "digest": digest, "parts": parts},
                 timeout=self._upload_timeout,
             )

@@ -35,7 +35,7 @@ from appview.errors import (
     Unauthorized,
     Unavailable,
 )
-from appview.holds.client import HoldClient, HoldError, HoldUnavailable
+from appview.holds.client import NSID_INITIATE, HoldClient, HoldError, HoldUnavailable
 from appview.holds.pulls import PullCounter
 from appview.oci.parts import OutgoingPart, PartSplitter
 from appview.oci.uploads import UploadSession, UploadStore
@@ -532,7 +532,10 @@ class Registry:
 
     async def start_upload(self, ref: RepoRef, user_did: str) -> UploadSession:
         hold = await self.push_hold(user_did)
-        return await self.uploads.create(ref.did, ref.repository, hold)
+        session = await self.uploads.create(ref.did, ref.repository, hold)
+        # The hold upload starts with the first part; its token is ready by then.
+        self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
+        return session
 
     async def mount(self, ref: RepoRef, user_did: str, digest: str) -> bool:
         """Cross-repository mount: true when the blob is already on the user's hold."""

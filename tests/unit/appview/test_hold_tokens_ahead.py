@@ -1,0 +1,77 @@
+"""Service tokens for an upload's calls are minted before the calls, each still used once."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, cast
+
+from appview.holds import client as hc
+from appview.holds.client import NSID_COMPLETE, NSID_INITIATE, NSID_UPLOAD_PART, HoldClient
+
+USER, HOLD = "did:plc:user", "did:web:hold.example"
+
+
+class Pds:
+    def __init__(self) -> None:
+        self.minted: list[str] = []
+        self._n = itertools.count(1)
+
+    async def mint(self, user: str, hold: str, lxm: str) -> str:
+        await asyncio.sleep(0.01)  # a PDS round trip
+        self.minted.append(lxm)
+        return f"{lxm}#{next(self._n)}"
+
+
+def make(pds: Pds) -> HoldClient:
+    return HoldClient(cast(Any, None), cast(Any, None), mint=pds.mint)
+
+
+def test_an_upload_never_waits_for_a_mint_after_post() -> None:
+    pds = Pds()
+
+    async def run() -> list[str]:
+        holds = make(pds)
+        holds.mint_ahead(USER, HOLD, NSID_INITIATE)  # at POST /blobs/uploads/
+        await asyncio.sleep(0.05)  # the client's first bytes arrive
+        used = []
+        for lxm in (NSID_INITIATE, NSID_UPLOAD_PART, NSID_UPLOAD_PART, NSID_COMPLETE):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            used.append((await holds._token(USER, HOLD, lxm))["Authorization"])
+            assert loop.time() - t0 < 0.005, f"{lxm} waited for its PDS"
+            await asyncio.sleep(0.05)  # a part crosses to the hold
+        return used
+
+    used = asyncio.run(run())
+    assert len(set(used)) == 4  # single use: holds refuse a replayed jti
+    assert [u.split("#")[0].removeprefix("Bearer ") for u in used] == [
+        NSID_INITIATE, NSID_UPLOAD_PART, NSID_UPLOAD_PART, NSID_COMPLETE
+    ]
+
+
+def test_a_stale_token_minted_ahead_is_not_used(monkeypatch: Any) -> None:
+    pds = Pds()
+    monkeypatch.setattr(hc, "AHEAD_FRESH", 0.0)
+
+    async def run() -> str:
+        holds = make(pds)
+        holds.mint_ahead(USER, HOLD, NSID_INITIATE)
+        await asyncio.sleep(0.05)
+        return (await holds._token(USER, HOLD, NSID_INITIATE))["Authorization"]
+
+    assert asyncio.run(run()) == f"Bearer {NSID_INITIATE}#2"
+
+
+def test_tokens_minted_ahead_are_bounded(monkeypatch: Any) -> None:
+    pds = Pds()
+    monkeypatch.setattr(hc, "AHEAD_MAX", 3)
+
+    async def run() -> int:
+        holds = make(pds)
+        for i in range(10):
+            holds.mint_ahead(f"did:plc:u{i}", HOLD, NSID_INITIATE)
+        await asyncio.sleep(0.05)
+        return len(holds._ahead)
+
+    assert asyncio.run(run()) == 3
