@@ -8,6 +8,11 @@ on each chunk is passed to the hold as it arrives, until the part reaches `part_
 request body ends. Only a remainder smaller than the minimum is left over, for the caller to
 keep (in Valkey) until more bytes or the end of the upload come.
 
+A part that reaches `part_size` is closed only once `stream_after` more bytes have arrived
+(enough to open the next part); if the body ends first, the full part takes those last bytes
+too. So no request that opened a part leaves a remainder behind to wait in Valkey for the
+closing PUT, and no part exceeds `part_size + stream_after` (well under the hold's 64 MiB).
+
 Parts reach the hold strictly one after another (its running hash needs them in order); a part
 whose request is still finishing overlaps only with buffering the next part's first bytes.
 Memory per upload stays near `stream_after` plus a few chunks in flight, whatever the blob size.
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -103,19 +107,16 @@ class PartSplitter:
         self._closing: asyncio.Task[None] | None = None
 
     async def feed(self, chunk: bytes) -> None:
-        if self._open is None:
-            self._buf.append(chunk)
-            await self._drain_buffer()
-            return
-        room = self._part_size - self._open[0].size
-        if len(chunk) < room:
-            await self._put(chunk)
-            return
-        await self._put(chunk[:room] if len(chunk) > room else chunk)
-        await self._end_open()
-        if len(chunk) > room:
-            self._buf.append(chunk[room:])
-            await self._drain_buffer()
+        if self._open is not None:
+            room = self._part_size - self._open[0].size
+            if room > 0:
+                if len(chunk) <= room:
+                    await self._put(chunk)
+                    return
+                await self._put(chunk[:room])
+                chunk = chunk[room:]
+        self._buf.append(chunk)
+        await self._drain_buffer()
 
     async def finish(self, *, final: bool = False) -> bytes:
         """Close the open part and wait for every part; return the bytes not sent.
@@ -124,6 +125,8 @@ class PartSplitter:
         """
         await self._drain_buffer()  # a tail kept from before may already be long enough
         if self._open is not None:
+            if len(self._buf):  # fewer than `stream_after` bytes: they ride with the full part
+                await self._put(self._buf.take(len(self._buf)))
             await self._end_open()
         if final and len(self._buf):
             await self._start()
@@ -135,22 +138,28 @@ class PartSplitter:
         return self._buf.take(len(self._buf))
 
     async def abort(self) -> None:
-        """Cancel the parts in flight; a part the hold has not acknowledged is not kept."""
-        tasks = [t for t in (self._open[1] if self._open else None, self._closing) if t is not None]
+        """Cancel the open part; a part already sent whole is still seen through.
+
+        The open part is not kept: the hold discards a part whose request is cut. One whose
+        last byte was sent only awaits the hold's answer, and keeping it moves the offset a
+        resuming client is told about.
+        """
+        opened, closing = self._open, self._closing
         self._open = self._closing = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if opened is not None:
+            opened[1].cancel()
+            await asyncio.gather(opened[1], return_exceptions=True)
+        if closing is not None:
+            await asyncio.gather(closing, return_exceptions=True)
 
     async def _drain_buffer(self) -> None:
-        while self._open is None and len(self._buf) >= self._stream_after:
-            await self._start()
-            n = min(len(self._buf), self._part_size)
-            await self._put(self._buf.take(n))
-            if n == self._part_size:
+        # Bytes wait here only while no part is open or the open one is full. A full part is
+        # closed once enough bytes wait to open the next; until then it may still take them.
+        while len(self._buf) >= self._stream_after:
+            if self._open is not None:
                 await self._end_open()
+            await self._start()
+            await self._put(self._buf.take(min(len(self._buf), self._part_size)))
 
     async def _start(self) -> None:
         if self._closing is not None:  # parts go to the hold in order

@@ -252,12 +252,41 @@ class Registry:
             raise DigestInvalid("manifest digest does not match the reference", detail={"digest": manifest.digest})
 
         hold_did = await self.push_hold(user_did)
-        await self._check_references(ref, user_did, manifest, hold_did)
-
         client = await self._pds(user_did)
+        # Three independent round trips at once: the references are checked while the manifest
+        # bytes go to the PDS (unreferenced, they stay a temporary blob the PDS discards) and
+        # the tag's current version is read for the compare-and-swap.
+        blob_task = asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
+        tag_task = None
+        if tag is not None:
+            tag_task = asyncio.ensure_future(self._read_tag(client, ref.did, tag_rkey(ref.repository, tag)))
+        try:
+            return await self._write_manifest(
+                ref, user_did, client, raw, manifest, tag, hold_did, blob_task, tag_task
+            )
+        finally:
+            tasks = [t for t in (blob_task, tag_task) if t is not None]
+            for task in tasks:
+                task.cancel()  # no-op once done
+            # Collected so no failure goes unretrieved; one that mattered was raised where awaited.
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write_manifest(
+        self,
+        ref: RepoRef,
+        user_did: str,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        tag: str | None,
+        hold_did: str,
+        blob_task: Awaitable[Any],
+        tag_task: Awaitable[tuple[str | None, str | None]] | None,
+    ) -> PutResult:
+        await self._check_references(ref, user_did, manifest, hold_did)
         created = now_iso()
         try:
-            blob = await client.upload_blob(raw, manifest.media_type)
+            blob = await blob_task
             record = fit_record(
                 manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=blob, created_at=created)
             )
@@ -278,24 +307,37 @@ class Registry:
             ref.did, MANIFEST_COLLECTION, rkey, {"$type": MANIFEST_COLLECTION, **record},
             cid=out.get("cid"), raw_manifest=raw, rev=_rev(out),
         )
-        if tag is not None:
-            await self._write_tag(client, ref, tag, manifest.digest, rkey)
+        if tag is not None and tag_task is not None:
+            await self._write_tag(client, ref, tag, manifest.digest, rkey, tag_task)
         asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag))  # noqa: RUF006
         return PutResult(digest=manifest.digest, subject=manifest.subject.digest if manifest.subject else None)
 
-    async def _write_tag(self, client: XrpcClient, ref: RepoRef, tag: str, digest: str, rkey: str) -> None:
+    @staticmethod
+    async def _read_tag(client: XrpcClient, did: str, tag_key: str) -> tuple[str | None, str | None]:
+        """The tag record's current CID and createdAt, (None, None) when there is none."""
+        try:
+            current = await client.get_record(did, TAG_COLLECTION, tag_key)
+        except RecordNotFound:
+            return None, None
+        created = (current.get("value") or {}).get("createdAt")
+        return current.get("cid"), str(created) if created else None
+
+    async def _write_tag(
+        self,
+        client: XrpcClient,
+        ref: RepoRef,
+        tag: str,
+        digest: str,
+        rkey: str,
+        first_read: Awaitable[tuple[str | None, str | None]],
+    ) -> None:
         """Point the tag at the manifest with compare-and-swap, retried on conflict."""
         tag_key = tag_rkey(ref.repository, tag)
         uri = f"at://{ref.did}/{MANIFEST_COLLECTION}/{rkey}"
         for attempt in range(TAG_CAS_ATTEMPTS):
-            swap: str | None = None
-            created = now_iso()
-            try:
-                current = await client.get_record(ref.did, TAG_COLLECTION, tag_key)
-                swap = current.get("cid")
-                created = str((current.get("value") or {}).get("createdAt") or created)
-            except RecordNotFound:
-                swap = None
+            read = first_read if attempt == 0 else self._read_tag(client, ref.did, tag_key)
+            swap, created_at = await read
+            created = created_at or now_iso()
             record = {
                 "repository": ref.repository,
                 "tag": tag,

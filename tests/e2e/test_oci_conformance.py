@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import time
 
 import httpx
 import pytest
@@ -117,6 +119,45 @@ def test_push_chunked_with_status(client: Client) -> None:
     r = client.http.get(f"{client.base}/blobs/{digest_of(data)}", follow_redirects=True)
     assert r.status_code == 200
     assert r.content == data
+
+
+def test_a_patch_cut_off_midway_resumes_at_the_last_part_the_hold_acknowledged(client: Client) -> None:
+    """Bytes stream to the hold as they arrive; a cut request keeps whole parts, never doubles."""
+    mib = 1024 * 1024
+    data = os.urandom(24 * mib)
+    r = client.http.post(f"{client.base}/blobs/uploads/")
+    loc = client.url(r.headers["Location"])
+    url = httpx.URL(loc)
+    # Declare all 24 MiB, send 22 and hang up: the first 16 MiB part is complete by then.
+    head = (
+        f"PATCH {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.netloc.decode()}\r\n"
+        f"Authorization: {client.http.headers['Authorization']}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.host, url.port or 80), timeout=30) as sock:
+        sock.sendall(head + data[: 22 * mib])
+    deadline = time.monotonic() + 20
+    while True:
+        status = client.http.get(loc)
+        assert status.status_code == 204, status.text
+        if status.headers["Range"] == f"0-{16 * mib - 1}":
+            break
+        assert status.headers["Range"] == "0-0" and time.monotonic() < deadline, status.headers
+        time.sleep(0.1)
+    for _ in range(100):  # the cut request may still hold the upload's lock for a moment
+        r = client.http.patch(
+            loc, content=data[16 * mib :],
+            headers={"Content-Type": "application/octet-stream", "Content-Range": f"{16 * mib}-{len(data) - 1}"},
+        )
+        if r.status_code != 400 or "another request" not in r.text:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 202, r.text
+    assert r.headers["Range"] == f"0-{len(data) - 1}"
+    r = client.http.put(client.url(r.headers["Location"]), params={"digest": digest_of(data)})
+    assert r.status_code == 201, r.text
+    blob = client.http.get(f"{client.base}/blobs/{digest_of(data)}", follow_redirects=True)
+    assert blob.content == data
 
 
 def test_push_empty_blob(client: Client) -> None:

@@ -71,12 +71,17 @@ def test_parts_are_the_stream_in_order_with_valid_sizes(
     assert hold.max_active <= 1  # one part at a time: the hold's running hash needs order
     for i, part in enumerate(hold.parts):
         last = final and i == len(hold.parts) - 1
-        assert 0 < len(part) <= part_size
+        # A part grows past part_size only to take a remainder too short to stand alone.
+        assert 0 < len(part) <= part_size + stream_after - 1
         assert last or len(part) >= stream_after  # only the upload's last part may be short
     if final:
         assert rest == b""
     else:
         assert len(rest) < stream_after
+    if hold.parts:
+        assert rest == b""  # nothing is left to wait in Valkey for the closing PUT
+    if len(tail) + sum(map(len, chunks)) >= stream_after:
+        assert hold.parts  # bytes enough for a part never wait
 
 
 def test_a_refusal_mid_part_surfaces_and_nothing_is_kept() -> None:
@@ -113,3 +118,17 @@ def test_abort_cancels_the_part_in_flight() -> None:
 def test_sizes_must_make_sense() -> None:
     with pytest.raises(ValueError, match="stream_after"):
         PartSplitter(FakeHold().send, part_size=4, stream_after=5)
+
+
+def test_abort_keeps_a_part_already_sent_whole() -> None:
+    hold = FakeHold()
+
+    async def run() -> None:
+        splitter = PartSplitter(hold.send, part_size=20, stream_after=5)
+        await splitter.feed(b"a" * 20)  # part 1 is full ...
+        await splitter.feed(b"b" * 6)  # ... and closes: part 2 opens with these bytes
+        await asyncio.sleep(0)
+        await splitter.abort()  # the client went away
+
+    asyncio.run(run())
+    assert hold.parts == [b"a" * 20] and hold.cancelled == 1
