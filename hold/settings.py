@@ -9,6 +9,11 @@ from atcr.config import NetworkSettings
 from atcr.errors import ConfigError
 from atcr.settings import check_addr, check_did, check_positive, check_url, default_data_dir, setting
 
+# The part sizes an AppView sends (appview/oci/parts.py): from S3's 5 MiB minimum (a request
+# that ends early) up to a 16 MiB part that took a remainder of under 5 MiB.
+APPVIEW_PART_MIN = 5 * 1024**2
+APPVIEW_PART_MAX = 21 * 1024**2
+
 
 @dataclass(frozen=True)
 class HoldSettings(NetworkSettings):
@@ -42,10 +47,12 @@ class HoldSettings(NetworkSettings):
         24 * 3600, "HOLD_UPLOAD_MAX_AGE", "seconds after which an unfinished upload is cleaned up"
     )
     upload_part_max_size: int = setting(
-        64 * 1024**2, "HOLD_UPLOAD_PART_MAX_SIZE", "largest part accepted by uploadPart, in bytes"
+        64 * 1024**2, "HOLD_UPLOAD_PART_MAX_SIZE",
+        "largest part accepted by uploadPart, in bytes (AppViews send up to 21 MiB)",
     )
     upload_part_min_size: int = setting(
-        5 * 1024**2, "HOLD_UPLOAD_PART_MIN_SIZE", "smallest part but the last, in bytes (S3 needs >= 5 MiB)"
+        5 * 1024**2, "HOLD_UPLOAD_PART_MIN_SIZE",
+        "smallest part but the last, in bytes (S3 needs 5 MiB; AppViews send 5 MiB and up)",
     )
     upload_sweep_interval: int = setting(
         900, "HOLD_UPLOAD_SWEEP_INTERVAL", "seconds between sweeps for abandoned uploads (0: never)"
@@ -100,6 +107,12 @@ class HoldSettings(NetworkSettings):
         check_positive("HOLD_UPLOAD_PART_MIN_SIZE", self.upload_part_min_size)
         if self.upload_part_min_size > self.upload_part_max_size:
             raise ConfigError("HOLD_UPLOAD_PART_MIN_SIZE: must not exceed HOLD_UPLOAD_PART_MAX_SIZE")
+        if self.upload_part_min_size > APPVIEW_PART_MIN:
+            raise ConfigError("HOLD_UPLOAD_PART_MIN_SIZE: AppViews send parts as short as 5 MiB; at most 5242880")
+        if self.upload_part_max_size < APPVIEW_PART_MAX:
+            raise ConfigError(
+                f"HOLD_UPLOAD_PART_MAX_SIZE: AppViews send parts of up to 21 MiB; at least {APPVIEW_PART_MAX}"
+            )
         if self.upload_part_max_size > 5 * 1024**3:
             raise ConfigError("HOLD_UPLOAD_PART_MAX_SIZE: S3 parts are at most 5 GiB")
         if self.storage_driver == "s3" and self.upload_part_min_size < 5 * 1024**2:

@@ -27,6 +27,8 @@ def test_defaults_are_usable() -> None:
         ({"HOLD_UPLOAD_PART_MIN_SIZE": "100", "HOLD_UPLOAD_PART_MAX_SIZE": "10"}, "HOLD_UPLOAD_PART_MIN_SIZE"),
         ({"HOLD_UPLOAD_PART_MAX_SIZE": str(6 * 1024**3)}, "HOLD_UPLOAD_PART_MAX_SIZE"),
         ({"STORAGE_DRIVER": "s3", "S3_BUCKET": "b", "HOLD_UPLOAD_PART_MIN_SIZE": "1024"}, "HOLD_UPLOAD_PART_MIN_SIZE"),
+        ({"HOLD_UPLOAD_PART_MIN_SIZE": str(8 * 1024**2)}, "HOLD_UPLOAD_PART_MIN_SIZE"),
+        ({"HOLD_UPLOAD_PART_MAX_SIZE": str(16 * 1024**2)}, "HOLD_UPLOAD_PART_MAX_SIZE"),
         ({"HOLD_URL_EXPIRY": "0"}, "HOLD_URL_EXPIRY"),
         ({"HOLD_UPLOAD_SWEEP_INTERVAL": "-1"}, "HOLD_UPLOAD_SWEEP_INTERVAL"),
         ({"S3_RETRY_BASE_DELAY": "2", "S3_RETRY_MAX_DELAY": "1"}, "S3_RETRY"),
@@ -38,3 +40,11 @@ def test_defaults_are_usable() -> None:
 def test_bad_values_name_the_setting(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         load(HoldSettings, env)
+
+
+def test_holds_accept_every_part_size_an_appview_sends() -> None:
+    from appview.oci.parts import PART_SIZE, STREAM_AFTER
+    from hold.settings import APPVIEW_PART_MAX, APPVIEW_PART_MIN
+
+    assert APPVIEW_PART_MIN == STREAM_AFTER
+    assert APPVIEW_PART_MAX >= PART_SIZE + STREAM_AFTER - 1
