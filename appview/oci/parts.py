@@ -4,9 +4,9 @@ Holds store a blob as a multipart upload whose parts must be at least 5 MiB (S3'
 except the last. Buffering each whole part before sending it made every part wait for its last
 byte, and the end of each request wait for a full part to cross a second network leg. Instead,
 a part is opened as soon as `stream_after` bytes (the 5 MiB minimum) are buffered, and from then
-on each chunk is passed to the hold as it arrives, until the part reaches `part_size` or the
-request body ends. Only a remainder smaller than the minimum is left over, for the caller to
-keep (in Valkey) until more bytes or the end of the upload come.
+on each chunk is passed to the hold as it arrives, until the part is full or the request body
+ends. Only a request that never gathered the minimum leaves bytes over, for the caller to keep
+(in Valkey) until more bytes or the end of the upload come.
 
 A part that reaches `part_size` is closed only once `stream_after` more bytes have arrived
 (enough to open the next part); if the body ends first, the full part takes those last bytes
