@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hold.settings import APPVIEW_PART_MAX
 from tests.integration.hold.conftest import MakeHold
 from tests.integration.hold.harness import BOB, OWNER, Hold
 
@@ -214,7 +215,8 @@ async def test_part_too_small_unless_last(make_hold: MakeHold, driver: str) -> N
 
 
 async def test_body_larger_than_declared_or_allowed(make_hold: MakeHold) -> None:
-    async with make_hold("filesystem", hold_upload_part_max_size=MiB, hold_upload_part_min_size=1024) as hold:
+    part_max = APPVIEW_PART_MAX  # the smallest limit a hold accepts: what an AppView sends
+    async with make_hold("filesystem", hold_upload_part_max_size=part_max, hold_upload_part_min_size=1024) as hold:
         uid = await hold.upload_id(size=1000)
         r = await hold.put_part(uid, 1, os.urandom(1001))
         assert r.status_code == 413 and r.json()["error"] == "BlobTooLarge", r.text
@@ -227,7 +229,7 @@ async def test_body_larger_than_declared_or_allowed(make_hold: MakeHold) -> None
         assert r.status_code == 413 and r.json()["error"] == "BlobTooLarge", r.text
 
         big = await hold.upload_id()
-        r = await hold.put_part(big, 1, os.urandom(MiB + 1))
+        r = await hold.put_part(big, 1, os.urandom(part_max + 1))
         assert r.status_code == 413 and r.json()["error"] == "PartTooLarge", r.text
 
         short = os.urandom(999)
