@@ -67,8 +67,9 @@ class ByteQueue:
 class OutgoingPart:
     """One part on its way to the hold: `body()` yields what the splitter feeds, in order."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, offset: int) -> None:
         self.number = number  # 1-based, counting the parts this splitter opened
+        self.offset = offset  # where the part starts in the blob
         self.size = 0  # bytes fed so far; final once `body()` is exhausted
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(SLACK_CHUNKS)  # fed by the splitter only
 
@@ -93,6 +94,7 @@ class PartSplitter:
         send: PartSender,
         tail: bytes = b"",
         *,
+        start: int = 0,
         part_size: int = PART_SIZE,
         stream_after: int = STREAM_AFTER,
     ) -> None:
@@ -103,6 +105,7 @@ class PartSplitter:
         self._part_size = part_size
         self._stream_after = stream_after
         self._opened = 0
+        self._next_offset = start  # where the next part begins in the blob (`start`: the tail's offset)
         self._open: tuple[OutgoingPart, asyncio.Task[None]] | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -166,12 +169,13 @@ class PartSplitter:
             closing, self._closing = self._closing, None
             await closing
         self._opened += 1
-        part = OutgoingPart(self._opened)
+        part = OutgoingPart(self._opened, self._next_offset)
         self._open = (part, asyncio.create_task(self._send(part)))
 
     async def _end_open(self) -> None:
         await self._put(None)
         assert self._open is not None
+        self._next_offset += self._open[0].size
         self._closing, self._open = self._open[1], None
 
     async def _put(self, item: bytes | None) -> None:

@@ -617,14 +617,12 @@ class Registry:
             if start is not None and start != session.offset:
                 raise RangeInvalid(detail={"offset": session.offset})
             tail = await self.uploads.tail(session)
-            if session.parts_bytes is None:
-                session.parts_bytes = session.offset - len(tail)
             begin = session.offset
 
             async def send(part: OutgoingPart) -> None:
-                await self._send_part(session, user_did, part.body(), lambda: part.size)
+                await self._send_part(session, user_did, part.body(), lambda: part.offset + part.size)
 
-            splitter = PartSplitter(send, tail)
+            splitter = PartSplitter(send, tail, start=begin - len(tail))
             received = 0
             try:
                 async for chunk in body:
@@ -647,9 +645,9 @@ class Registry:
             await self.uploads.unlock(upload_id, lock)
 
     async def _send_part(
-        self, session: UploadSession, user_did: str, data: bytes | AsyncIterator[bytes], size: Callable[[], int]
+        self, session: UploadSession, user_did: str, data: bytes | AsyncIterator[bytes], end: Callable[[], int]
     ) -> None:
-        """Send one part and record it; Valkey then says exactly what the hold acknowledged."""
+        """Send one part ending at blob offset `end()`; Valkey then says what the hold acknowledged."""
         try:
             if session.hold_upload_id is None:
                 session.hold_upload_id = await self.holds.initiate_upload(session.hold_did, user_did, None, None)
@@ -666,10 +664,9 @@ class Registry:
                 raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
             raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
         session.parts.append({"partNumber": number, "etag": etag})
-        session.parts_bytes = (session.parts_bytes or 0) + size()
         # The buffered tail went into this part (or the ones before it): the durable state is now
         # exactly the parts, so a request that fails from here on resumes at this boundary.
-        session.offset = session.parts_bytes
+        session.offset = end()
         await self.uploads.save(session, b"")
 
     async def finish(self, ref: RepoRef, user_did: str, upload_id: str, digest: str) -> str:
@@ -682,7 +679,7 @@ class Registry:
             session = await self.uploads.get(upload_id, ref.did, ref.repository)
             tail = await self.uploads.tail(session)
             if tail or not session.parts:
-                await self._send_part(session, user_did, tail, lambda: len(tail))
+                await self._send_part(session, user_did, tail, lambda: session.offset)
             assert session.hold_upload_id is not None
             try:
                 await self.holds.complete_upload(

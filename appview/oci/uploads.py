@@ -2,8 +2,8 @@
 
 Docker and OCI clients send a blob as one body or as PATCH chunks of any size. Holds store
 blobs as multipart uploads whose parts must be at least 5 MiB (S3's minimum) except the last.
-The session therefore keeps (in Valkey) the hold's upload id, the parts sent so far and the
-bytes they hold, the byte offset, and the *tail*: bytes received that were too few to open a
+The session therefore keeps (in Valkey) the hold's upload id, the parts sent so far, the byte
+offset, and the *tail*: bytes received that were too few to open a
 part (appview/oci/parts.py). The tail is flushed as the last part when the client finishes.
 A per-session lock keeps two replicas from appending at once.
 
@@ -38,7 +38,6 @@ class UploadSession:
     offset: int = 0
     hold_upload_id: str | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
-    parts_bytes: int | None = None  # None only for sessions saved before this was recorded
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -51,7 +50,6 @@ class UploadSession:
                 "offset": self.offset,
                 "holdUpload": self.hold_upload_id,
                 "parts": self.parts,
-                "partsBytes": self.parts_bytes,
             }
         ).encode()
 
@@ -67,7 +65,6 @@ class UploadSession:
             offset=d["offset"],
             hold_upload_id=d.get("holdUpload"),
             parts=list(d.get("parts") or []),
-            parts_bytes=d.get("partsBytes"),
         )
 
 
@@ -90,7 +87,7 @@ class UploadStore:
     async def create(self, did: str, repository: str, hold_did: str) -> UploadSession:
         session = UploadSession(
             id=secrets.token_urlsafe(24), did=did, repository=repository, hold_did=hold_did,
-            started_at=time.time(), parts_bytes=0,
+            started_at=time.time(),
         )
         await self._v.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
         return session

@@ -17,6 +17,8 @@ class FakeHold:
 
     def __init__(self, *, slow: bool = False, fail_at: int | None = None) -> None:
         self.parts: list[bytes] = []
+        self.offsets: list[int] = []
+        self.seen = 0  # bytes read so far, finished parts or not
         self.active = 0
         self.max_active = 0
         self.slow = slow
@@ -30,6 +32,7 @@ class FakeHold:
         try:
             async for chunk in part.body():
                 got += chunk
+                self.seen += len(chunk)
                 if self.fail_at is not None and len(got) >= self.fail_at:
                     raise BlobUploadInvalid("hold refused the upload: Nope")
                 if self.slow:
@@ -37,6 +40,7 @@ class FakeHold:
                     await asyncio.sleep(0)
             assert len(got) == part.size
             self.parts.append(bytes(got))
+            self.offsets.append(part.offset)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -60,7 +64,7 @@ def test_parts_are_the_stream_in_order_with_valid_sizes(
     hold = FakeHold(slow=slow)
 
     async def run() -> bytes:
-        splitter = PartSplitter(hold.send, tail, part_size=part_size, stream_after=stream_after)
+        splitter = PartSplitter(hold.send, tail, start=1000, part_size=part_size, stream_after=stream_after)
         for chunk in chunks:
             await splitter.feed(chunk)
         return await splitter.finish(final=final)
@@ -68,6 +72,7 @@ def test_parts_are_the_stream_in_order_with_valid_sizes(
     rest = asyncio.run(run())
     stream = tail + b"".join(chunks)
     assert b"".join(hold.parts) + rest == stream
+    assert hold.offsets == [1000 + sum(map(len, hold.parts[:i])) for i in range(len(hold.parts))]
     assert hold.max_active <= 1  # one part at a time: the hold's running hash needs order
     for i, part in enumerate(hold.parts):
         last = final and i == len(hold.parts) - 1
@@ -82,6 +87,23 @@ def test_parts_are_the_stream_in_order_with_valid_sizes(
         assert rest == b""  # nothing is left to wait in Valkey for the closing PUT
     if len(tail) + sum(map(len, chunks)) >= stream_after:
         assert hold.parts  # bytes enough for a part never wait
+
+
+def test_bytes_reach_the_hold_before_the_part_is_full() -> None:
+    hold = FakeHold()
+
+    async def run() -> int:
+        splitter = PartSplitter(hold.send, part_size=100, stream_after=5)
+        for _ in range(10):
+            await splitter.feed(b"z" * 3)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen = hold.seen
+        await splitter.finish()
+        return seen
+
+    assert asyncio.run(run()) == 30  # streamed as fed, not held back until 100 bytes or the end
+    assert hold.parts == [b"z" * 30]
 
 
 def test_a_refusal_mid_part_surfaces_and_nothing_is_kept() -> None:
