@@ -180,17 +180,20 @@ class XrpcClient:
         *,
         swap_record: str | None = None,
         swap_commit: str | None = None,
+        create_only: bool = False,
     ) -> dict[str, Any]:
         """Validate against our lexicon, then write. Returns `{uri, cid}`.
 
         Validation happens before any byte leaves, so an invalid record is never half-written.
+        `create_only` sends ``swapRecord: null``: the PDS refuses with InvalidSwap when a
+        record already exists at the key (so two writers cannot both claim it).
         """
         body = {"$type": collection, **record}
         if collection in known_record_nsids():
             validate_record(collection, body)
         payload: dict[str, Any] = {"repo": repo, "collection": collection, "rkey": rkey, "record": body}
         # `validate` omitted: PDSes without our lexicons would refuse validate=true.
-        if swap_record is not None:
+        if swap_record is not None or create_only:
             payload["swapRecord"] = swap_record
         if swap_commit is not None:
             payload["swapCommit"] = swap_commit

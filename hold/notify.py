@@ -27,7 +27,9 @@ from typing import Any
 
 from atcr.digest import Digest
 from atcr.digest import InvalidDigest as DigestSyntaxError
-from atcr.readmodel.keys import manifest_rkey
+from atcr.readmodel.keys import digest_from_rkey, manifest_rkey
+from atcr.readmodel.records import parse_at_uri
+from atcr.syntax import is_record_key
 from hold.crew import now_iso
 from hold.errors import Forbidden, InvalidDigest, InvalidRequest
 from hold.quota import LAYER, QuotaService
@@ -78,6 +80,20 @@ def layers_of(summary: Any) -> list[LayerRef]:
     return list(out.values())
 
 
+def _manifest_record_key(user: str, manifest_digest: str, manifest_uri: object) -> str:
+    """The rkey of the pushed manifest record: from ``manifestUri`` when given (it must be the
+    user's own manifest record of that digest), else the digest hex (ATCR's AppViews)."""
+    if manifest_uri is None:
+        return manifest_rkey(manifest_digest)
+    parsed = parse_at_uri(manifest_uri)
+    if parsed is None or parsed[0] != user or parsed[1] != "io.atcr.manifest" or not is_record_key(parsed[2]):
+        raise InvalidRequest("manifestUri must be an AT-URI of the user's own io.atcr.manifest record")
+    named = digest_from_rkey(parsed[2])
+    if named is not None and named != manifest_digest:
+        raise InvalidRequest("manifestUri names another digest than manifestDigest")
+    return parsed[2]
+
+
 class Notifications:
     def __init__(
         self,
@@ -112,15 +128,21 @@ class Notifications:
 
         return list(await asyncio.gather(*(bounded(x) for x in layers)))
 
-    async def push(self, user: str, repository: str, manifest_digest: str, summary: Any) -> PushResult:
-        """Quota check, layer records, usage, one push counted; QuotaExceeded changes nothing."""
+    async def push(
+        self, user: str, repository: str, manifest_digest: str, summary: Any, *, manifest_uri: str | None = None
+    ) -> PushResult:
+        """Quota check, layer records, usage, one push counted; QuotaExceeded changes nothing.
+
+        Layer records name the repository and the manifest record's AT-URI, so one digest
+        pushed into two repositories has layer records for each (docs/records.md).
+        """
         try:
             Digest.parse(manifest_digest)
         except DigestSyntaxError as exc:
             raise InvalidDigest(f"manifestDigest: {exc}") from None
+        mrkey = _manifest_record_key(user, manifest_digest, manifest_uri)
         layers = await self._stored_sizes(layers_of(summary))
         index = self._quota.index
-        mrkey = manifest_rkey(manifest_digest)
         manifest_uri = f"at://{user}/io.atcr.manifest/{mrkey}"
         created = 0
         async with self._push_lock:
@@ -142,6 +164,7 @@ class Notifications:
                             "size": x.size,
                             "mediaType": x.media_type,
                             "manifest": manifest_uri,
+                            "repository": repository,
                             "userDid": user,
                             "createdAt": stamp,
                         },

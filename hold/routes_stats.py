@@ -93,7 +93,9 @@ def stats_routes(services: HoldServices, ledger: Ledger) -> Router:
         if issuer != owner:
             raise UserMismatch(f"the token is {issuer}'s, but userDid is {owner}")
         await services.auth.require_write(issuer)
-        result = await notifications().push(owner, repository, body["manifestDigest"], body.get("manifest"))
+        result = await notifications().push(
+            owner, repository, body["manifestDigest"], body.get("manifest"), manifest_uri=body.get("manifestUri")
+        )
         return {"success": True, "operation": "push", "statsUpdated": True, "layersCreated": result.layers_created}
 
     @get(f"/xrpc/{NSID_GET_STATS}")

@@ -58,7 +58,7 @@ from atcr.readmodel.models import (
     TagEntry,
     UserEntry,
 )
-from atcr.readmodel.records import normalize
+from atcr.readmodel.records import normalize, parse_at_uri
 from atcr.syntax import is_did, is_handle
 from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
@@ -475,18 +475,38 @@ class Loader:
 
     async def _fetch_record(self, did: str, collection: str, rkey: str, *, complete: bool = False) -> None:
         """getRecord one rkey; `complete` for one-record collections (``self``): it then marks them loaded."""
+        await self._fetch_records(did, collection, (rkey,), complete=complete)
+
+    async def _fetch_records(
+        self,
+        did: str,
+        collection: str,
+        rkeys: tuple[str, ...],
+        *,
+        complete: bool = False,
+        enough: Callable[[dict[str, Any]], bool] = lambda _: True,
+    ) -> None:
+        """getRecord the rkeys in turn until one holds a record that is `enough`; apply what
+        was found, and which are gone."""
         client = await self._client(did)
         started = await self._server_ms()
         rev = await self._repo_rev(client, did)
         found: list[tuple[str, dict[str, Any], str | None]] = []
-        try:
-            out = await self._call(client.base_url, client.get_record(did, collection, rkey))
+        absent: list[str] = []
+        for rkey in rkeys:
+            try:
+                out = await self._call(client.base_url, client.get_record(did, collection, rkey))
+            except errors.XrpcError as err:
+                if err.status >= 500:
+                    raise
+                out = {}
             value = out.get("value")
-            if isinstance(value, dict):
-                found.append((rkey, value, out.get("cid")))
-        except errors.XrpcError as err:
-            if err.status >= 500:
-                raise
+            if not isinstance(value, dict):
+                absent.append(rkey)
+                continue
+            found.append((rkey, value, out.get("cid")))
+            if enough(value):
+                break
         await rm_apply.apply_snapshot(
             self._v,
             did,
@@ -495,7 +515,7 @@ class Loader:
             rev=rev,
             started_ms=started,
             complete=complete,
-            absent=() if found else (rkey,),
+            absent=absent,
             retention=self.config.retention,
         )
 
@@ -575,22 +595,32 @@ class Loader:
         ManifestBytesUnavailable when the record has no ``manifestBlob``.
         """
         entry, at, applied = await read.read_manifest(self._v, did, repository, digest)
-        rkey = keys.manifest_rkey(digest)
-        record_flight = f"r:{did}:{keys.MANIFEST}:{rkey}"
+        # The two rkeys this AppView may write for (repository, digest) (docs/records.md);
+        # other writers' rkeys are found by the listing below.
+        rkeys = (keys.manifest_rkey(digest), keys.repo_manifest_rkey(repository, digest))
+        record_flight = f"r:{did}:{keys.MANIFEST}:{rkeys[1]}"
+
+        def fetch() -> Awaitable[None]:
+            # The suffix key only when the hex key does not hold the digest for this repository.
+            return self._fetch_records(
+                did, keys.MANIFEST, rkeys,
+                enough=lambda v: v.get("repository") == repository and v.get("digest") == digest,
+            )
+
         if entry is not None:
             state = self._state(max(at or 0, applied or 0) or None)
             if state is _State.MISSING:
-                await self._flight.do(record_flight, lambda: self._fetch_record(did, keys.MANIFEST, rkey))
+                await self._flight.do(record_flight, fetch)
                 entry, at, applied = await read.read_manifest(self._v, did, repository, digest)
                 if entry is None:
                     return await self._manifest_from_listing(did, repository, digest, at)
             elif state is _State.STALE:
-                self._background(record_flight, lambda: self._fetch_record(did, keys.MANIFEST, rkey))
+                self._background(record_flight, fetch)
             return await self._with_bytes(entry)
         if self._state(at) is _State.FRESH:
             return None
         try:
-            await self._flight.do(record_flight, lambda: self._fetch_record(did, keys.MANIFEST, rkey))
+            await self._flight.do(record_flight, fetch)
         except errors.UpstreamUnavailable:
             if self._state(at) is _State.STALE:
                 return None
@@ -608,6 +638,56 @@ class Loader:
             return None
         entry, _, _ = await read.read_manifest(self._v, did, repository, digest)
         return await self._with_bytes(entry) if entry is not None else None
+
+    @_or_direct("_direct_manifest_record")
+    async def manifest_record(self, did: str, rkey: str, digest: str) -> ManifestEntry | None:
+        """The manifest record at `rkey` of `did`, with bytes, if it holds `digest`, whatever
+        repository it names (a tag's ``manifest`` AT-URI points at it; see docs/records.md)."""
+        ptr, known, applied, at = await read.read_manifest_pointer(self._v, did, rkey)
+        if not known or self._state(max(at or 0, applied or 0) or None) is not _State.FRESH:
+            with contextlib.suppress(errors.UpstreamUnavailable):
+                await self._flight.do(
+                    f"r:{did}:{keys.MANIFEST}:{rkey}", lambda: self._fetch_record(did, keys.MANIFEST, rkey)
+                )
+                ptr, _, _, _ = await read.read_manifest_pointer(self._v, did, rkey)
+        if ptr is None or ptr[1] != digest:
+            return None
+        return await self.manifest(did, ptr[0], digest)
+
+    async def manifest_in(
+        self, did: str, repository: str, digest: str, tag: TagEntry | None = None
+    ) -> ManifestEntry | None:
+        """The manifest `repository` holds under `digest`, with bytes, or None.
+
+        A repository holds a digest when a manifest record names both, or, to heal records an
+        older scheme overwrote (docs/records.md), when one of its tags (`tag`, else any) points
+        at a manifest record of the same account that holds the digest for another repository:
+        same owner, same bytes, so no isolation is crossed. Such an entry is returned under
+        `repository`.
+        """
+        entry = await self.manifest(did, repository, digest)
+        if entry is not None:
+            return entry
+        if tag is None or tag.digest != digest:
+            tag = next(
+                (t for _, t in sorted((await self.tag_entries(did, repository)).items()) if t.digest == digest), None
+            )
+        if tag is None:
+            return None
+        hex_rkey = keys.manifest_rkey(digest)
+        parsed = parse_at_uri(tag.manifest_uri)
+        rkey = parsed[2] if parsed and parsed[0] == did and parsed[1] == keys.MANIFEST else hex_rkey
+        shared = await self.manifest_record(did, rkey, digest)
+        if shared is None and rkey != hex_rkey:
+            shared = await self.manifest_record(did, hex_rkey, digest)
+        return replace(shared, repository=repository) if shared is not None else None
+
+    async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]:
+        """Every rkey known to hold `digest` in `repository` (for deletes; empty when unknown)."""
+        try:
+            return await read.read_manifest_rkeys(self._v, did, repository, digest)
+        except ValkeyError:
+            return []
 
     async def _with_bytes(self, entry: ManifestEntry) -> ManifestEntry:
         if entry.raw:
@@ -994,9 +1074,7 @@ class Loader:
     async def _direct_tag(self, did: str, repository: str, tag: str) -> TagEntry | None:
         return (await self._direct_tag_entries(did, repository)).get(tag)
 
-    async def _direct_manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None:
-        rkey = keys.manifest_rkey(digest)
-
+    async def _direct_record(self, did: str, rkey: str) -> ManifestEntry | None:
         async def record() -> ManifestEntry | None:
             client = XrpcClient(self._http, (await self._direct_identity(did)).pds_endpoint)
             try:
@@ -1006,8 +1084,21 @@ class Loader:
             value = out.get("value")
             return self._manifest_of(did, rkey, value, out.get("cid")) if isinstance(value, dict) else None
 
-        entry = await self._memo(("rec", did, rkey), record)
-        if entry is None or entry.digest != digest:  # another AppView's rkey: the listing settles it
+        return await self._memo(("rec", did, rkey), record)
+
+    async def _direct_manifest_record(self, did: str, rkey: str, digest: str) -> ManifestEntry | None:
+        entry = await self._direct_record(did, rkey)
+        if entry is None or entry.digest != digest:
+            return None
+        return await self._direct_manifest(did, entry.repository, digest)
+
+    async def _direct_manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None:
+        candidates = await asyncio.gather(
+            self._direct_record(did, keys.manifest_rkey(digest)),
+            self._direct_record(did, keys.repo_manifest_rkey(repository, digest)),
+        )
+        entry = next((e for e in candidates if e and e.repository == repository and e.digest == digest), None)
+        if entry is None:  # another AppView's rkey: the listing settles it
             entry = next((e for e in await self._direct_manifests(did, repository) if e.digest == digest), None)
         if entry is None or entry.repository != repository:
             return None

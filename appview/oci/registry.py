@@ -55,6 +55,8 @@ from atcr.errors import (
 from atcr.identity import Identity
 from atcr.oci import InvalidManifest, Manifest, parse_manifest
 from atcr.readmodel import ManifestEntry, TagEntry, tag_rkey
+from atcr.readmodel.keys import manifest_rkey, repo_manifest_rkey
+from atcr.readmodel.records import tag_digest
 from atcr.syntax import is_did, is_oci_repository, is_oci_tag
 from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
@@ -81,6 +83,11 @@ class ReadModel(Protocol):
     async def tags(self, did: str, repository: str) -> dict[str, str]: ...
     async def tag(self, did: str, repository: str, tag: str) -> TagEntry | None: ...
     async def manifest(self, did: str, repository: str, digest: str) -> ManifestEntry | None: ...
+    async def manifest_in(
+        self, did: str, repository: str, digest: str, tag: TagEntry | None = None
+    ) -> ManifestEntry | None: ...
+    async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]: ...
+    async def tag_entries(self, did: str, repository: str) -> dict[str, TagEntry]: ...
     async def manifests(self, did: str, repository: str) -> list[ManifestEntry]: ...
     async def emptied(self, did: str, repository: str) -> bool: ...
     async def referrers(self, did: str, repository: str, digest: str) -> list[ManifestEntry]: ...
@@ -156,6 +163,34 @@ def _unavailable_message(exc: HoldUnavailable) -> str:
     return "your hold is unreachable"
 
 
+def _holds(value: dict[str, Any], repository: str, digest: str) -> bool:
+    """Whether a manifest record holds `digest` in `repository`."""
+    return value.get("repository") == repository and value.get("digest") == digest
+
+
+_VOLATILE = ("$type", "createdAt", "manifestBlob")
+
+
+def _same_record(existing: dict[str, Any], wanted: dict[str, Any], size: int) -> bool:
+    """Whether an existing record already says what a push would write (its creation time and
+    blob ref aside): then the push keeps it instead of writing it again."""
+    blob = existing.get("manifestBlob")
+    if not isinstance(blob, dict) or blob.get("size") != size:
+        return False
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in _VOLATILE}
+
+    return strip(existing) == strip(wanted)
+
+
+def _tag_target(value: dict[str, Any] | None) -> str | None:
+    """The digest a tag record points at, by its AT-URI's rkey or ``manifestDigest``."""
+    if value is None:
+        return None
+    digest, _ = tag_digest(value)
+    return digest or None
+
+
 def split_name(name: str) -> tuple[str, str]:
     """Split `<identity>/<repository>`; raise NAME_INVALID on anything the spec refuses."""
     identity, sep, repository = name.partition("/")
@@ -207,16 +242,16 @@ class Registry:
     # --- manifests ----------------------------------------------------------------------------
 
     async def get_manifest(self, ref: RepoRef, reference: str) -> ManifestEntry:
-        digest = await self._digest_for(ref, reference)
-        entry = await self._guard(self.model.manifest(ref.did, ref.repository, digest))
+        digest, tag = await self._digest_for(ref, reference)
+        entry = await self._guard(self.model.manifest_in(ref.did, ref.repository, digest, tag))
         if entry is None:
             raise ManifestUnknown(detail={"reference": reference})
         return entry
 
-    async def _digest_for(self, ref: RepoRef, reference: str) -> str:
+    async def _digest_for(self, ref: RepoRef, reference: str) -> tuple[str, TagEntry | None]:
         if ":" in reference:
             try:
-                return str(Digest.parse(reference))
+                return str(Digest.parse(reference)), None
             except InvalidDigest:
                 raise DigestInvalid("invalid digest", detail={"reference": reference[:200]}) from None
         if not is_oci_tag(reference):
@@ -225,7 +260,7 @@ class Registry:
         tag = await self._guard(self.model.tag(ref.did, ref.repository, reference))
         if tag is None:
             raise ManifestUnknown(detail={"tag": reference})
-        return tag.digest
+        return tag.digest, tag
 
     async def put_manifest(
         self, ref: RepoRef, user_did: str, reference: str, raw: bytes, content_type: str | None
@@ -253,23 +288,45 @@ class Registry:
 
         hold_did = await self.push_hold(user_did)
         client = await self._pds(user_did)
-        # Three independent round trips at once: the references are checked while the manifest
-        # bytes go to the PDS (unreferenced, they stay a temporary blob the PDS discards) and
-        # the tag's current version is read for the compare-and-swap.
-        blob_task = asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
+        # Independent round trips at once: the records that may already hold this manifest
+        # are read, the references are checked, the tag's current version is read for the
+        # compare-and-swap and, unless the repository already has the manifest, its bytes go
+        # to the PDS (unreferenced, they stay a temporary blob the PDS discards).
+        known = await self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest)
+        slots_task = asyncio.ensure_future(self._read_slots(client, ref, manifest.digest, known))
+        blob_task = None if known else asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
         tag_task = None
         if tag is not None:
             tag_task = asyncio.ensure_future(self._read_tag(client, ref.did, tag_rkey(ref.repository, tag)))
         try:
             return await self._write_manifest(
-                ref, user_did, client, raw, manifest, tag, hold_did, blob_task, tag_task
+                ref, user_did, client, raw, manifest, tag, hold_did, slots_task, blob_task, tag_task
             )
         finally:
-            tasks = [t for t in (blob_task, tag_task) if t is not None]
+            tasks = [t for t in (slots_task, blob_task, tag_task) if t is not None]
             for task in tasks:
                 task.cancel()  # no-op once done
             # Collected so no failure goes unretrieved; one that mattered was raised where awaited.
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _read_slots(
+        client: XrpcClient, ref: RepoRef, digest: str, known: list[str]
+    ) -> dict[str, tuple[str, dict[str, Any]] | None]:
+        """The records at every rkey that may hold `digest` in this repository: rkey ->
+        (cid, value), or None where there is no record (docs/records.md)."""
+        rkeys = list(dict.fromkeys([manifest_rkey(digest), repo_manifest_rkey(ref.repository, digest), *known]))
+
+        async def one(rkey: str) -> tuple[str, dict[str, Any]] | None:
+            try:
+                out = await client.get_record(ref.did, MANIFEST_COLLECTION, rkey)
+            except RecordNotFound:
+                return None
+            value = out.get("value")
+            return (str(out.get("cid") or ""), value) if isinstance(value, dict) else None
+
+        found = await asyncio.gather(*(one(rk) for rk in rkeys))
+        return dict(zip(rkeys, found, strict=True))
 
     async def _write_manifest(
         self,
@@ -280,18 +337,13 @@ class Registry:
         manifest: Manifest,
         tag: str | None,
         hold_did: str,
-        blob_task: Awaitable[Any],
-        tag_task: Awaitable[tuple[str | None, str | None]] | None,
+        slots_task: Awaitable[dict[str, tuple[str, dict[str, Any]] | None]],
+        blob_task: Awaitable[Any] | None,
+        tag_task: Awaitable[tuple[str | None, dict[str, Any] | None]] | None,
     ) -> PutResult:
         await self._check_references(ref, user_did, manifest, hold_did)
-        created = now_iso()
         try:
-            blob = await blob_task
-            record = fit_record(
-                manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=blob, created_at=created)
-            )
-            rkey = Digest.parse(manifest.digest).hex
-            out = await client.put_record(ref.did, MANIFEST_COLLECTION, rkey, record)
+            rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, slots_task, blob_task)
         except RecordValidationError as exc:
             raise ManifestInvalid(str(exc)) from None
         except AuthenticationRequired:
@@ -303,24 +355,98 @@ class Registry:
             raise Unavailable(f"your PDS refused the write: {exc.error}") from None
         except NetworkError:
             raise Unavailable("your PDS is unreachable; nothing was written", headers={"Retry-After": "10"}) from None
-        await self.model.wrote_record(
-            ref.did, MANIFEST_COLLECTION, rkey, {"$type": MANIFEST_COLLECTION, **record},
-            cid=out.get("cid"), raw_manifest=raw, rev=_rev(out),
-        )
+        replaced: str | None = None
         if tag is not None and tag_task is not None:
-            await self._write_tag(client, ref, tag, manifest.digest, rkey, tag_task)
-        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag))  # noqa: RUF006
+            replaced = await self._write_tag(client, ref, tag, manifest.digest, rkey, tag_task)
+        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
+        if replaced and replaced != manifest.digest:
+            await self._auto_remove_untagged(ref, user_did, client, replaced)
         return PutResult(digest=manifest.digest, subject=manifest.subject.digest if manifest.subject else None)
 
+    async def _put_manifest_record(
+        self,
+        ref: RepoRef,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        hold_did: str,
+        slots_task: Awaitable[dict[str, tuple[str, dict[str, Any]] | None]],
+        blob_task: Awaitable[Any] | None,
+    ) -> str:
+        """Write (or find already written) the manifest record of (repository, digest); its rkey.
+
+        The rkey is the digest hex (ATCR's) unless that record holds the digest for another
+        repository of the account; then it is `repo_manifest_rkey`. A record already holding
+        exactly this manifest is kept as it is (a re-tag writes only the tag). The hex rkey is
+        claimed with create-only semantics, so two pushes of one digest into two repositories
+        at once cannot both take it. docs/records.md has the rule.
+        """
+        digest = manifest.digest
+        hex_rkey, own_rkey = manifest_rkey(digest), repo_manifest_rkey(ref.repository, digest)
+        slots = await slots_task
+        for _attempt in range(3):
+            held = [(rk, slot) for rk, slot in slots.items() if slot is not None]
+            mine = next(((rk, slot) for rk, slot in held if _holds(slot[1], ref.repository, digest)), None)
+            wanted_base = manifest.to_record(
+                repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at=now_iso()
+            )
+            if mine is not None:
+                rk, (cid, value) = mine
+                if _same_record(value, fit_record(wanted_base), len(raw)):
+                    await self.model.wrote_record(ref.did, MANIFEST_COLLECTION, rk, value, cid=cid, raw_manifest=raw)
+                    return rk
+            blob = await self._manifest_blob(client, raw, manifest, slots, blob_task)
+            record = fit_record({**wanted_base, "manifestBlob": blob})
+            try:
+                if mine is not None:
+                    rkey, swap = mine[0], mine[1][0] or None
+                    out = await client.put_record(ref.did, MANIFEST_COLLECTION, rkey, record, swap_record=swap)
+                elif slots.get(hex_rkey) is None:
+                    rkey = hex_rkey
+                    out = await client.put_record(ref.did, MANIFEST_COLLECTION, rkey, record, create_only=True)
+                else:
+                    rkey = own_rkey
+                    out = await client.put_record(ref.did, MANIFEST_COLLECTION, rkey, record)
+            except InvalidSwap:
+                # Another push of this digest wrote first: read again and decide again.
+                slots = await self._read_slots(client, ref, digest, [])
+                continue
+            await self.model.wrote_record(
+                ref.did, MANIFEST_COLLECTION, rkey, {"$type": MANIFEST_COLLECTION, **record},
+                cid=out.get("cid"), raw_manifest=raw, rev=_rev(out),
+            )
+            return rkey
+        raise Unavailable("this manifest is being pushed concurrently; retry", headers={"Retry-After": "1"})
+
     @staticmethod
-    async def _read_tag(client: XrpcClient, did: str, tag_key: str) -> tuple[str | None, str | None]:
-        """The tag record's current CID and createdAt, (None, None) when there is none."""
+    async def _manifest_blob(
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        slots: dict[str, tuple[str, dict[str, Any]] | None],
+        blob_task: Awaitable[Any] | None,
+    ) -> Any:
+        """The manifest bytes' blob ref: the upload started with the push, else the ref of a
+        record of this account that already holds these bytes, else a fresh upload."""
+        if blob_task is not None:
+            return await blob_task
+        for slot in slots.values():
+            if slot is not None and slot[1].get("digest") == manifest.digest:
+                blob = slot[1].get("manifestBlob")
+                size = blob.get("size") if isinstance(blob, dict) else None
+                if size == len(raw):
+                    return blob
+        return await client.upload_blob(raw, manifest.media_type)
+
+    @staticmethod
+    async def _read_tag(client: XrpcClient, did: str, tag_key: str) -> tuple[str | None, dict[str, Any] | None]:
+        """The tag record's current CID and value, (None, None) when there is none."""
         try:
             current = await client.get_record(did, TAG_COLLECTION, tag_key)
         except RecordNotFound:
             return None, None
-        created = (current.get("value") or {}).get("createdAt")
-        return current.get("cid"), str(created) if created else None
+        value = current.get("value")
+        return current.get("cid"), value if isinstance(value, dict) else {}
 
     async def _write_tag(
         self,
@@ -329,21 +455,31 @@ class Registry:
         tag: str,
         digest: str,
         rkey: str,
-        first_read: Awaitable[tuple[str | None, str | None]],
-    ) -> None:
-        """Point the tag at the manifest with compare-and-swap, retried on conflict."""
+        first_read: Awaitable[tuple[str | None, dict[str, Any] | None]],
+    ) -> str | None:
+        """Point the tag at the manifest with compare-and-swap, retried on conflict.
+
+        Returns the digest the tag pointed at before (None when it is new). A tag already
+        pointing at this record is left as it is.
+        """
         tag_key = tag_rkey(ref.repository, tag)
         uri = f"at://{ref.did}/{MANIFEST_COLLECTION}/{rkey}"
         for attempt in range(TAG_CAS_ATTEMPTS):
             read = first_read if attempt == 0 else self._read_tag(client, ref.did, tag_key)
-            swap, created_at = await read
-            created = created_at or now_iso()
+            swap, current = await read
+            previous = _tag_target(current)
+            if current is not None and swap and current.get("manifest") == uri and previous == digest:
+                await self.model.wrote_record(
+                    ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **current}, cid=swap
+                )
+                return previous
+            created = (current or {}).get("createdAt")
             record = {
                 "repository": ref.repository,
                 "tag": tag,
                 "manifest": uri,
                 "manifestDigest": digest,
-                "createdAt": created,
+                "createdAt": str(created) if created else now_iso(),
                 "updatedAt": now_iso(),
             }
             try:
@@ -357,8 +493,27 @@ class Registry:
                 ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **record}, cid=out.get("cid"),
                 rev=_rev(out),
             )
-            return
+            return previous
         raise Unavailable("tag is being updated concurrently; retry", headers={"Retry-After": "1"})
+
+    async def _auto_remove_untagged(self, ref: RepoRef, user_did: str, client: XrpcClient, digest: str) -> None:
+        """``autoRemoveUntagged`` (the owner's profile): a manifest a push left without tags in
+        this repository goes from this repository only. Kept when it is another manifest's
+        child or subject here; a failure only leaves it in place."""
+        try:
+            profile = await self.model.profile(ref.did)
+            if not (profile or {}).get("autoRemoveUntagged"):
+                return
+            tags = await self.model.tags(ref.did, ref.repository)
+            if digest in tags.values():
+                return
+            for entry in await self.model.manifests(ref.did, ref.repository):
+                children = {c.get("digest") for c in entry.record.get("manifests") or [] if isinstance(c, dict)}
+                if digest in children or entry.subject_digest == digest:
+                    return
+            await self._delete_manifest_records(client, ref, digest)
+        except (RegistryError, NetworkError, XrpcError) as exc:
+            log.info("autoRemoveUntagged of %s in %s kept it: %s", digest, ref.name, exc)
 
     async def _check_references(self, ref: RepoRef, user_did: str, manifest: Manifest, hold_did: str) -> None:
         missing: list[str] = []
@@ -386,12 +541,15 @@ class Registry:
             raise ManifestBlobUnknown(detail={"digests": sorted(set(missing))[:50]})
 
     async def _notify_push(
-        self, ref: RepoRef, user_did: str, hold_did: str, manifest: Manifest, tag: str | None
+        self, ref: RepoRef, user_did: str, hold_did: str, manifest: Manifest, tag: str | None, rkey: str
     ) -> None:
         body: dict[str, Any] = {
             "repository": ref.repository,
             "userDid": ref.did,
             "manifestDigest": manifest.digest,
+            # Not in ATCR's body (its holds ignore it): the record's own AT-URI, since the
+            # digest alone no longer names it (docs/records.md).
+            "manifestUri": f"at://{ref.did}/{MANIFEST_COLLECTION}/{rkey}",
             "operation": "push",
             "manifest": {
                 "mediaType": manifest.media_type,
@@ -428,17 +586,38 @@ class Registry:
                 raise ManifestUnknown(detail={"tag": reference})
             await self._delete(client, ref.did, TAG_COLLECTION, tag.rkey)
             return
-        digest = await self._digest_for(ref, reference)
-        entry = await self._guard(self.model.manifest(ref.did, ref.repository, digest))
+        digest, _ = await self._digest_for(ref, reference)
+        entry = await self._guard(self.model.manifest_in(ref.did, ref.repository, digest))
         if entry is None:
             raise ManifestUnknown(detail={"digest": digest})
-        tags = await self._guard(self.model.tags(ref.did, ref.repository))
-        for name, target in tags.items():
-            if target == digest:
-                t = await self._guard(self.model.tag(ref.did, ref.repository, name))
-                if t is not None:
-                    await self._delete(client, ref.did, TAG_COLLECTION, t.rkey)
-        await self._delete(client, ref.did, MANIFEST_COLLECTION, Digest.parse(digest).hex)
+        tags = await self._guard(self.model.tag_entries(ref.did, ref.repository))
+        for t in tags.values():
+            if t.digest == digest:
+                await self._delete(client, ref.did, TAG_COLLECTION, t.rkey)
+        await self._delete_manifest_records(client, ref, digest)
+
+    async def _delete_manifest_records(self, client: XrpcClient, ref: RepoRef, digest: str) -> None:
+        """Delete every record holding `digest` in this repository, and only those: a record
+        of another repository (even at the hex rkey) is left alone, checked by its CID."""
+        known = await self._guard(self.model.manifest_rkeys(ref.did, ref.repository, digest))
+        try:
+            slots = await self._read_slots(client, ref, digest, known)
+        except (XrpcError, NetworkError) as exc:
+            raise Unavailable(f"delete failed at your PDS: {exc}") from None
+        for rkey, slot in slots.items():
+            if slot is None:
+                if rkey in known:  # gone already: the model learns it
+                    await self.model.deleted_record(ref.did, MANIFEST_COLLECTION, rkey)
+                continue
+            if not _holds(slot[1], ref.repository, digest):
+                continue
+            try:
+                out = await client.delete_record(ref.did, MANIFEST_COLLECTION, rkey, swap_record=slot[0] or None)
+            except InvalidSwap:
+                continue  # rewritten meanwhile (e.g. by a push into another repository): not ours to delete
+            except (XrpcError, NetworkError) as exc:
+                raise Unavailable(f"delete failed at your PDS: {exc}") from None
+            await self.model.deleted_record(ref.did, MANIFEST_COLLECTION, rkey, rev=_rev(out))
 
     async def _delete(self, client: XrpcClient, did: str, collection: str, rkey: str) -> None:
         try:

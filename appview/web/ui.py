@@ -487,6 +487,14 @@ class UiService:
             ) from None
         if not manifests and not tags:
             raise PageNotFound(f"{owner_name(ident.did, ident.handle)} has no repository named {repository}.")
+        held = {m.digest for m in manifests}
+        orphans = {t.digest: t for _, t in sorted(tags.items()) if t.digest not in held}
+        if orphans:
+            # Tags whose record an older scheme overwrote still show their image (docs/records.md).
+            healed = await _gather(
+                _optional(self.loader.manifest_in(ident.did, repository, d, t), None) for d, t in orphans.items()
+            )
+            manifests = manifests + [m for m in healed if m is not None]
         return ident, manifests, tags
 
     async def _hold_status(self, hold_did: str | None) -> HoldStatus | None:
@@ -576,7 +584,7 @@ class UiService:
         ident, manifests, tags = await self._repo_basics(owner, repository)
         did = ident.did
         try:
-            entry = await self.loader.manifest(did, repository, digest)
+            entry = await self.loader.manifest_in(did, repository, digest)
         except (errors.ManifestBytesUnavailable, errors.DigestMismatch):
             entry = next((m for m in manifests if m.digest == digest), None)
         except errors.NetworkError:

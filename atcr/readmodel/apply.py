@@ -109,15 +109,37 @@ local function repo_gone(repo)
 end
 
 if kind == 'manifest' then
+  -- Several records may hold one digest in one repository (other AppViews' rkeys): the set
+  -- 'mo:<repo>@<digest>' names them, and the 'm:' entry goes only with the last one.
   if old then
     local mk = pfx .. 'm:' .. old['repo']
-    if owned(mk, old['dg']) then
-      redis.call('HDEL', mk, old['dg'])
-      if old['sub'] then redis.call('SREM', pfx .. 'ref:' .. old['repo'] .. '@' .. old['sub'], old['dg']) end
+    local ok = pfx .. 'mo:' .. old['repo'] .. '@' .. old['dg']
+    local moved = not new or new['repo'] ~= old['repo'] or new['dg'] ~= old['dg']
+    if moved then
+      local existed = redis.call('EXISTS', ok) == 1
+      redis.call('SREM', ok, rkey)
+      if redis.call('SCARD', ok) == 0 and (existed or owned(mk, old['dg'])) then
+        redis.call('HDEL', mk, old['dg'])
+        if old['sub'] then redis.call('SREM', pfx .. 'ref:' .. old['repo'] .. '@' .. old['sub'], old['dg']) end
+      end
     end
   end
   if new then
     local mk = pfx .. 'm:' .. new['repo']
+    local ok = pfx .. 'mo:' .. new['repo'] .. '@' .. new['dg']
+    if redis.call('EXISTS', ok) == 0 then
+      -- Entries stored before these sets existed name their one record in the payload.
+      local prev = redis.call('HGET', mk, new['dg'])
+      if prev then
+        local okd, dec = pcall(cjson.decode, prev)
+        if okd and type(dec) == 'table' and type(dec['rkey']) == 'string' and dec['rkey'] ~= rkey then
+          local pr = redis.call('HGET', rh, dec['rkey'])
+          if pr and not string.find(pr, '"d":"1"', 1, true) then redis.call('SADD', ok, dec['rkey']) end
+        end
+      end
+    end
+    redis.call('SADD', ok, rkey)
+    expire(ok)
     redis.call('HSET', mk, new['dg'], payload)
     expire(mk)
     if new['sub'] then

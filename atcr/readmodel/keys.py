@@ -7,8 +7,10 @@ Cross-user indexes (catalog, recent, popular, search) are global keys, updated a
 per-DID script and therefore only eventually consistent with it.
 
 Record keys written by this AppView are derived here, so that a re-push overwrites instead of
-duplicating: ``tag_rkey`` for tags, ``manifest_rkey`` (digest hex, ATCR's convention) for
-manifests and ``stats_rkey`` (ATCR's hold stats scheme) for hold stats.
+duplicating: ``tag_rkey`` for tags, ``manifest_rkey`` (digest hex, ATCR's convention) and
+``repo_manifest_rkey`` (digest hex plus a repository suffix) for manifests, and ``stats_rkey``
+(ATCR's hold stats scheme) for hold stats. docs/records.md says which manifest rkey a push
+uses and why.
 """
 
 from __future__ import annotations
@@ -68,11 +70,38 @@ def manifest_rkey(digest: str) -> str:
     return digest.split(":", 1)[1] if ":" in digest else digest
 
 
+REPO_SUFFIX_LEN: Final = 16
+
+
+def repo_suffix(repository: str) -> str:
+    """16 chars of ``[a-z2-7]``: ``base32(sha256(repository)[:10])``, lowercase, unpadded."""
+    return _b32(hashlib.sha256(repository.encode()).digest()[:10])
+
+
+def repo_manifest_rkey(repository: str, digest: str) -> str:
+    """The rkey of the manifest record of `digest` in `repository` when the plain hex rkey
+    already holds that digest for another repository of the same account.
+
+    ``<hex>-<repo_suffix>``: still a valid record key (max 512 chars of ``[A-Za-z0-9._:~-]``),
+    deterministic, so a re-push into the same repository overwrites, and it starts with the
+    digest, so the digest is readable from the key (`digest_from_rkey`) and from an AT-URI.
+    """
+    return f"{manifest_rkey(digest)}-{repo_suffix(repository)}"
+
+
+_HEX = frozenset("0123456789abcdef")
+_SUFFIX = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+
+
 def digest_from_rkey(rkey: str) -> str | None:
-    """Inverse of `manifest_rkey` for hex rkeys; None for other rkeys (e.g. TIDs)."""
-    if len(rkey) not in (64, 128) or any(c not in "0123456789abcdef" for c in rkey):
+    """The digest a manifest rkey names: the hex rkey (`manifest_rkey`) or the hex part of
+    `repo_manifest_rkey`; None for other rkeys (e.g. TIDs written by other AppViews)."""
+    hexpart, sep, suffix = rkey.partition("-")
+    if sep and (len(suffix) != REPO_SUFFIX_LEN or not set(suffix) <= _SUFFIX):
         return None
-    return ("sha256:" if len(rkey) == 64 else "sha512:") + rkey
+    if len(hexpart) not in (64, 128) or not set(hexpart) <= _HEX:
+        return None
+    return ("sha256:" if len(hexpart) == 64 else "sha512:") + hexpart
 
 
 # --- identity (global) ------------------------------------------------------------------------
@@ -121,6 +150,12 @@ def sync(did: str) -> str:
 
 def manifests(did: str, repository: str) -> str:
     return f"{did_prefix(did)}m:{repository}"
+
+
+def manifest_rkeys(did: str, repository: str, digest: str) -> str:
+    """Set of the rkeys of every live record holding `digest` in `repository` (usually one;
+    records of other AppViews may add more). The ``m:`` entry goes only with the last of them."""
+    return f"{did_prefix(did)}mo:{repository}@{digest}"
 
 
 def manifest_bytes(did: str, digest: str) -> str:

@@ -115,12 +115,42 @@ async def read_manifest(
     pipe.hget(keys.manifests(did, repository), digest)
     pipe.get(keys.manifest_bytes(did, digest))
     pipe.hget(keys.sync(did), marker_field(keys.MANIFEST))
-    pipe.hget(keys.records(did, keys.MANIFEST), keys.manifest_rkey(digest))
-    entry_json, raw, at, rec = await pipe.execute()
-    applied = _int(json.loads(rec).get("t")) if rec else None
+    pipe.hmget(
+        keys.records(did, keys.MANIFEST), [keys.manifest_rkey(digest), keys.repo_manifest_rkey(repository, digest)]
+    )
+    entry_json, raw, at, recs = await pipe.execute()
+    stamps = [t for t in (_int(json.loads(rec).get("t")) for rec in recs if rec) if t is not None]
+    applied = max(stamps) if stamps else None
     if entry_json is None:
         return None, _int(at), applied
     return manifest_from_json(entry_json, raw), _int(at), applied
+
+
+async def read_manifest_pointer(
+    v: avalkey.Valkey, did: str, rkey: str
+) -> tuple[tuple[str, str] | None, bool, int | None, int | None]:
+    """What one manifest record holds: ((repository, digest) or None, known, applied ms, marker).
+
+    `known` is False when the model has never seen the rkey (neither a record nor a tombstone).
+    """
+    pipe = v.pipeline(transaction=False)
+    pipe.hget(keys.records(did, keys.MANIFEST), rkey)
+    pipe.hget(keys.sync(did), marker_field(keys.MANIFEST))
+    rec, at = await pipe.execute()
+    if not rec:
+        return None, False, None, _int(at)
+    entry = json.loads(rec)
+    applied = _int(entry.get("t"))
+    if entry.get("d") == "1" or not entry.get("p"):
+        return None, True, applied, _int(at)
+    ptr = json.loads(entry["p"])
+    return (str(ptr.get("repo", "")), str(ptr.get("dg", ""))), True, applied, _int(at)
+
+
+async def read_manifest_rkeys(v: avalkey.Valkey, did: str, repository: str, digest: str) -> list[str]:
+    """Every rkey the model knows holding `digest` in `repository` (see keys.manifest_rkeys)."""
+    members = await done(v.smembers(keys.manifest_rkeys(did, repository, digest)))
+    return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
 
 async def read_manifest_bytes(v: avalkey.Valkey, did: str, digest: str) -> bytes | None:

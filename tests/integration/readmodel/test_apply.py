@@ -216,3 +216,59 @@ def test_any_delivery_order_converges_to_the_newest_rev(valkey_url: str, events:
             await v.aclose()
 
     asyncio.run(run())
+
+
+async def test_one_digest_in_several_repositories_and_records(valkey: Any) -> None:
+    """docs/records.md: each (repository, digest) has its own record; several records of one
+    pair (other AppViews' rkeys) keep it until the last goes; a record rewritten for another
+    repository (the old scheme) moves it."""
+    d = digest_of("shared")
+    hexkey, second = keys.manifest_rkey(d), keys.repo_manifest_rkey("second", d)
+    assert await apply_record(valkey, DID, keys.MANIFEST, hexkey, manifest("first", d), cid="c1", rev="3l0000000000a")
+    assert await apply_record(valkey, DID, keys.MANIFEST, second, manifest("second", d), cid="c2", rev="3l0000000000b")
+
+    async def held(repo: str) -> set[str]:
+        entries, _ = await read.read_manifests(valkey, DID, repo)
+        return {e.digest for e in entries}
+
+    assert await held("first") == {d} and await held("second") == {d}
+    # Another writer's record for (first, d) under a TID: deleting ours keeps `first` holding d.
+    assert await apply_record(valkey, DID, keys.MANIFEST, "3kabcdefghij2", manifest("first", d), cid="c3",
+                              rev="3l0000000000c")
+    assert await read.read_manifest_rkeys(valkey, DID, "first", d) == sorted([hexkey, "3kabcdefghij2"])
+    assert await apply_record(valkey, DID, keys.MANIFEST, hexkey, None, cid=None, rev="3l0000000000d")
+    assert await held("first") == {d} and await held("second") == {d}
+    assert await apply_record(valkey, DID, keys.MANIFEST, "3kabcdefghij2", None, cid=None, rev="3l0000000000e")
+    assert await held("first") == set() and await held("second") == {d}
+    # The old scheme: the hex record rewritten to name another repository moves the digest.
+    assert await apply_record(valkey, DID, keys.MANIFEST, hexkey, manifest("third", d), cid="c4", rev="3l0000000000f")
+    assert await apply_record(valkey, DID, keys.MANIFEST, hexkey, manifest("fourth", d), cid="c5", rev="3l0000000000g")
+    assert await held("third") == set() and await held("fourth") == {d} and await held("second") == {d}
+
+
+async def test_entries_stored_before_the_rkey_sets_keep_their_record(valkey: Any) -> None:
+    """An `m:` entry from before `mo:` sets existed names its record in the payload: a second
+    record of the same pair arriving later must not make the first one's delete drop it."""
+    d = digest_of("legacy")
+    hexkey = keys.manifest_rkey(d)
+    assert await apply_record(valkey, DID, keys.MANIFEST, hexkey, manifest("app", d), cid="c1", rev="3l0000000000a")
+    await valkey.delete(keys.manifest_rkeys(DID, "app", d))  # as written by the previous version
+    assert await apply_record(valkey, DID, keys.MANIFEST, "3kabcdefghij2", manifest("app", d), cid="c2",
+                              rev="3l0000000000b")
+    assert await apply_record(valkey, DID, keys.MANIFEST, "3kabcdefghij2", None, cid=None, rev="3l0000000000c")
+    entries, _ = await read.read_manifests(valkey, DID, "app")
+    assert [e.digest for e in entries] == [d]
+
+
+def test_manifest_rkeys_are_valid_and_name_their_digest() -> None:
+    from atcr.syntax import is_record_key
+
+    for seed in ("a", "b"):
+        d = digest_of(seed)
+        for repo in ("app", "team/app", "a" * 255):
+            rk = keys.repo_manifest_rkey(repo, d)
+            assert is_record_key(rk) and keys.digest_from_rkey(rk) == d
+        assert keys.digest_from_rkey(keys.manifest_rkey(d)) == d
+    assert keys.repo_manifest_rkey("app", digest_of("a")) != keys.repo_manifest_rkey("app2", digest_of("a"))
+    assert keys.digest_from_rkey("3kabcdefghij2") is None
+    assert keys.digest_from_rkey(digest_of("a")[7:] + "-short") is None
