@@ -682,6 +682,19 @@ class Loader:
             shared = await self.manifest_record(did, hex_rkey, digest)
         return replace(shared, repository=repository) if shared is not None else None
 
+    async def peek(
+        self, did: str, repository: str, digest: str, tag: str | None
+    ) -> tuple[ManifestEntry | None, TagEntry | None]:
+        """What the model holds now for (repository, digest) and the tag, without loading or
+        refreshing anything: a push's hint of what it may not need to write (it checks at the
+        PDS before relying on it). (None, None) when Valkey cannot say."""
+        try:
+            entry, _, _ = await read.read_manifest(self._v, did, repository, digest)
+            tags, _ = await read.read_tags(self._v, did, repository) if tag is not None else ({}, None)
+        except ValkeyError:
+            return None, None
+        return entry, tags.get(tag) if tag is not None else None
+
     async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]:
         """Every rkey known to hold `digest` in `repository` (for deletes; empty when unknown)."""
         try:

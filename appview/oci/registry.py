@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -87,6 +87,9 @@ class ReadModel(Protocol):
         self, did: str, repository: str, digest: str, tag: TagEntry | None = None
     ) -> ManifestEntry | None: ...
     async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]: ...
+    async def peek(
+        self, did: str, repository: str, digest: str, tag: str | None
+    ) -> tuple[ManifestEntry | None, TagEntry | None]: ...
     async def tag_entries(self, did: str, repository: str) -> dict[str, TagEntry]: ...
     async def manifests(self, did: str, repository: str) -> list[ManifestEntry]: ...
     async def emptied(self, did: str, repository: str) -> bool: ...
@@ -161,6 +164,39 @@ def _unavailable_message(exc: HoldUnavailable) -> str:
     if exc.error in ("StorageUnavailable", "UploadsUnavailable"):
         return f"your hold's storage is unavailable: {exc.message or exc.error}"
     return "your hold is unreachable"
+
+
+@contextlib.contextmanager
+def _pds_errors() -> Iterator[None]:
+    """What a failed write at the user's PDS means to the client."""
+    try:
+        yield
+    except RecordValidationError as exc:
+        raise ManifestInvalid(str(exc)) from None
+    except AuthenticationRequired:
+        raise Unauthorized("your PDS session has expired: run docker login again") from None
+    except XrpcError as exc:
+        if exc.status >= 500:
+            message = f"your PDS is failing ({exc.status} {exc.error}); nothing was written"
+            raise Unavailable(message, headers={"Retry-After": "10"}) from None
+        raise Unavailable(f"your PDS refused the write: {exc.error}") from None
+    except NetworkError:
+        raise Unavailable("your PDS is unreachable; nothing was written", headers={"Retry-After": "10"}) from None
+
+
+async def _ready(value: T) -> T:
+    return value
+
+
+def _kept_record(
+    entry: ManifestEntry | None, known: list[str], ref: RepoRef, raw: bytes, manifest: Manifest, hold_did: str
+) -> str | None:
+    """The rkey of a record the read model shows holding exactly this manifest in this
+    repository (a re-tag), else None. Only a hint: `Registry._retag` checks it at the PDS."""
+    if entry is None or entry.rkey not in known:
+        return None
+    wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
+    return entry.rkey if _same_record(entry.record, fit_record(wanted), len(raw)) else None
 
 
 def _holds(value: dict[str, Any], repository: str, digest: str) -> bool:
@@ -288,11 +324,16 @@ class Registry:
 
         hold_did = await self.push_hold(user_did)
         client = await self._pds(user_did)
+        known = await self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest)
+        if known and tag is not None:
+            entry, known_tag = await self.model.peek(ref.did, ref.repository, manifest.digest, tag)
+            kept = _kept_record(entry, known, ref, raw, manifest, hold_did)
+            if kept is not None:
+                return await self._retag(ref, user_did, client, raw, manifest, tag, hold_did, kept, known_tag)
         # Independent round trips at once: the records that may already hold this manifest
         # are read, the references are checked, the tag's current version is read for the
         # compare-and-swap and, unless the repository already has the manifest, its bytes go
         # to the PDS (unreferenced, they stay a temporary blob the PDS discards).
-        known = await self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest)
         slots_task = asyncio.ensure_future(self._read_slots(client, ref, manifest.digest, known))
         blob_task = None if known else asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
         tag_task = None
@@ -309,23 +350,79 @@ class Registry:
             # Collected so no failure goes unretrieved; one that mattered was raised where awaited.
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _retag(
+        self,
+        ref: RepoRef,
+        user_did: str,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        tag: str,
+        hold_did: str,
+        rkey: str,
+        known_tag: TagEntry | None,
+    ) -> PutResult:
+        """A push of a manifest the repository already holds: one tag write.
+
+        The manifest record the read model names is checked at the PDS while the tag is
+        written, not before, so a re-tag costs one PDS write. Should the check find the record
+        gone or changed (deleted behind the model's back), the record is written again the slow
+        way and the tag re-pointed before the push is answered.
+        """
+        await self._check_references(ref, user_did, manifest, hold_did)
+        digest = manifest.digest
+        tag_key = tag_rkey(ref.repository, tag)
+        # A tag the model does not know is created with create-only semantics (a tag that does
+        # exist after all makes it re-read); one it knows is read for its CAS and createdAt.
+        first_read: Awaitable[tuple[str | None, dict[str, Any] | None]] = (
+            self._read_tag(client, ref.did, tag_key) if known_tag is not None else _ready((None, None))
+        )
+        check = asyncio.ensure_future(self._read_slot(client, ref.did, rkey))
+        write = asyncio.ensure_future(self._write_tag(client, ref, tag, digest, rkey, first_read))
+        try:
+            with _pds_errors():
+                slot = await check
+            replaced = await write
+        finally:
+            for task in (check, write):
+                task.cancel()
+            await asyncio.gather(check, write, return_exceptions=True)
+        wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
+        if slot is not None and _holds(slot[1], ref.repository, digest) and _same_record(
+            slot[1], fit_record(wanted), len(raw)
+        ):
+            await self.model.wrote_record(ref.did, MANIFEST_COLLECTION, rkey, slot[1], cid=slot[0], raw_manifest=raw)
+        else:
+            log.info("re-tag of %s in %s: record %s was gone or changed; writing it again", digest, ref.name, rkey)
+            with _pds_errors():
+                slots = await self._read_slots(client, ref, digest, [])
+                written = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), None)
+            if written != rkey:
+                await self._write_tag(client, ref, tag, digest, written, self._read_tag(client, ref.did, tag_key))
+                rkey = written
+        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
+        if replaced and replaced != digest:
+            await self._auto_remove_untagged(ref, user_did, client, replaced)
+        return PutResult(digest=digest, subject=manifest.subject.digest if manifest.subject else None)
+
     @staticmethod
+    async def _read_slot(client: XrpcClient, did: str, rkey: str) -> tuple[str, dict[str, Any]] | None:
+        """(cid, value) of the manifest record at `rkey`, None when there is none."""
+        try:
+            out = await client.get_record(did, MANIFEST_COLLECTION, rkey)
+        except RecordNotFound:
+            return None
+        value = out.get("value")
+        return (str(out.get("cid") or ""), value) if isinstance(value, dict) else None
+
+    @classmethod
     async def _read_slots(
-        client: XrpcClient, ref: RepoRef, digest: str, known: list[str]
+        cls, client: XrpcClient, ref: RepoRef, digest: str, known: list[str]
     ) -> dict[str, tuple[str, dict[str, Any]] | None]:
         """The records at every rkey that may hold `digest` in this repository: rkey ->
         (cid, value), or None where there is no record (docs/records.md)."""
         rkeys = list(dict.fromkeys([manifest_rkey(digest), repo_manifest_rkey(ref.repository, digest), *known]))
-
-        async def one(rkey: str) -> tuple[str, dict[str, Any]] | None:
-            try:
-                out = await client.get_record(ref.did, MANIFEST_COLLECTION, rkey)
-            except RecordNotFound:
-                return None
-            value = out.get("value")
-            return (str(out.get("cid") or ""), value) if isinstance(value, dict) else None
-
-        found = await asyncio.gather(*(one(rk) for rk in rkeys))
+        found = await asyncio.gather(*(cls._read_slot(client, ref.did, rk) for rk in rkeys))
         return dict(zip(rkeys, found, strict=True))
 
     async def _write_manifest(
@@ -342,19 +439,8 @@ class Registry:
         tag_task: Awaitable[tuple[str | None, dict[str, Any] | None]] | None,
     ) -> PutResult:
         await self._check_references(ref, user_did, manifest, hold_did)
-        try:
+        with _pds_errors():
             rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, slots_task, blob_task)
-        except RecordValidationError as exc:
-            raise ManifestInvalid(str(exc)) from None
-        except AuthenticationRequired:
-            raise Unauthorized("your PDS session has expired: run docker login again") from None
-        except XrpcError as exc:
-            if exc.status >= 500:
-                message = f"your PDS is failing ({exc.status} {exc.error}); nothing was written"
-                raise Unavailable(message, headers={"Retry-After": "10"}) from None
-            raise Unavailable(f"your PDS refused the write: {exc.error}") from None
-        except NetworkError:
-            raise Unavailable("your PDS is unreachable; nothing was written", headers={"Retry-After": "10"}) from None
         replaced: str | None = None
         if tag is not None and tag_task is not None:
             replaced = await self._write_tag(client, ref, tag, manifest.digest, rkey, tag_task)
@@ -483,7 +569,9 @@ class Registry:
                 "updatedAt": now_iso(),
             }
             try:
-                out = await client.put_record(ref.did, TAG_COLLECTION, tag_key, record, swap_record=swap)
+                out = await client.put_record(
+                    ref.did, TAG_COLLECTION, tag_key, record, swap_record=swap, create_only=swap is None
+                )
             except InvalidSwap:
                 await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + _jitter.random()))
                 continue

@@ -55,6 +55,9 @@ class FakeLoader:
     async def manifest(self, did: str, repo: str, digest: str) -> ManifestEntry | None:
         return next((m for m in self.repos.get(repo, []) if m.digest == digest), None)
 
+    async def manifest_in(self, did: str, repo: str, digest: str, tag: TagEntry | None = None) -> ManifestEntry | None:
+        return await self.manifest(did, repo, digest)
+
     async def tag_entries(self, did: str, repo: str) -> dict[str, TagEntry]:
         ms = self.repos.get(repo, [])
         return {f"v{i}": TagEntry(did, repo, f"v{i}", m.digest, f"rk{i}", None, m.created_at)
