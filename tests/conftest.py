@@ -11,7 +11,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from tests.support.randomness import bind_global_random_to_main_thread, isolate_modules
 from tests.support.services import S3Endpoint, running_moto, running_valkey
 
 # The S3 client chain must never reach a real AWS endpoint or credentials file.
@@ -21,6 +23,42 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 pytest_plugins = ["tests.support.fixtures_pds", "tests.support.fixtures_stack"]
+
+
+# --- one global `random`, touched only by the test that is running ---------------------------
+#
+# See tests/support/randomness.py: a background thread or a library's ping landing while
+# Hypothesis draws made a property test fail about once in a thousand runs.
+bind_global_random_to_main_thread()
+isolate_modules((
+    "websockets.asyncio.connection",
+    "websockets.client",
+    "websockets.sync.connection",
+    "websockets.legacy.protocol",
+    "websockets.legacy.client",
+    "valkey.backoff",
+    "valkey.commands.helpers",
+    "valkey._cache",
+    "uvicorn.server",
+))  # fmt: skip
+
+
+# --- Hypothesis: the same examples on every run, no wall-clock deadlines ----------------------
+#
+# CI runs the "ci" profile: derandomized (a failure reproduces on the next run and on any
+# machine), no per-example deadline (a busy 2-core runner is not a bug) and no example
+# database (a fresh clone and a dev machine behave the same). Explore new examples locally with
+# HYPOTHESIS_PROFILE=explore.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("explore", deadline=None, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit tests first: they run before any session service or background thread exists."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
 
 
 @pytest.fixture(scope="session")
