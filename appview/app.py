@@ -12,13 +12,17 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from valkey.exceptions import ValkeyError
 
+from appview import unsent_pulls
 from appview.auth.credentials import Authenticator, Principal
+from appview.auth.loginlimit import LoginLimiter
 from appview.auth.routes import TokenApi
 from appview.auth.sessions import PdsSessionStore, SessionCipher
 from appview.auth.tokens import TokenService
 from appview.cache.loader import Loader, LoaderConfig
+from appview.clientaddr import ClientAddresses
 from appview.holds.client import HoldClient
 from appview.holds.pulls import PullCounter
+from appview.holds.pushhold import PushHolds
 from appview.identity import AppViewIdentity
 from appview.oci.registry import PROFILE_COLLECTION, Registry, now_iso
 from appview.oci.routes import Auth, OciApi
@@ -82,11 +86,16 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
 
     holds = HoldClient(
         rt.http, rt.resolver, mint=mint, allow_http_loopback=settings.allow_private_networks,
-        timeout=settings.http_timeout,
+        timeout=settings.hold_timeout, down_for=settings.hold_down_seconds,
     )
     pulls = PullCounter(holds, mint=me.mint)
     registry = Registry(
-        loader, holds, sessions, UploadStore(valkey), default_hold_did=settings.default_hold_did, pulls=pulls
+        loader, holds, sessions, UploadStore(valkey, max_open=settings.max_open_uploads),
+        default_hold_did=settings.default_hold_did, pulls=pulls,
+        push_holds=PushHolds(
+            valkey, loader.profile, holds.reachable, settings.default_hold_did,
+            pin_seconds=settings.push_hold_pin_seconds,
+        ),
     )
     async def after_web_login(principal: Principal) -> None:
         await ensure_profile(principal)  # defined below, with the token endpoint's hooks
@@ -96,7 +105,13 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         after_login=after_web_login,
     )
     sessions.use_oauth(sign_in.oauth)  # PDS writes of OAuth users go through DPoP
-    authenticator = Authenticator(valkey, rt.http, loader, sessions, secret, devices=sign_in.devices)
+    login_limiter = LoginLimiter(
+        valkey, per_account=settings.rate_limit_login_failures, per_address=settings.rate_limit_login_failures_address
+    )
+    authenticator = Authenticator(
+        valkey, rt.http, loader, sessions, secret, devices=sign_in.devices, limiter=login_limiter
+    )
+    addresses = ClientAddresses.from_settings(settings)
 
     async def owner_of(identity: str) -> str | None:
         try:
@@ -122,7 +137,6 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         {
             "address": Limit(settings.rate_limit_address, 60),
             "user": Limit(settings.rate_limit_user, 60),
-            "login": Limit(settings.rate_limit_login_failures, 600),
         },
     )
     oci = OciApi(
@@ -130,12 +144,9 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),
         max_blob_size=settings.max_blob_size,
         limiter=limiter,
-        trust_forwarded_for=settings.trust_forwarded_for,
+        addresses=addresses,
     )
-    token_api = TokenApi(
-        tokens, authenticator, owner_of, after_login=ensure_profile, limiter=limiter,
-        trust_forwarded_for=settings.trust_forwarded_for,
-    )
+    token_api = TokenApi(tokens, authenticator, owner_of, after_login=ensure_profile, addresses=addresses)
 
     web_ui = build_web_ui(
         settings, valkey=valkey, http=rt.http, loader=loader, holds=holds, sessions=sessions, registry=registry,
@@ -144,13 +155,17 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        restored = await unsent_pulls.restore(valkey, pulls)
+        if restored:
+            log.info("sending %d pull count(s) kept at the last stop", restored)
         pulls.start()
         limiter.start()
         loader.start()
         try:
             yield
         finally:
-            await pulls.stop()
+            await pulls.stop()  # the last flush: the hold is still up when the AppView stops first
+            await unsent_pulls.save(valkey, pulls)  # what no hold acknowledged waits for the next start
             await limiter.stop()
             await web_ui.aclose()
             await loader.aclose()

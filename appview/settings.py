@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from appview.clientaddr import DEFAULT_TRUSTED_PROXIES, parse_networks
 from atcr.config import NetworkSettings
 from atcr.errors import ConfigError
 from atcr.settings import check_addr, check_did, check_positive, check_url, default_data_dir, setting
@@ -20,6 +21,17 @@ class AppViewSettings(NetworkSettings):
     )
     default_hold_did: str = setting(
         "", "ATCR_DEFAULT_HOLD_DID", "hold used for users without a defaultHold in their profile (required)"
+    )
+    hold_timeout: float = setting(
+        2.0,
+        "ATCR_HOLD_TIMEOUT",
+        "seconds a call to a hold (blob lookups, redirects, notifications; not upload bytes) waits before failing",
+    )
+    hold_down_seconds: float = setting(
+        10.0, "ATCR_HOLD_DOWN_SECONDS", "seconds a hold that timed out is given up on (requests fail fast)"
+    )
+    push_hold_pin_seconds: int = setting(
+        900, "ATCR_PUSH_HOLD_PIN_SECONDS", "seconds a user's push hold, once chosen, stays the same for their pushes"
     )
     service_name: str = setting("", "ATCR_SERVICE_NAME", "registry token `service`/`aud`; default: base URL host")
     token_expiration: int = setting(300, "ATCR_TOKEN_EXPIRATION", "registry JWT lifetime in seconds")
@@ -45,10 +57,34 @@ class AppViewSettings(NetworkSettings):
         12000, "ATCR_RATE_LIMIT_USER", "requests per minute per signed-in user across replicas (0: off)"
     )
     rate_limit_login_failures: int = setting(
-        20, "ATCR_RATE_LIMIT_LOGIN_FAILURES", "failed logins per 10 minutes per client address (0: off)"
+        20,
+        "ATCR_RATE_LIMIT_LOGIN_FAILURES",
+        "failed logins per 10 minutes per client address and account, counted before the PDS is asked (0: off)",
+    )
+    rate_limit_login_failures_address: int = setting(
+        100,
+        "ATCR_RATE_LIMIT_LOGIN_FAILURES_ADDRESS",
+        "failed logins per 10 minutes per client address over all accounts (0: off)",
     )
     trust_forwarded_for: bool = setting(
-        False, "ATCR_TRUST_FORWARDED_FOR", "take the client address from X-Forwarded-For (behind a trusted proxy)"
+        False,
+        "ATCR_TRUST_FORWARDED_FOR",
+        "take the client address from X-Forwarded-For: the right-most entry that is not a trusted proxy "
+        "(docs/security.md)",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        DEFAULT_TRUSTED_PROXIES,
+        "ATCR_TRUSTED_PROXIES",
+        "comma-separated proxy addresses or CIDR networks whose X-Forwarded-For entries are believed",
+    )
+    trusted_proxy_hops: int = setting(
+        0,
+        "ATCR_TRUSTED_PROXY_HOPS",
+        "or: how many proxies stand in front of the AppView (the TCP peer is the first), trusted whatever "
+        "their address",
+    )
+    max_open_uploads: int = setting(
+        100, "ATCR_MAX_OPEN_UPLOADS", "blob upload sessions one user may have open at once (0: no cap)"
     )
     cache_fresh_ttl: float = setting(
         60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh"
@@ -110,10 +146,23 @@ class AppViewSettings(NetworkSettings):
             ("ATCR_CACHE_MAX_STALE", self.cache_max_stale),
             ("ATCR_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
             ("ATCR_CACHE_UPSTREAM_TIMEOUT", self.cache_upstream_timeout),
+            ("ATCR_HOLD_TIMEOUT", self.hold_timeout),
+            ("ATCR_HOLD_DOWN_SECONDS", self.hold_down_seconds),
+            ("ATCR_PUSH_HOLD_PIN_SECONDS", self.push_hold_pin_seconds),
         ):
             check_positive(env, value)
         if not 0 <= self.cache_near_ttl <= 60:
             raise ConfigError(f"ATCR_CACHE_NEAR_TTL={self.cache_near_ttl:g}: must be 0-60 seconds")
+        parse_networks(self.trusted_proxies)
+        if not 0 <= self.trusted_proxy_hops <= 16:
+            raise ConfigError(f"ATCR_TRUSTED_PROXY_HOPS={self.trusted_proxy_hops}: must be 0-16")
+        for env, limit in (
+            ("ATCR_RATE_LIMIT_LOGIN_FAILURES", self.rate_limit_login_failures),
+            ("ATCR_RATE_LIMIT_LOGIN_FAILURES_ADDRESS", self.rate_limit_login_failures_address),
+            ("ATCR_MAX_OPEN_UPLOADS", self.max_open_uploads),
+        ):
+            if limit < 0:
+                raise ConfigError(f"{env}={limit}: must be 0 or more")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"ATCR_WORKERS={self.workers}: must be 1-64")
         if self.oauth_client not in ("auto", "confidential", "loopback"):

@@ -94,7 +94,7 @@ def _configure_logging(level: str) -> None:
 
 def _run_service(spec: ServiceSpec, settings: Any) -> None:
     from atcr import httpguard
-    from atcr.server import ServedApp, http_protocol, serve_all
+    from atcr.server import ServedApp, serve_all, uvicorn_options
 
     _configure_logging(settings.log_level)
     httpguard.configure(httpguard.InboundLimits.from_settings(settings))
@@ -109,12 +109,7 @@ def _run_service(spec: ServiceSpec, settings: Any) -> None:
             host=host,
             port=port,
             workers=workers,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            server_header=False,
-            timeout_keep_alive=30,
-            http=http_protocol(),
-            h11_max_incomplete_event_size=httpguard.current().max_header_bytes,
+            **uvicorn_options(settings.log_level),
         )
         return
     app = _resolve(spec.factory)(settings)
@@ -199,6 +194,9 @@ def _run_dev(ns: argparse.Namespace) -> None:
         )
         served = []
         urls = {}
+        # Also the stop order (serve_all stops them one after another): the AppView first, so its
+        # last pull counts reach a hold that still answers; the hold next, so its shutdown flush
+        # still has Valkey; the consumer last; the embedded Valkey after all of them (below).
         for name in ("appview", "hold", "jetstream"):
             spec = SERVICES[name]
             env_for = dict(env)
@@ -228,7 +226,7 @@ def _run_dev(ns: argparse.Namespace) -> None:
         asyncio.run(serve_all(served, log_level=env.get("ATCR_LOG_LEVEL", "info"), on_ready=ready))
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.stop()  # SIGTERM: it writes its append-only file and exits
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -306,8 +306,10 @@ def cmd_get(
     reg = store.registry(server)
     account = pick_account(reg, commands()) if reg is not None else None
     if account is None or not account.secret:
+        # Docker's protocol answer, and nothing on stderr: clients ask on every anonymous pull too
+        # (after `logout`, or for public images), where "not signed in" is noise. A push that
+        # needs an account is answered by the registry with a hint to sign in.
         print(NOT_FOUND, file=out)
-        print(f"{PROG}: not signed in to {registry_key(server)}: run `{PROG} login {registry_key(server)}`", file=err)
         return 1
     json.dump({"ServerURL": server, "Username": account.login_name, "Secret": account.secret}, out)
     out.write("\n")
@@ -428,6 +430,7 @@ def cmd_login(
     device_name: str | None = None,
     http: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    open_url: Callable[[str], bool] = webbrowser.open,
 ) -> int:
     url = registry_url(registry)
     key = registry_key(registry)
@@ -446,15 +449,21 @@ def cmd_login(
             code, desc = _error_of(resp)
             raise HelperError(f"{url} refused the device login ({code}): {desc}")
         auth = resp.json()
-        complete = str(auth.get("verification_uri_complete") or auth["verification_uri"])
-        print(
-            f"To sign in to {key}, open:\n\n    {auth['verification_uri']}\n\nand enter the code:\n\n"
-            f"    {auth['user_code']}\n",
-            file=err,
-        )
+        page, code = str(auth["verification_uri"]), str(auth["user_code"])
+        complete = str(auth.get("verification_uri_complete") or "")
+        if complete:
+            # RFC 8628 §3.3.1: the URL that carries the code, and the code to compare with the page's.
+            print(
+                f"To sign in to {key}, open this page and approve:\n\n    {complete}\n\n"
+                f"It shows the code {code}; check that it is the same.\n"
+                f"(Or open {page} and enter the code.)\n",
+                file=err,
+            )
+        else:
+            print(f"To sign in to {key}, open:\n\n    {page}\n\nand enter the code:\n\n    {code}\n", file=err)
         if open_browser and _can_open_browser(environ):
             with contextlib.suppress(webbrowser.Error, OSError):
-                if webbrowser.open(complete):
+                if open_url(complete or page):
                     print("(A browser window was opened for you.)", file=err)
         interval = float(auth.get("interval") or 5)
         deadline = time.monotonic() + float(auth.get("expires_in") or 600)
@@ -559,33 +568,45 @@ def cmd_status(
         print(f"Not signed in. Run `{PROG} login <registry>`.", file=out)
         return 1
     client = http or httpx.Client(timeout=HTTP_TIMEOUT)
+    broken: list[str] = []
     try:
         for reg in regs:
             print(f"{reg.key} ({reg.url})", file=out)
             current = reg.current()
             for acc in reg.accounts.values():
                 mark = "*" if current is not None and acc.key == current.key else " "
-                state = "" if offline else f"  [{_check(client, reg, acc)}]"
+                state = ""
+                if not offline:
+                    ok, state = _check(client, reg, acc)
+                    state = f"  [{state}]"
+                    if not ok:
+                        broken.append(f"{acc.label} on {reg.key}")
                 print(f"  {mark} {acc.label}{state}", file=out)
     finally:
         if http is None:
             client.close()
+    if broken:
+        print(f"\nNot working: {', '.join(broken)}.", file=out)
+        return 1
     return 0
 
 
-def _check(client: httpx.Client, reg: Registry, acc: Account) -> str:
+def _check(client: httpx.Client, reg: Registry, acc: Account) -> tuple[bool, str]:
+    """(works, what to show): asks the registry for a token with the account's secret."""
     try:
         resp = client.get(f"{reg.url}/auth/token", params={"service": reg.key}, auth=(acc.login_name, acc.secret))
     except httpx.HTTPError:
-        return "unreachable"
+        return False, "unreachable: could not ask the registry"
     if resp.status_code == 200:
-        return "valid"
+        return True, "valid"
     try:
         errors = resp.json().get("errors") or [{}]
         message = str(errors[0].get("message") or "")
     except (ValueError, AttributeError, IndexError):
         message = ""
-    return f"invalid: {message}" if message else f"invalid ({resp.status_code})"
+    if resp.status_code == 401 and acc.secret.startswith("atcr_") and "revoked" in message:
+        return False, f"revoked: this device was signed out; sign in again with `{PROG} login {reg.key}`"
+    return False, f"invalid: {message}" if message else f"invalid ({resp.status_code})"
 
 
 def cmd_switch(
@@ -668,7 +689,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("registry", nargs="?")
     p.add_argument("--account", help="handle or DID (default: the active one)")
     p.add_argument("--all", action="store_true", help="every account of the registry")
-    p = sub.add_parser("status", help="list accounts (* = active) and check them")
+    p = sub.add_parser(
+        "status",
+        help="list accounts (* = active) and check them; exit status 1 when one does not work",
+        description="List the accounts (* = active) and ask each registry whether they still work. "
+        "Exit status 1 when an account was revoked, is refused, or its registry cannot be reached.",
+    )
     p.add_argument("registry", nargs="?")
     p.add_argument("--offline", action="store_true", help="do not ask the registry whether they still work")
     p = sub.add_parser("switch", help="change the active account")

@@ -14,6 +14,11 @@ between requests. `GuardedHttpToolsProtocol` adds three limits, per connection:
   still arriving after the response is complete (a ``413`` sent on the declared length) is
   discarded for at most ``body_timeout`` more seconds, then the connection is closed.
 
+A connection whose first bytes are a TLS handshake (an https:// client on this plain-HTTP
+port; docker and skopeo try https first for a registry without TLS) gets uvicorn's ``400``
+as before, but is logged once per process and then only at debug level, instead of uvicorn's
+warning on every one.
+
 Limits are process-wide (`configure`), so that uvicorn's multi-worker mode, which builds
 the protocol in each worker from an import string, gets them too.
 """
@@ -21,12 +26,15 @@ the protocol in each worker from an import string, gets them too.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 PROTOCOL = "atcr.httpguard:GuardedHttpToolsProtocol"
+
+log = logging.getLogger("atcr.http")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,28 @@ def current() -> InboundLimits:
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
+_tls_probes = 0
+
+
+def _tls_probe(client: tuple[str, int] | None) -> None:
+    """Log a TLS handshake on this plain-HTTP port once per process, later ones at debug only.
+
+    Registry clients try https first for a registry without TLS (docker, podman, skopeo with an
+    insecure registry) and fall back to http: each pull would otherwise add uvicorn's
+    "Invalid HTTP request received." to the log.
+    """
+    global _tls_probes  # noqa: PLW0603 - one counter per process, like the limits
+    _tls_probes += 1
+    who = f"{client[0]}:{client[1]}" if client else "a client"
+    if _tls_probes == 1:
+        log.warning(
+            "%s started TLS on this plain-HTTP port (an https:// URL, or a client trying https before http); "
+            "answered 400. Later ones are logged at debug level only.",
+            who,
+        )
+    else:
+        log.debug("%s started TLS on this plain-HTTP port (%d so far); answered 400", who, _tls_probes)
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header-time, header-size and body-stall limits."""
@@ -72,6 +102,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: int | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._fresh = True  # nothing received yet on this connection
 
     # --- connection -------------------------------------------------------------------------
 
@@ -84,6 +115,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            if data[:1] == b"\x16" and data[1:2] == b"\x03":  # a TLS handshake record: an https:// client
+                _tls_probe(self.client)
+                # uvicorn's own 400 (it warns on every one): clients that try https first and fall back
+                # to http (docker, skopeo for an insecure registry) recognise "HTTP response to HTTPS".
+                HttpToolsProtocol.send_400_response(self, "Invalid HTTP request received.")
+                return
         if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)

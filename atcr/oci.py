@@ -7,11 +7,11 @@ accepted and its exact bytes stored unchanged.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from atcr import jsonbound
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import AtcrError
 
@@ -206,7 +206,9 @@ def parse_manifest(raw: bytes, content_type: str | None, digest_algorithm: str =
     with `Content-Type`; a document without one takes the header's (OCI allows that).
     """
     try:
-        doc = json.loads(raw)
+        doc = jsonbound.loads(raw)
+    except jsonbound.JsonTooDeep as exc:
+        raise InvalidManifest(f"manifest is not acceptable JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidManifest("manifest is not valid JSON") from None
     if not isinstance(doc, dict):

@@ -11,27 +11,44 @@ log = logging.getLogger("atcr.periodic")
 
 
 class Periodic:
+    """Runs `work` every `interval` seconds.
+
+    `stop` never interrupts a round in progress: it waits for it to finish, then ends the loop.
+    A round cut off midway (a flush of counts whose requests were sent but not answered) would
+    leave its work half done; callers usually run `work` once more after `stop` instead.
+    """
+
     def __init__(self, interval: float, work: Callable[[], Awaitable[None]], *, name: str) -> None:
         self._interval = interval
         self._work = work
         self._name = name
         self._task: asyncio.Task[None] | None = None
+        self._working = False
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task = self._task
+        if task is None:
+            return
+        self._stopping = True
+        if not self._working:
+            task.cancel()  # asleep between rounds: nothing to finish
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._interval)
+            self._working = True
             try:
                 await self._work()
             except Exception:  # one failed round must not end the loop
                 log.exception("%s: periodic work failed", self._name)
+            finally:
+                self._working = False

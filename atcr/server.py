@@ -1,7 +1,8 @@
 """Serving pieces every service shares: health routes, logging, and the uvicorn runner.
 
 `serve_all` runs several ASGI apps in one event loop (that is `atcr dev`) and owns signal
-handling itself, so one Ctrl-C stops every server and then the embedded Valkey.
+handling itself, so one Ctrl-C stops every server, in dependency order, and then the
+embedded Valkey.
 """
 
 from __future__ import annotations
@@ -71,6 +72,27 @@ def http_protocol() -> str:
     return httpguard.PROTOCOL
 
 
+def uvicorn_options(log_level: str) -> dict[str, Any]:
+    """What every service's uvicorn runs with, single process (`serve_all`) or workers (cli).
+
+    `proxy_headers=False`: uvicorn would otherwise rewrite the client address from
+    `X-Forwarded-For` on its own for connections from its `forwarded_allow_ips` (127.0.0.1 by
+    default), so a client next to the service could pick any address and escape every
+    per-address limit. Which headers to believe is decided in one place, the AppView's own
+    policy (appview/clientaddr.py, `ATCR_TRUST_FORWARDED_FOR`); the server stays out of it.
+    """
+    return {
+        "log_level": log_level.lower(),
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_keep_alive": 30,
+        # Header-time, header-size and body-stall limits (atcr/httpguard.py).
+        "http": http_protocol(),
+        "h11_max_incomplete_event_size": httpguard.current().max_header_bytes,
+    }
+
+
 def _bind(spec: ServedApp) -> socket.socket:
     """Bind before serving so a busy port is one clear error, not a half-started stack."""
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
@@ -114,22 +136,24 @@ async def serve_all(
     log_level: str = "info",
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve every app until SIGINT/SIGTERM, then shut all of them down gracefully."""
+    """Serve every app until SIGINT/SIGTERM/SIGHUP, then stop them one after another.
+
+    `apps` are stopped in the order given, each only once the one before has finished its
+    shutdown (lifespan included): list a service before the services it depends on. In
+    `atcr dev` the AppView goes first (it flushes its batched pull counts to the hold), then
+    the hold (it moves its pending counts from Valkey into its stats records), then the
+    consumer; the caller stops the embedded Valkey after this returns. A second signal makes
+    every server still running exit at once, without waiting for open requests or shutdown.
+    """
     servers = []
     for spec in apps:
         config = uvicorn.Config(
             spec.app,
             host=spec.host,
             port=spec.port,
-            log_level=log_level.lower(),
-            access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=10,
-            timeout_keep_alive=30,
-            server_header=False,
-            # Header-time, header-size and body-stall limits (atcr/httpguard.py).
-            http=http_protocol(),
-            h11_max_incomplete_event_size=httpguard.current().max_header_bytes,
+            **uvicorn_options(log_level),
         )
         servers.append(_QuietServer(config))
 
@@ -137,15 +161,18 @@ async def serve_all(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
-    def request_stop() -> None:
-        if not stop.is_set():
-            log.info("shutting down")
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: exiting now, without waiting for shutdown")
+            for srv in servers:
+                srv.should_exit = srv.force_exit = True
+            return
+        log.info("shutting down, one service after another (Ctrl-C again to exit at once)")
         stop.set()
-        for srv in servers:
-            srv.should_exit = True
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, request_stop)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
 
     tasks = [
         asyncio.create_task(srv.serve(sockets=[sock]), name=f"serve-{spec.name}")
@@ -161,18 +188,23 @@ async def serve_all(
             on_ready()
 
     watcher = asyncio.create_task(wait_started())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        # One server ending (startup failure or signal) ends them all.
-        request_stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for t in done:
-            exc = t.exception()
+        # A signal, or one server ending on its own (a startup failure), ends them all.
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for spec, srv, task in zip(apps, servers, tasks, strict=True):
+            srv.should_exit = True
+            await asyncio.wait([task])
+            if len(apps) > 1:
+                log.info("%s stopped", spec.name)
+        for task in tasks:
+            exc = task.exception()
             if exc is not None:
                 raise exc
     finally:
         for sock in sockets:
             sock.close()
         watcher.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        stopping.cancel()
+        for sig in signals:
             loop.remove_signal_handler(sig)

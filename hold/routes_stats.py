@@ -10,9 +10,13 @@
   (the owner's) repository. A pull notification is accepted with a service token issued by a
   DID in ``HOLD_TRUSTED_APPVIEWS`` (the AppView signs with its did:web key), and, while
   ``HOLD_TRUST_PULL_NOTIFICATIONS`` is true (the default, for AppViews that send none), also
-  without one. The trade-off is documented in docs/hold.md: pull counts are public statistics
-  and anyone can inflate them while that setting is on. An optional ``Idempotency-Key`` header
-  makes a retried notification count once.
+  without one. Signed notifications from a trusted AppView are preferred: they count for any
+  repository. Any other accepted one counts only for an (owner, repository) pair the hold
+  already stores (it has stats for it: every push through the hold makes them); for any other
+  pair it answers ``statsUpdated: false`` and writes nothing, so made-up names cannot grow the
+  hold's repo. The trade-off is documented in docs/hold.md: pull counts of real repositories
+  are public statistics and anyone can inflate them while that setting is on. An optional
+  ``Idempotency-Key`` header makes a retried notification count once.
 * ``GET io.atcr.hold.getStats?ownerDid&repository`` -> the stats record (404 ``StatsNotFound``).
 * ``GET io.atcr.hold.listStats?ownerDid&cursor&limit`` -> ``{stats: [...], cursor?}``.
 
@@ -54,23 +58,26 @@ def stats_routes(services: HoldServices, ledger: Ledger) -> Router:
             raise StatsUnavailable()
         return ledger.notifications
 
-    async def pull_allowed(request: Request[Any, Any, Any]) -> None:
+    async def from_trusted_appview(request: Request[Any, Any, Any]) -> bool:
+        """May this pull notification be counted at all, and is it signed by a trusted AppView?"""
         token = bearer_token(request)
         if token is None:
             if settings.trust_pull_notifications:
-                return
+                return False
             raise AuthRequired("pull notifications need a service token from a trusted AppView", error="AuthRequired")
         if settings.trust_pull_notifications:
             # Anyone may send counts without a token, so a token that does not verify (an
             # AppView whose did:web this hold cannot reach, say) must not stop them either.
             try:
-                await services.auth.authenticate(token, lxm=NSID_NOTIFY)
+                issuer = await services.auth.authenticate(token, lxm=NSID_NOTIFY)
             except HoldError as exc:
-                log.debug("pull notification with a refused token (%s) counted: trusting all", exc.error_name)
-            return
+                log.debug("pull notification with a refused token (%s): treated as unsigned", exc.error_name)
+                return False
+            return issuer in trusted
         issuer = await services.auth.authenticate(token, lxm=NSID_NOTIFY)
         if issuer not in trusted:
             raise Forbidden(f"{issuer} is not a trusted AppView (HOLD_TRUSTED_APPVIEWS)")
+        return True
 
     @post(f"/xrpc/{NSID_NOTIFY}", status_code=200)
     async def notify_manifest(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -83,11 +90,15 @@ def stats_routes(services: HoldServices, ledger: Ledger) -> Router:
         if not repository:
             raise InvalidRequest("repository must not be empty")
         if operation == "pull":
-            await pull_allowed(request)
+            signed = await from_trusted_appview(request)
             key = request.headers.get("idempotency-key")
             if key is not None and not 0 < len(key) <= 200:
                 raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
-            counted = await notifications().pull(owner, repository, int(body.get("count", 1)), key)
+            counter = notifications()
+            if not signed and (ledger.stats is None or not await ledger.stats.known(owner, repository)):
+                log.debug("unsigned pull notification for %s/%.100s: not stored here, not counted", owner, repository)
+                return {"success": True, "operation": "pull", "statsUpdated": False}
+            counted = await counter.pull(owner, repository, int(body.get("count", 1)), key)
             return {"success": True, "operation": "pull", "statsUpdated": counted}
         issuer = await services.auth.authenticate(bearer_token(request), lxm=NSID_NOTIFY)
         if issuer != owner:

@@ -54,6 +54,16 @@ class HoldSettings(NetworkSettings):
         5 * 1024**2, "HOLD_UPLOAD_PART_MIN_SIZE",
         "smallest part but the last, in bytes (S3 needs 5 MiB; AppViews send 5 MiB and up)",
     )
+    reservation_ttl: int = setting(
+        3600,
+        "HOLD_RESERVATION_TTL",
+        "seconds an uploaded blob counts against its uploader's quota before a manifest uses it",
+    )
+    staged_grace: int = setting(
+        24 * 3600,
+        "HOLD_STAGED_GRACE",
+        "seconds an uploaded blob that no layer record references is kept before it is deleted",
+    )
     upload_sweep_interval: int = setting(
         900, "HOLD_UPLOAD_SWEEP_INTERVAL", "seconds between sweeps for abandoned uploads (0: never)"
     )
@@ -76,8 +86,8 @@ class HoldSettings(NetworkSettings):
     trust_pull_notifications: bool = setting(
         True,
         "HOLD_TRUST_PULL_NOTIFICATIONS",
-        "count pull notifications without a token from a trusted AppView (anyone can inflate pull counts); "
-        "production: false, with HOLD_TRUSTED_APPVIEWS",
+        "count pull notifications without a token from a trusted AppView, for repositories this hold stores "
+        "(anyone can inflate their pull counts); production: false, with HOLD_TRUSTED_APPVIEWS",
     )
     trusted_appviews: tuple[str, ...] = setting(
         (),
@@ -103,6 +113,8 @@ class HoldSettings(NetworkSettings):
         check_positive("HOLD_URL_EXPIRY", self.url_expiry)
         check_positive("HOLD_UPLOAD_MAX_SIZE", self.upload_max_size)
         check_positive("HOLD_UPLOAD_MAX_AGE", self.upload_max_age)
+        check_positive("HOLD_RESERVATION_TTL", self.reservation_ttl)
+        check_positive("HOLD_STAGED_GRACE", self.staged_grace)
         check_positive("HOLD_UPLOAD_PART_MAX_SIZE", self.upload_part_max_size)
         check_positive("HOLD_UPLOAD_PART_MIN_SIZE", self.upload_part_min_size)
         if self.upload_part_min_size > self.upload_part_max_size:

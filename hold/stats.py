@@ -72,6 +72,7 @@ STATS = "io.atcr.hold.stats"
 DAYS = 30
 IDEMPOTENCY_TTL = 3600
 LOCK_TTL_MS = 60_000
+KNOWN_CACHE = 10_000  # (owner, repository) pairs remembered as stored here
 
 Kind = Literal["pull", "push"]
 RepoProvider = Callable[[], Repo]
@@ -295,6 +296,7 @@ class Stats:
         self._lock_script = valkey.register_script(_LOCK)
         self._unlock_script = valkey.register_script(_UNLOCK)
         self._flush_lock = asyncio.Lock()
+        self._known: set[str] = set()
 
     # --- counting (the hot path) ----------------------------------------------------------
 
@@ -389,6 +391,27 @@ class Stats:
             await asyncio.sleep(interval)
 
     # --- reading ---------------------------------------------------------------------------
+
+    async def known(self, owner: str, repository: str) -> bool:
+        """Whether this hold stores anything for (owner, repository): a stats record, or counts
+        not flushed into one yet. Every push through the hold counts one, so a repository whose
+        layers live here is known; a made-up name is not, and unsigned pull notifications for it
+        must not create records (hold/routes_stats.py). Known pairs stay known (stats records
+        are never deleted), so positive answers are remembered in memory."""
+        rkey = stats_rkey(owner, repository)
+        if rkey in self._known:
+            return True
+        async with self._valkey.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.pending_key, "m|" + rkey)
+            pipe.hexists(self.inflight_key, "m|" + rkey)
+            found = any(await pipe.execute())
+        if not found:
+            found = await self._repo().get_record(STATS, rkey) is not None
+        if found:
+            if len(self._known) >= KNOWN_CACHE:
+                self._known.clear()
+            self._known.add(rkey)
+        return found
 
     async def record(self, owner: str, repository: str) -> dict[str, Any] | None:
         found = await self._repo().get_record(STATS, stats_rkey(owner, repository))

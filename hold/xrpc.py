@@ -9,7 +9,6 @@ way, and anything unexpected is logged with its traceback and answered as a bare
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from atcr import jsonbound
 from atcr.errors import RecordValidationError
 from atcr.lexicon import parse_xrpc_params, validate_xrpc_input
 from hold.errors import AuthRequired, HoldError, InvalidRequest, TooLarge
@@ -99,7 +99,9 @@ async def json_body(request: Request[Any, Any, Any], *, max_bytes: int = MAX_JSO
             raise TooLarge(f"JSON body larger than {max_bytes} bytes")
         chunks.append(chunk)
     try:
-        value = json.loads(b"".join(chunks) or b"null")
+        value = jsonbound.loads(b"".join(chunks) or b"null")
+    except jsonbound.JsonTooDeep as exc:
+        raise InvalidRequest(f"body is not acceptable JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("body is not valid JSON") from None
     if not isinstance(value, dict):

@@ -24,7 +24,7 @@ from jetstream.settings import JetstreamSettings
 
 log = logging.getLogger("jetstream")
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"  # litestar appends "; charset=utf-8" to text/* types
 
 
 def create_app(settings: JetstreamSettings, runtime: Runtime | None = None) -> Litestar:

@@ -11,11 +11,11 @@ warm and invalidate the read model, never to decide who may do what.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from atcr import jsonbound
 from atcr.syntax import is_did, is_handle, is_nsid, is_record_key
 from jetstream.errors import MalformedEvent
 
@@ -146,7 +146,7 @@ def parse_jetstream(message: str | bytes) -> Event | None:
     moves on, because one bad message must never stop the stream.
     """
     try:
-        obj = json.loads(message)
+        obj = jsonbound.loads(message)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):

@@ -16,9 +16,9 @@ from valkey.exceptions import ValkeyError
 
 from appview.auth.credentials import Authenticator, Principal
 from appview.auth.tokens import Access, TokenService, parse_scope
-from appview.errors import RegistryError, TooManyRequests, Unauthorized, Unavailable
-from appview.oci.routes import client_address, error_response
-from appview.ratelimit import RateLimiter
+from appview.clientaddr import ClientAddresses, limit_key
+from appview.errors import RegistryError, Unauthorized, Unavailable
+from appview.oci.routes import error_response
 from atcr.errors import AtcrError
 
 # Resolves the identity part of a repository name to a DID (None when it does not resolve).
@@ -52,11 +52,9 @@ def _basic(header: str) -> tuple[str, str] | None:
 class TokenApi:
     def __init__(
         self, tokens: TokenService, authenticator: Authenticator, owner_of: OwnerLookup,
-        after_login: AfterLogin | None = None, limiter: RateLimiter | None = None,
-        trust_forwarded_for: bool = False,
+        after_login: AfterLogin | None = None, addresses: ClientAddresses | None = None,
     ) -> None:
-        self.limiter = limiter
-        self.trust_forwarded_for = trust_forwarded_for
+        self.addresses = addresses or ClientAddresses()
         self.tokens = tokens
         self.authenticator = authenticator
         self.owner_of = owner_of
@@ -100,18 +98,10 @@ class TokenApi:
         return Response(body, status_code=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     async def _login(self, request: Request[Any, Any, State], username: str, password: str) -> Principal:
-        """Check credentials; repeated failures from one address are refused before any PDS call."""
-        address = client_address(request, self.trust_forwarded_for)
-        if self.limiter is not None:
-            wait = self.limiter.over("login", address)
-            if wait is not None:
-                raise TooManyRequests("too many failed logins; wait", headers={"Retry-After": str(int(wait))})
-        try:
-            principal = await self.authenticator.login(username, password)
-        except Unauthorized:
-            if self.limiter is not None:
-                self.limiter.hit("login", address)
-            raise
+        """Check credentials; failures are limited per client address (and account) by the
+        authenticator's login limiter, which reserves each attempt before the PDS is asked."""
+        address = limit_key(self.addresses.of(request))
+        principal = await self.authenticator.login(username, password, address=address)
         if self.after_login is not None:
             with contextlib.suppress(AtcrError, RegistryError, ValkeyError):
                 await self.after_login(principal)

@@ -31,6 +31,9 @@ TokenMinter = Callable[[str, str, str], Awaitable[str | None]]
 NSID_INITIATE = "io.atcr.hold.initiateUpload"
 NSID_UPLOAD_PART = "io.atcr.hold.uploadPart"
 NSID_COMPLETE = "io.atcr.hold.completeUpload"
+NSID_NOTIFY = "io.atcr.hold.notifyManifest"
+# While a hold is given up on, a request goes through as a probe at most this often (seconds).
+PROBE_EVERY = 1.0
 MINT_NEXT: dict[str, tuple[str, ...]] = {
     NSID_INITIATE: (NSID_UPLOAD_PART, NSID_COMPLETE),
     NSID_UPLOAD_PART: (NSID_UPLOAD_PART,),
@@ -75,6 +78,8 @@ class HoldClient:
         allow_http_loopback: bool = False,
         timeout: float = 10.0,
         upload_timeout: float = 300.0,
+        down_for: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._resolver = resolver
@@ -82,8 +87,51 @@ class HoldClient:
         self._allow_http = allow_http_loopback
         self._timeout = timeout
         self._upload_timeout = upload_timeout
+        self._down_for = down_for
+        self._clock = clock
+        # Holds that timed out or refused connections: given up on until the time stored, so
+        # a hung hold costs one timeout per probe, not one per request (docs/hold.md). While a
+        # hold is given up on, one request per PROBE_EVERY still goes through: the first to
+        # succeed brings it back at once, so a restarted hold is not refused for `down_for`.
+        self._down: dict[str, float] = {}
+        self._next_probe: dict[str, float] = {}
         self._endpoints: dict[str, tuple[float, str]] = {}
         self._ahead: dict[tuple[str, str, str], tuple[float, asyncio.Task[str | None]]] = {}
+
+    def reachable(self, hold_did: str) -> bool:
+        """False while the hold is given up on after a timeout or a refused connection."""
+        until = self._down.get(hold_did)
+        if until is None:
+            return True
+        if until <= self._clock():
+            self._mark_up(hold_did)
+            return True
+        return False
+
+    def _admit(self, hold_did: str) -> bool:
+        """Whether a request may go to the hold: yes if it is up, or as the due probe if not."""
+        if self.reachable(hold_did):
+            return True
+        now = self._clock()
+        if self._next_probe.get(hold_did, 0.0) <= now:
+            self._next_probe[hold_did] = now + min(PROBE_EVERY, self._down_for)
+            return True
+        return False
+
+    def _mark_up(self, hold_did: str) -> None:
+        if self._down.pop(hold_did, None) is not None:
+            log.info("hold %s answers again", hold_did)
+        self._next_probe.pop(hold_did, None)
+
+    def _mark_down(self, hold_did: str, exc: Exception) -> None:
+        if hold_did not in self._down or self._down[hold_did] <= self._clock():
+            log.warning("hold %s did not answer (%s); giving up on it for %.0f s", hold_did, exc, self._down_for)
+        now = self._clock()
+        self._down[hold_did] = now + self._down_for
+        self._next_probe[hold_did] = now + min(PROBE_EVERY, self._down_for)
+        if len(self._down) > 10_000:
+            self._down.clear()  # a bound, not an LRU: holds are few
+            self._next_probe.clear()
 
     async def endpoint(self, hold_did: str) -> str:
         hit = self._endpoints.get(hold_did)
@@ -183,6 +231,8 @@ class HoldClient:
         timeout: float | None = None,
         follow_redirects: bool = False,
     ) -> httpx.Response:
+        if not self._admit(hold_did):
+            raise HoldUnavailable(503, "HoldUnavailable", f"{hold_did} did not answer just now; retry shortly")
         base = await self.endpoint(hold_did)
         if anonymous_first and user_did is not None:
             # Public holds answer reads without a token; only private ones cost a PDS round trip.
@@ -197,7 +247,7 @@ class HoldClient:
         if content is not None:
             kwargs["content"] = content
         try:
-            return await self._http.request(
+            resp = await self._http.request(
                 method,
                 f"{base}/xrpc/{nsid}",
                 params=params,
@@ -207,7 +257,11 @@ class HoldClient:
                 **kwargs,
             )
         except NetworkError as exc:
-            raise HoldUnavailable(503, "HoldUnavailable", str(exc)) from None
+            self._mark_down(hold_did, exc)
+            raise HoldUnavailable(503, "HoldUnavailable", f"{hold_did} did not answer: {exc}") from None
+        if hold_did in self._down:
+            self._mark_up(hold_did)
+        return resp
 
     @staticmethod
     def _check(resp: httpx.Response) -> Any:
@@ -332,7 +386,7 @@ class HoldClient:
             headers["Idempotency-Key"] = idempotency_key
         out: dict[str, Any] = self._check(
             await self._call(
-                "POST", hold_did, "io.atcr.hold.notifyManifest", user_did=user_did, json_body=body,
+                "POST", hold_did, NSID_NOTIFY, user_did=user_did, json_body=body,
                 headers=headers or None,
             )
         )

@@ -27,6 +27,7 @@ from atcr.periodic import Periodic
 log = logging.getLogger("appview.pulls")
 
 Key = tuple[str, str, str, str]  # (hold DID, owner DID, repository, manifest digest)
+Unsent = tuple[Key, int, str]  # (key, count, idempotency key)
 MAX_PENDING_KEYS = 100_000
 MAX_RETRIES_KEPT = 100_000
 
@@ -67,6 +68,16 @@ class PullCounter:
     async def stop(self) -> None:
         await self._loop.stop()
         await self.flush()
+
+    def take_unsent(self) -> list[Unsent]:
+        """Hand over what no hold has acknowledged yet (after `stop`), each with its idempotency key."""
+        items = [(key, n, secrets.token_urlsafe(18)) for key, n in self._pending.items()] + self._retry
+        self._pending, self._retry = Counter(), []
+        return items
+
+    def resend(self, items: list[Unsent]) -> None:
+        """Send these again as they were (same key, same count) with the next flush."""
+        self._retry.extend(items)
 
     async def flush(self) -> None:
         if not self._pending and not self._retry:

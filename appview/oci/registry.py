@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote
 
 from appview.errors import (
     BlobUnknown,
@@ -35,12 +36,14 @@ from appview.errors import (
     Unauthorized,
     Unavailable,
 )
-from appview.holds.client import NSID_INITIATE, HoldClient, HoldError, HoldUnavailable
+from appview.holds.client import NSID_INITIATE, NSID_NOTIFY, HoldClient, HoldError, HoldUnavailable
 from appview.holds.pulls import PullCounter
+from appview.holds.pushhold import PushHolds
 from appview.oci.parts import OutgoingPart, PartSplitter
 from appview.oci.uploads import UploadSession, UploadStore
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
+    AtcrError,
     AuthenticationRequired,
     DidNotFound,
     HandleNotFound,
@@ -96,6 +99,7 @@ class ReadModel(Protocol):
     async def referrers(self, did: str, repository: str, digest: str) -> list[ManifestEntry]: ...
     async def catalog(self, last: str | None, n: int) -> list[str]: ...
     async def profile(self, did: str) -> dict[str, Any] | None: ...
+    async def captain(self, hold_did: str) -> dict[str, Any] | None: ...
     async def wrote_record(
         self, did: str, collection: str, rkey: str, record: dict[str, Any], *, cid: str | None,
         raw_manifest: bytes | None = None, rev: str | None = None,
@@ -188,6 +192,15 @@ async def _ready(value: T) -> T:
     return value
 
 
+def _planned_rkey(slots: dict[str, tuple[str, dict[str, Any]] | None], repository: str, digest: str) -> str:
+    """The rkey `Registry._put_manifest_record` will write, as far as these reads tell."""
+    hex_rkey = manifest_rkey(digest)
+    for rk, slot in slots.items():
+        if slot is not None and _holds(slot[1], repository, digest):
+            return rk
+    return hex_rkey if slots.get(hex_rkey) is None else repo_manifest_rkey(repository, digest)
+
+
 def _kept_record(
     entry: ManifestEntry | None, known: list[str], ref: RepoRef, raw: bytes, manifest: Manifest, hold_did: str
 ) -> str | None:
@@ -197,6 +210,13 @@ def _kept_record(
         return None
     wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
     return entry.rkey if _same_record(entry.record, fit_record(wanted), len(raw)) else None
+
+
+def _hold_name(hold_did: str) -> str:
+    """A hold as people know it: the host (and port) of a did:web, else the DID."""
+    if hold_did.startswith("did:web:"):
+        return unquote(hold_did.removeprefix("did:web:").split(":", 1)[0])
+    return hold_did
 
 
 def _holds(value: dict[str, Any], repository: str, digest: str) -> bool:
@@ -251,8 +271,10 @@ class Registry:
         *,
         default_hold_did: str,
         pulls: PullCounter | None = None,
+        push_holds: PushHolds | None = None,
     ) -> None:
         self.pulls = pulls
+        self.push_holds = push_holds or PushHolds(None, model.profile, holds.reachable, default_hold_did)
         # Short in-process caches: a pull asks for the same blob location and URL many times
         # (HEAD, GET, retries, parallel layers); presigned URLs stay valid for minutes.
         self._locations = TtlCache[tuple[str, str, str, str], tuple[str, int]](ttl=30.0)
@@ -333,7 +355,9 @@ class Registry:
         # Independent round trips at once: the records that may already hold this manifest
         # are read, the references are checked, the tag's current version is read for the
         # compare-and-swap and, unless the repository already has the manifest, its bytes go
-        # to the PDS (unreferenced, they stay a temporary blob the PDS discards).
+        # to the PDS (unreferenced, they stay a temporary blob the PDS discards). The hold's
+        # token for the quota check is minted meanwhile.
+        self.holds.mint_ahead(user_did, hold_did, NSID_NOTIFY)
         slots_task = asyncio.ensure_future(self._read_slots(client, ref, manifest.digest, known))
         blob_task = None if known else asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
         tag_task = None
@@ -440,11 +464,18 @@ class Registry:
     ) -> PutResult:
         await self._check_references(ref, user_did, manifest, hold_did)
         with _pds_errors():
-            rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, slots_task, blob_task)
+            slots = await slots_task
+        planned = _planned_rkey(slots, ref.repository, manifest.digest)
+        # The hold checks the quota and records the layers before anything is written to the
+        # PDS: a manifest over quota is refused here, with nothing written (docs/hold.md).
+        await self._admit_manifest(ref, user_did, hold_did, manifest, tag, planned)
+        with _pds_errors():
+            rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
+        if rkey != planned:  # another push took the planned key meanwhile: the layers follow the record
+            asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
         replaced: str | None = None
         if tag is not None and tag_task is not None:
             replaced = await self._write_tag(client, ref, tag, manifest.digest, rkey, tag_task)
-        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
         if replaced and replaced != manifest.digest:
             await self._auto_remove_untagged(ref, user_did, client, replaced)
         return PutResult(digest=manifest.digest, subject=manifest.subject.digest if manifest.subject else None)
@@ -608,7 +639,7 @@ class Registry:
         blobs = manifest.blob_references()
 
         async def check_blob(digest: str) -> None:
-            if await self.blob_size(ref, digest, user_did=user_did, prefer=hold_did) is None:
+            if await self.blob_size(ref, digest, user_did=user_did, prefer=hold_did, pushing=True) is None:
                 missing.append(digest)
 
         async def check_child(digest: str) -> None:
@@ -628,9 +659,28 @@ class Registry:
         if missing:
             raise ManifestBlobUnknown(detail={"digests": sorted(set(missing))[:50]})
 
-    async def _notify_push(
+    async def _admit_manifest(
         self, ref: RepoRef, user_did: str, hold_did: str, manifest: Manifest, tag: str | None, rkey: str
     ) -> None:
+        """notifyManifest(push) before the record is written: the hold's quota decides."""
+        try:
+            await self.holds.notify_manifest(hold_did, user_did, self._push_body(ref, manifest, tag, rkey))
+        except HoldUnavailable:
+            raise Unavailable(
+                f"your hold {_hold_name(hold_did)} did not answer the push; nothing was written",
+                headers={"Retry-After": "10"},
+            ) from None
+        except HoldError as exc:
+            if "quota" in exc.error.lower():
+                raise Denied(f"quota exceeded on {_hold_name(hold_did)}: {exc.message or exc.error}") from None
+            if exc.status in (401, 403):
+                raise Denied(await self._refusal(hold_did)) from None
+            # Anything else (an older hold refusing a field, say) must not lose the push.
+            log.warning("notifyManifest(push) to %s refused (%s); writing the manifest anyway", hold_did, exc)
+        except NetworkError as exc:
+            raise Unavailable(f"your hold did not answer the push ({exc}); nothing was written") from None
+
+    def _push_body(self, ref: RepoRef, manifest: Manifest, tag: str | None, rkey: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "repository": ref.repository,
             "userDid": ref.did,
@@ -654,8 +704,14 @@ class Registry:
             body["manifest"]["config"] = {"digest": manifest.config.digest, "size": manifest.config.size}
         if tag:
             body["tag"] = tag
+        return body
+
+    async def _notify_push(
+        self, ref: RepoRef, user_did: str, hold_did: str, manifest: Manifest, tag: str | None, rkey: str
+    ) -> None:
+        """notifyManifest(push) after the fact (a re-tag: nothing new to count), in the background."""
         try:
-            await self.holds.notify_manifest(hold_did, user_did, body)
+            await self.holds.notify_manifest(hold_did, user_did, self._push_body(ref, manifest, tag, rkey))
         except (HoldError, NetworkError) as exc:
             log.info("notifyManifest(push) to %s failed: %s", hold_did, exc)
 
@@ -750,18 +806,15 @@ class Registry:
     # --- blobs --------------------------------------------------------------------------------
 
     async def push_hold(self, user_did: str) -> str:
-        """Where a user's new blobs go: their profile's defaultHold, else the AppView default."""
-        try:
-            profile = await self.model.profile(user_did)
-        except NetworkError:
-            profile = None
-        hold = (profile or {}).get("defaultHold")
-        return hold if isinstance(hold, str) and is_did(hold) else self.default_hold_did
+        """Where a user's push goes: one answer for the whole push (appview/holds/pushhold.py)."""
+        return await self.push_holds.resolve(user_did)
 
-    async def _candidate_holds(self, ref: RepoRef, prefer: str | None) -> list[str]:
+    async def _candidate_holds(self, ref: RepoRef, prefer: str | None, *, only: bool = False) -> list[str]:
         holds: list[str] = []
         if prefer:
             holds.append(prefer)
+            if only:
+                return holds
         # The repository's other holds are a fallback; if its PDS is unreachable, the preferred
         # and default holds are still worth asking.
         with contextlib.suppress(NetworkError):
@@ -773,13 +826,18 @@ class Registry:
         return holds
 
     async def blob_size(
-        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None
+        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None, pushing: bool = False
     ) -> int | None:
-        found = await self.locate_blob(ref, digest, user_did=user_did, prefer=prefer)
+        """The blob's size, or None. `pushing` (the owner asking before an upload, or a
+        manifest's reference check) asks the push hold alone: an answer from another hold
+        would let the client skip an upload the manifest's hold then lacks."""
+        if pushing and user_did:
+            prefer = prefer or await self.push_hold(user_did)
+        found = await self.locate_blob(ref, digest, user_did=user_did, prefer=prefer, only=pushing)
         return None if found is None else found[1]
 
     async def locate_blob(
-        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None
+        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None, only: bool = False
     ) -> tuple[str, int] | None:
         try:
             Digest.parse(digest)
@@ -789,16 +847,16 @@ class Registry:
         hit = self._locations.get(key)
         if hit is not None and (prefer is None or hit[0] == prefer):
             return hit
-        found = await self._locate(ref, digest, user_did=user_did, prefer=prefer)
+        found = await self._locate(ref, digest, user_did=user_did, prefer=prefer, only=only)
         if found is not None:
             self._locations.put(key, found)
         return found
 
     async def _locate(
-        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None
+        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None, only: bool = False
     ) -> tuple[str, int] | None:
         unavailable = refused = False
-        for hold in await self._candidate_holds(ref, prefer):
+        for hold in await self._candidate_holds(ref, prefer, only=only):
             try:
                 size = await self.holds.stat_blob(hold, digest, user_did=user_did)
             except HoldUnavailable:
@@ -813,8 +871,26 @@ class Registry:
             raise Unavailable("the hold storing this blob is unreachable", headers={"Retry-After": "10"})
         if refused:
             # A private hold that may have the blob said no: say so rather than "unknown".
+            if only and prefer:
+                raise Denied(await self._refusal(prefer))
             raise Denied("a private hold refused access to this blob; log in as a member of its crew")
         return None
+
+    async def _refusal(self, hold_did: str) -> str:
+        """Why a push to `hold_did` is refused, and what the user can do about it."""
+        name = _hold_name(hold_did)
+        try:
+            captain = await self.model.captain(hold_did)
+        except AtcrError as exc:
+            log.info("captain record of %s unavailable: %s", hold_did, exc)
+            captain = None
+        if captain is not None and captain.get("allowAllCrew"):
+            how = "it lets anyone join: sign in to the web UI and choose it as your hold, then push again"
+        elif captain is not None:
+            how = "it is closed: ask its captain to add you, or choose another hold in the web UI (your profile)"
+        else:
+            how = "ask its captain to add you, or choose another hold in the web UI (your profile)"
+        return f"the hold {name} ({hold_did}) is private and you are not in its crew; {how}"
 
     async def blob_redirect(self, ref: RepoRef, digest: str, user_did: str | None) -> tuple[str, int]:
         found = await self.locate_blob(ref, digest, user_did=user_did)
@@ -927,7 +1003,9 @@ class Registry:
         except HoldError as exc:
             if exc.error == "SessionMissing":
                 raise Unauthorized(exc.message) from None
-            if exc.status in (401, 403):
+            if exc.status in (401, 403) and "quota" not in exc.error.lower():
+                raise Denied(await self._refusal(session.hold_did)) from None
+            if exc.status in (401, 403, 413):
                 raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
             raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
         session.parts.append({"partNumber": number, "etag": etag})

@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from litestar import Request, Response, route
 from litestar.datastructures import State
@@ -21,6 +21,7 @@ from litestar.enums import HttpMethod
 from valkey.exceptions import ValkeyError
 
 from appview.auth.tokens import TokenClaims, TokenService
+from appview.clientaddr import ClientAddresses, limit_key
 from appview.errors import (
     BlobUnknown,
     BlobUploadInvalid,
@@ -54,15 +55,6 @@ class Auth:
     realm: str
     service: str
     tokens: TokenService
-
-
-def client_address(request: Request[Any, Any, State], trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return first
-    return request.client.host if request.client else ""
 
 
 _SAFE_SCOPE = re.compile(r"^[A-Za-z0-9._:/,@+*-]+$")
@@ -110,11 +102,20 @@ def _require(
         raise Unauthorized(headers={"WWW-Authenticate": _challenge(auth, scope)})
     if not claims.allows(name, action) and not (action == "delete" and claims.allows(name, "push")):
         if not claims.subject:
-            raise Unauthorized(headers={"WWW-Authenticate": _challenge(auth, scope, "insufficient_scope")})
+            challenge = _challenge(auth, scope, "insufficient_scope")
+            raise Unauthorized(_sign_in_hint(auth, action), headers={"WWW-Authenticate": challenge})
         raise Denied(f"not allowed to {action} {name}")
     if action != "pull" and owner_did is not None and claims.subject != owner_did:
         raise Denied("you can only push to your own namespace")
     return claims
+
+
+def _sign_in_hint(auth: Auth, action: str) -> str | None:
+    """The message of an anonymous token's 401: docker prints it after "unauthorized: "."""
+    if action == "pull":
+        return None
+    host = urlsplit(auth.realm).netloc
+    return f"authentication required to {action}: sign in first with `docker login {host}`"
 
 
 def _split(rest: str) -> tuple[str, str, str]:
@@ -196,19 +197,19 @@ class OciApi:
         *,
         max_blob_size: int,
         limiter: RateLimiter | None = None,
-        trust_forwarded_for: bool = False,
+        addresses: ClientAddresses | None = None,
     ) -> None:
         self.registry = registry
         self.auth = auth
         self.max_blob_size = max_blob_size
         self.limiter = limiter
-        self.trust_forwarded_for = trust_forwarded_for
+        self.addresses = addresses or ClientAddresses()
 
     def _throttle(self, request: Request[Any, Any, State]) -> None:
         """Per-address and per-user limits (shared by replicas); 429 with Retry-After."""
         if self.limiter is None:
             return
-        wait = self.limiter.hit("address", client_address(request, self.trust_forwarded_for))
+        wait = self.limiter.hit("address", limit_key(self.addresses.of(request)))
         if wait is None:
             try:
                 claims = _claims(request, self.auth)
@@ -354,14 +355,32 @@ class OciApi:
     async def get_blob(self, request: Request[Any, Any, State], name: str, digest: str, *, head: bool) -> Response[Any]:
         claims = _require(request, self.auth, name, "pull")
         repo = await self.registry.resolve(name)
-        if head:
-            size = await self.registry.blob_size(repo, digest, user_did=claims.subject or None)
-            if size is None:
-                raise BlobUnknown(detail={"digest": digest})
-            headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
-                       "Accept-Ranges": "bytes"}
-            return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
-        url, size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+        try:
+            if head:
+                # The owner's HEAD is a push's "do you have it?": answered by the push hold alone.
+                # If that hold refuses them, "no": the upload that follows gets DENIED with the
+                # reason in its body (a HEAD answer has none for the client to show).
+                pushing = bool(claims.subject) and claims.subject == repo.did and claims.allows(name, "push")
+                try:
+                    size = await self.registry.blob_size(
+                        repo, digest, user_did=claims.subject or None, pushing=pushing
+                    )
+                except Denied:
+                    if not pushing:
+                        raise
+                    size = None
+                if size is None:
+                    raise BlobUnknown(detail={"digest": digest})
+                headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
+                           "Accept-Ranges": "bytes"}
+                return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
+            url, size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+        except Denied as exc:
+            if claims.subject:
+                raise
+            # Anonymous, and a private hold said no: a challenge, so clients offer to log in.
+            challenge = _challenge(self.auth, f"repository:{name}:pull")
+            raise Unauthorized(exc.message, headers={"WWW-Authenticate": challenge}) from None
         if not _range_satisfiable(request.headers.get("range"), size):
             raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
         return Response(

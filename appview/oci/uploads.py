@@ -7,6 +7,12 @@ offset, and the *tail*: bytes received that were too few to open a
 part (appview/oci/parts.py). The tail is flushed as the last part when the client finishes.
 A per-session lock keeps two replicas from appending at once.
 
+Each user may have at most `max_open` sessions open (`ATCR_MAX_OPEN_UPLOADS`): every session
+holds a hold-side multipart upload and up to 5 MiB in Valkey for a day, so an unbounded
+number of them is a cheap way to fill both. Open sessions are counted in a sorted set per
+user (`av:uploads-open:<did>`, score = expiry); finished and aborted ones are pruned from it
+lazily, by checking their session keys, only when the cap is reached.
+
 What Valkey holds is always true of what the hold acknowledged: after each part the session is
 saved with `offset` = the bytes in parts and an empty tail, atomically. A request that fails
 halfway therefore leaves an offset at a part boundary, which the client reads back (upload
@@ -23,7 +29,7 @@ from typing import Any
 
 import valkey.asyncio as avalkey
 
-from appview.errors import BlobUploadInvalid, BlobUploadUnknown
+from appview.errors import BlobUploadInvalid, BlobUploadUnknown, TooManyRequests
 
 SESSION_TTL = 24 * 3600
 
@@ -69,8 +75,9 @@ class UploadSession:
 
 
 class UploadStore:
-    def __init__(self, valkey: avalkey.Valkey) -> None:
+    def __init__(self, valkey: avalkey.Valkey, *, max_open: int = 0) -> None:
         self._v = valkey
+        self.max_open = max_open  # open sessions per user; 0: no cap
 
     @staticmethod
     def _key(upload_id: str) -> str:
@@ -90,7 +97,44 @@ class UploadStore:
             started_at=time.time(),
         )
         await self._v.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
+        if self.max_open > 0:
+            await self._admit(session)
         return session
+
+    async def _admit(self, session: UploadSession) -> None:
+        """Count the new session against its user's cap, or remove it and answer 429.
+
+        The session key is written first, so pruning (which drops members whose key is gone)
+        never drops a session being created concurrently; ZADD and ZCARD share a transaction,
+        so at most `max_open` sessions are ever admitted.
+        """
+        key = f"av:uploads-open:{session.did}"
+        now = time.time()
+        async with self._v.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zadd(key, {session.id: now + SESSION_TTL})
+            pipe.zcard(key)
+            pipe.expire(key, SESSION_TTL)
+            count = int((await pipe.execute())[2])
+        if count <= self.max_open:
+            return
+        members = [m.decode() if isinstance(m, bytes) else str(m) for m in await self._v.zrange(key, 0, -1)]
+        others = [m for m in members if m != session.id]
+        async with self._v.pipeline(transaction=False) as pipe:
+            for member in others:
+                pipe.exists(self._key(member))
+            alive = await pipe.execute()
+        gone = [m for m, live in zip(others, alive, strict=True) if not live]
+        if gone:
+            await self._v.zrem(key, *gone)
+        if int(await self._v.zcard(key)) <= self.max_open:
+            return
+        await self._v.zrem(key, session.id)
+        await self._v.delete(self._key(session.id))
+        raise TooManyRequests(
+            f"too many open uploads (at most {self.max_open} per user): finish or cancel some first",
+            headers={"Retry-After": "60"},
+        )
 
     async def get(self, upload_id: str, did: str | None = None, repository: str | None = None) -> UploadSession:
         if not self.valid_id(upload_id):

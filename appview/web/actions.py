@@ -238,6 +238,7 @@ class Actions:
             viewer.did, PROFILE_COLLECTION, "self", {"$type": PROFILE_COLLECTION, **record},
             cid=out.get("cid"), rev=_rev(out),
         )
+        await self.registry.push_holds.forget(viewer.did)  # the next push goes to the new hold
 
 
 __all__ = ["Actions", "StarState", "sniff_image", "star_rkey"]

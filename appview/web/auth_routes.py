@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,9 +43,13 @@ from appview.auth.credentials import Principal
 from appview.auth.device import DeviceFlowService
 from appview.auth.oauth import OAuthClientConfig, OAuthSessions
 from appview.auth.oauth.metadata import CALLBACK_PATH, CLIENT_METADATA_PATH, JWKS_PATH
+from appview.auth.oauth.session import STATE_TTL
+from appview.clientaddr import ClientAddresses
 from appview.errors import CsrfRejected, RegistryError, SignInError, Unauthorized
+from appview.web import humanize
 from appview.web.csrf import CSRF_COOKIE, FORM_FIELD, HEADER, CsrfGuard, new_binding
 from appview.web.websession import COOKIE_NAME, WebSession, WebSessionStore
+from atcr import jsonbound
 from atcr.errors import AtcrError, OAuthCallbackInvalid, OAuthError
 
 if TYPE_CHECKING:
@@ -69,6 +75,19 @@ PAGE_HEADERS = {
 
 AfterLogin = Callable[[Principal], Awaitable[None]]
 
+# The pre-login cookie: a random value set when a sign-in starts; its hash is sealed in the
+# pending sign-in and the callback must bring the cookie back (RFC 9700 §4.7, login CSRF).
+# One value per browser, reused by every sign-in it starts, so two tabs can sign in at once.
+SIGNIN_COOKIE = "atcr_signin"
+SIGNIN_COOKIE_PATH = "/auth"
+
+
+def browser_binding(cookie: str | None) -> str:
+    """What a pending sign-in is bound to: SHA-256 of the pre-login cookie ('' without one)."""
+    if not cookie or not 32 <= len(cookie) <= 64:
+        return ""
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
 
 def safe_next(raw: str | None) -> str:
     """A local path to return to after sign-in; anything else becomes `/` (no open redirect)."""
@@ -89,6 +108,8 @@ def _oauth_message(exc: OAuthError) -> str:
         return "That handle or DID could not be found."
     if exc.error in {"temporarily_unavailable", "unreachable"}:
         return "Your account's server could not be reached. Try again in a moment."
+    if exc.error == "browser_mismatch":
+        return "This sign-in was started in another browser (or this one lost its cookie). Please sign in again here."
     if isinstance(exc, OAuthCallbackInvalid):
         return "This sign-in could not be verified (it may have expired or been used already). Please sign in again."
     return f"Sign-in failed: {exc.message}"
@@ -115,8 +136,10 @@ class AuthWeb:
         devices: DeviceFlowService,
         after_login: AfterLogin | None = None,
         templates_dir: Path = DEFAULT_TEMPLATES,
+        addresses: ClientAddresses | None = None,
     ) -> None:
         self.config = config
+        self.addresses = addresses or ClientAddresses()
         self.oauth = oauth
         self.client_config = client_config
         self.web_sessions = web_sessions
@@ -129,6 +152,7 @@ class AuthWeb:
             auto_reload=False,
         )
         self.env.filters["isotime"] = _isotime
+        self.env.filters.update(humanize.FILTERS)  # "3 minutes ago" on the device pages, like the UI's
 
     # --- request helpers ------------------------------------------------------------------------
 
@@ -145,11 +169,11 @@ class AuthWeb:
         fresh = new_binding()
         return fresh, [self._cookie(CSRF_COOKIE, fresh, max_age=24 * 3600)]
 
-    def _cookie(self, name: str, value: str, *, max_age: int) -> Cookie:
+    def _cookie(self, name: str, value: str, *, max_age: int, path: str = "/") -> Cookie:
         return Cookie(
             key=name,
             value=value,
-            path="/",
+            path=path,
             max_age=max_age,
             httponly=True,
             secure=self.config.secure_cookies,
@@ -172,9 +196,8 @@ class AuthWeb:
         form = await request.form()
         return {str(k): str(v) for k, v in form.items() if isinstance(v, str)}
 
-    @staticmethod
-    def _ip(request: Request[Any, Any, State]) -> str:
-        return request.client.host if request.client else ""
+    def _ip(self, request: Request[Any, Any, State]) -> str:
+        return self.addresses.of(request)
 
     def page(
         self,
@@ -191,7 +214,7 @@ class AuthWeb:
         return Response(
             html,
             status_code=status,
-            media_type="text/html; charset=utf-8",
+            media_type="text/html",  # litestar appends "; charset=utf-8"
             headers=PAGE_HEADERS,
             cookies=[*(cookies or []), *extra],
         )
@@ -236,14 +259,17 @@ class AuthWeb:
                 handle=handle,
                 next=next_path,
             )
+        existing = request.cookies.get(SIGNIN_COOKIE)
+        cookie = existing if existing and browser_binding(existing) else secrets.token_urlsafe(32)
         try:
-            url = await self.oauth.begin(handle, {"next": next_path})
+            url = await self.oauth.begin(handle, {"next": next_path}, browser=browser_binding(cookie))
         except OAuthError as exc:
             status = 503 if exc.error in ("temporarily_unavailable", "unreachable") else 400
             return self.page(
                 request, "login.html", user, status=status, error=_oauth_message(exc), handle=handle, next=next_path
             )
-        return Redirect(path=url, status_code=303, headers=NO_STORE)
+        binding = self._cookie(SIGNIN_COOKIE, cookie, max_age=STATE_TTL, path=SIGNIN_COOKIE_PATH)
+        return Redirect(path=url, status_code=303, headers=NO_STORE, cookies=[binding])
 
     async def _callback(self, request: Request[Any, Any, State]) -> Response[Any]:
         q = request.query_params
@@ -265,7 +291,9 @@ class AuthWeb:
                 request, "login.html", user, status=400, error="The sign-in answer was incomplete.", handle="", next="/"
             )
         try:
-            session, app_data = await self.oauth.complete(state, code, q.get("iss"))
+            session, app_data = await self.oauth.complete(
+                state, code, q.get("iss"), browser=browser_binding(request.cookies.get(SIGNIN_COOKIE))
+            )
         except OAuthError as exc:
             log.info("sign-in callback refused: %s", exc.error)
             status = 503 if exc.error == "temporarily_unavailable" else 400
@@ -299,16 +327,21 @@ class AuthWeb:
     # --- device flow: the device side -----------------------------------------------------------
 
     async def _params(self, request: Request[Any, Any, State]) -> dict[str, str]:
+        """Form or JSON parameters; a JSON body that is malformed or nested too deeply is a 400
+        `invalid_request` (RFC 6749 §5.2), never a parser's RecursionError."""
         if (request.headers.get("content-type") or "").startswith("application/json"):
             try:
-                body = await request.json()
-            except ValueError:
-                return {}
+                body = jsonbound.loads(await request.body())
+            except (ValueError, UnicodeDecodeError):
+                raise SignInError("the request body is not valid JSON (or nests too deeply)") from None
             return {str(k): str(v) for k, v in body.items()} if isinstance(body, dict) else {}
         return await self._form(request)
 
     async def _device_code(self, request: Request[Any, Any, State]) -> Response[Any]:
-        params = await self._params(request)
+        try:
+            params = await self._params(request)
+        except SignInError as exc:
+            return self._json_error(exc)
         name = params.get("client_name") or params.get("device_name") or params.get("client_id") or ""
         try:
             auth = await self.devices.start(name, self._ip(request), request.headers.get("user-agent", ""))
@@ -327,7 +360,10 @@ class AuthWeb:
         )
 
     async def _device_token(self, request: Request[Any, Any, State]) -> Response[Any]:
-        params = await self._params(request)
+        try:
+            params = await self._params(request)
+        except SignInError as exc:
+            return self._json_error(exc)
         if params.get("grant_type", DEVICE_GRANT_TYPE) != DEVICE_GRANT_TYPE:
             return Response({"error": "unsupported_grant_type"}, status_code=400, headers=NO_STORE)
         try:
@@ -650,5 +686,6 @@ def build_sign_in(
         csrf=CsrfGuard(secret, allowed_origins=(origin,)),
         devices=devices,
         after_login=after_login,
+        addresses=ClientAddresses.from_settings(settings),
     )
     return SignIn(client_config=config, oauth=oauth, devices=devices, web=web)

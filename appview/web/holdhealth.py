@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from atcr.errors import AtcrError
 from atcr.http import SafeHttpClient
@@ -28,6 +29,17 @@ class HoldStatus:
     reachable: bool
     endpoint: str | None
     checked_at: float
+
+    @property
+    def host(self) -> str:
+        """What a page calls the hold: its endpoint's host (``hold.example.com``), not its DID."""
+        if self.endpoint:
+            host = urlsplit(self.endpoint).netloc
+            if host:
+                return host
+        if self.did.startswith("did:web:"):
+            return unquote(self.did.removeprefix("did:web:").split(":", 1)[0])
+        return self.did
 
 
 class HoldHealth:

@@ -85,6 +85,14 @@ def ago(value: Any, now: float | None = None) -> str:
     return parsed.strftime("%-d %b %Y")
 
 
+def clock(value: Any) -> str:
+    """``3 Dec 2026, 21:05 UTC``: an absolute time a person reads (not ISO 8601)."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return "—"
+    return parsed.astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
+
+
 def short_digest(value: Any, n: int = 12) -> str:
     """``sha256:0123456789ab…`` -> ``0123456789ab``: the part people compare by eye."""
     text = str(value or "")
@@ -110,8 +118,9 @@ FILTERS: Final = {
     "count": count,
     "iso": iso,
     "ago": ago,
+    "clock": clock,
     "short_digest": short_digest,
     "platform": platform,
 }
 
-__all__ = ["FILTERS", "ago", "count", "iso", "parse_time", "platform", "short_digest", "size"]
+__all__ = ["FILTERS", "ago", "clock", "count", "iso", "parse_time", "platform", "short_digest", "size"]

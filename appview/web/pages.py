@@ -14,10 +14,12 @@ Writes (POST, CSRF-checked, to the signed-in user's PDS)
   POST /r/{owner}/{repo...}/-/edit         io.atcr.repo.page (multipart: description, icon)
   POST /r/{owner}/{repo...}/-/delete       tag or digest, confirm=yes
   POST /settings/hold                      io.atcr.sailor.profile defaultHold
-  POST /settings/devices/revoke            device_id
+  GET  /settings/devices/revoke?device_id=   "revoke this device?" (confirmation)
+  POST /settings/devices/revoke            device_id, confirm=yes (without it: the confirmation page)
 Assets
   GET  /img/{did}/{cid}                    avatars and icons (caching proxy, `appview.web.blobs`)
   GET  /static/{name}                      app.js and friends (hashed for cache busting)
+  GET  /favicon.ico                        the site icon (templates/static/favicon.ico)
 
 Repository names contain slashes and litestar path parameters must come last, so `/r/` is
 one catch-all route parsed here: a digest (it has a ``:``) or the ``-`` segment (not a valid
@@ -39,6 +41,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.response import Redirect
+from markupsafe import Markup
 from valkey.exceptions import ValkeyError
 
 from appview.web import humanize
@@ -75,7 +78,8 @@ log = logging.getLogger("appview.web.pages")
 
 TEMPLATES: Final = Path(__file__).resolve().parents[2] / "templates"
 STATIC: Final = TEMPLATES / "static"
-STATIC_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+# Text types without a charset: litestar appends "; charset=utf-8" to every text/* media type.
+STATIC_TYPES: Final = {".js": "text/javascript", ".css": "text/css",
                        ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
 _DIGEST: Final = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 
@@ -177,6 +181,7 @@ class WebUi:
         self.env.filters.update(humanize.FILTERS)
         self.env.filters["isotime"] = humanize.iso
         self.env.filters["urlpart"] = lambda s: quote(str(s), safe="/:@")
+        self.env.filters["breakable"] = breakable
         self.env.globals["static"] = self.static_url
 
     # --- helpers -------------------------------------------------------------------------------
@@ -204,7 +209,8 @@ class WebUi:
         html = self.env.get_template(template).render(
             user=session, csrf_token=token, path=request.url.path, **context
         )
-        return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+        # litestar adds "; charset=utf-8" itself (naming it here too sent it twice).
+        return Response(html, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
 
     def error_page(self, request: Request[Any, Any, State], session: WebSession | None, exc: UiError) -> Response[Any]:
         if _wants_json(request):
@@ -349,12 +355,36 @@ class WebUi:
         await self.actions.set_default_hold(Viewer(session.did, session.handle), choice)
         return Redirect(path="/settings?done=hold#storage", status_code=303, headers={"Cache-Control": "no-store"})
 
+    async def settings_revoke_confirm(self, request: Request[Any, Any, State]) -> Response[Any]:
+        """"Revoke this device?": what it is, what stops working, and the button that does it."""
+        session = await self.session(request)
+        device_id = str(request.query_params.get("device_id") or "")[:100]
+        back = _devices_back(request.query_params.get("back"))
+        if session is None:
+            return self._login(f"/settings/devices/revoke?{urlencode({'device_id': device_id, 'back': back})}")
+        device = next((d for d in await self.devices.devices(session.did) if d.id == device_id), None)
+        if device is None:
+            raise PageNotFound("That device is not signed in to your account (it may have been revoked already).")
+        return self.render(request, "confirm_revoke.html", session, device=device, back=back)
+
     async def settings_revoke(self, request: Request[Any, Any, State]) -> Response[Any]:
         session, form = await self._signed_in(request)
         device_id = str(form.get("device_id") or "")[:100]
+        back = _devices_back(form.get("back"))
+        if str(form.get("confirm") or "") != "yes":
+            query = urlencode({"device_id": device_id, "back": back})
+            return Redirect(path=f"/settings/devices/revoke?{query}", status_code=303,
+                            headers={"Cache-Control": "no-store"})
         revoked = await self.devices.revoke(session.did, device_id)
+        if back == "/settings/devices":
+            return Redirect(path="/settings/devices" + ("?revoked=1" if revoked else ""), status_code=303,
+                            headers={"Cache-Control": "no-store"})
         done = "revoked" if revoked else "revoke-missing"
         return Redirect(path=f"/settings?done={done}#devices", status_code=303, headers={"Cache-Control": "no-store"})
+
+    def favicon(self) -> Response[Any]:
+        return Response(self.static_bytes["favicon.ico"], media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
     async def image(self, did: str, cid: str) -> Response[Any]:
         found = await self.blobs.get(did, cid)
@@ -427,9 +457,17 @@ class WebUi:
         async def settings_hold(request: Request[Any, Any, State]) -> Response[Any]:
             return await web._guard(request, web.settings_hold(request))
 
+        @get("/settings/devices/revoke", include_in_schema=False)
+        async def settings_revoke_confirm(request: Request[Any, Any, State]) -> Response[Any]:
+            return await web._guard(request, web.settings_revoke_confirm(request))
+
         @post("/settings/devices/revoke", include_in_schema=False, status_code=303)
         async def settings_revoke(request: Request[Any, Any, State]) -> Response[Any]:
             return await web._guard(request, web.settings_revoke(request))
+
+        @get("/favicon.ico", include_in_schema=False, sync_to_thread=False)
+        def favicon() -> Response[Any]:
+            return web.favicon()
 
         @get("/img/{did:str}/{cid:str}", include_in_schema=False)
         async def image(did: str, cid: str) -> Response[Any]:
@@ -439,7 +477,8 @@ class WebUi:
         def static(request: Request[Any, Any, State], name: str) -> Response[Any]:
             return web.static(request, name)
 
-        return [home, search, user, repo, repo_action, settings, settings_hold, settings_revoke, image, static]
+        return [home, search, user, repo, repo_action, settings, settings_hold, settings_revoke_confirm,
+                settings_revoke, favicon, image, static]
 
 
 def _back_to(request: Request[Any, Any, State]) -> str:
@@ -450,6 +489,17 @@ def _back_to(request: Request[Any, Any, State]) -> str:
     if path.startswith("/settings/"):
         return "/settings"
     return path.split("/-/", 1)[0] if "/-/" in path else "/"
+
+
+def breakable(text: Any) -> Markup:
+    """`text`, escaped, with a line-break opportunity (<wbr>) after each / : and @, so a long image
+    reference wraps between its parts instead of anywhere (copying it copies no extra characters)."""
+    return Markup("<wbr>").join(re.split(r"(?<=[/:@])", str(text)))  # join() escapes each part
+
+
+def _devices_back(value: Any) -> str:
+    """Where a revoke returns to: the devices page it started from, else settings (never elsewhere)."""
+    return "/settings/devices" if value == "/settings/devices" else "/settings"
 
 
 def _wants_json(request: Request[Any, Any, State]) -> bool:
@@ -500,13 +550,15 @@ def build_web_ui(
     """The UI of one AppView process, from its settings and the services `create_app` built."""
     from urllib.parse import urlsplit
 
+    from appview.web.configinfo import ConfigPlatforms
     from appview.web.discovery import Discovery
     from appview.web.holdhealth import HoldHealth
 
     health = HoldHealth(http, holds.endpoint)
     ui = UiService(
         loader, health, registry_host=urlsplit(settings.base_url).netloc or settings.service,
-        default_hold_did=settings.default_hold_did,
+        default_hold_did=settings.default_hold_did, configs=ConfigPlatforms(valkey, http, holds),
+        plain_http=settings.base_url.startswith("http://"),
     )
     discovery = Discovery(
         valkey, http, loader, holds=[settings.default_hold_did], relay=settings.ui_discovery_relay or None

@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 
 from appview.cache.loader import Loader
 from appview.web import markdown
+from appview.web.configinfo import ConfigPlatforms
 from appview.web.errors import PageNotFound, UpstreamDown
 from appview.web.holdhealth import HoldHealth, HoldStatus
 from appview.web.sparkline import Sparkline
@@ -33,6 +34,34 @@ from atcr.syntax import is_did, is_oci_repository
 log = logging.getLogger("appview.web")
 
 T = TypeVar("T")
+
+
+HOLD_WAIT: Final = 0.4
+"""Seconds a page waits on parts that come from holds (stats, health): a hung hold must not
+hold the page (docs/web-ui.md). What is not ready by then shows on a later view."""
+
+_behind: set[asyncio.Future[Any]] = set()
+
+
+async def _within(call: Awaitable[T], default: T, seconds: float = HOLD_WAIT) -> T:
+    """`call`'s answer if it comes within `seconds`, else `default` while it finishes behind
+    the page (its result lands in the caches the next view reads)."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        _behind.add(task)
+        task.add_done_callback(_finished_behind)
+        return default
+    try:
+        return task.result()
+    except errors.AtcrError:
+        return default
+
+
+def _finished_behind(task: asyncio.Future[Any]) -> None:
+    _behind.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failure behind a page is not an error of its own
 
 
 async def _optional(call: Awaitable[T], default: T) -> T:
@@ -163,10 +192,11 @@ class TagRow:
     tag: str
     digest: str
     media_type: str
-    kind: str
+    kind: str  # container-image, index, helm-chart, artifact, or missing (the manifest is not found)
     platforms: list[str]
     size: int | None
     pushed_at: str
+    artifact_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +210,8 @@ class ManifestRow:
     tags: list[str]
     platforms: list[str]
     is_referrer: bool
+    parent: str | None = None  # the index this row is a platform image of (listed right under it)
+    platform: str = ""  # that platform, as the index names it
 
 
 @dataclass(frozen=True)
@@ -198,6 +230,7 @@ class RepoPage:
     hold: HoldStatus | None
     sparkline: Sparkline
     pull_ref: str  # "<host>/<owner>/<repo>:<tag>"
+    pull_command: str = ""  # docker pull, oras pull (artifacts) or helm pull (charts) of pull_ref
 
     @property
     def href(self) -> str:
@@ -218,6 +251,7 @@ class Child:
     media_type: str
     size: int
     platform: str
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -251,6 +285,8 @@ class ManifestPage:
     hold: HoldStatus | None
     is_owner: bool
     pull_ref: str
+    pull_command: str = ""
+    platform: str | None = None  # a single-platform image's, from its config
 
     @property
     def repo_href(self) -> str:
@@ -267,6 +303,11 @@ class HoldChoice:
     public: bool | None
     is_default: bool
     is_appview_default: bool
+    endpoint: str | None = None
+
+    @property
+    def host(self) -> str:
+        return hold_host(self.did, self.endpoint)
 
 
 @dataclass(frozen=True)
@@ -309,11 +350,40 @@ def _record_size(entry: ManifestEntry, by_digest: dict[str, ManifestEntry]) -> i
 
 
 def _kind(entry: ManifestEntry) -> str:
+    """container-image, index, helm-chart or artifact (ATCR's "unknown": anything else with a manifest)."""
     if entry.media_type in INDEX_TYPES:
         return "index"
     config = entry.record.get("config")
     config_type = config.get("mediaType") if isinstance(config, dict) else None
-    return artifact_kind(config_type, entry.record.get("artifactType"))
+    kind = artifact_kind(config_type, entry.record.get("artifactType"))
+    return "artifact" if kind == "unknown" else kind
+
+
+def _config_digest(entry: ManifestEntry) -> str | None:
+    config = entry.record.get("config")
+    digest = config.get("digest") if isinstance(config, dict) else None
+    return digest if isinstance(digest, str) and ":" in digest else None
+
+
+def pull_command(kind: str, host: str, name: str, ref: str, *, plain_http: bool = False) -> str:
+    """What to run to fetch `host/name` at `ref` (``:tag`` or ``@digest``) for this kind of content.
+
+    Images and indexes: ``docker pull``. Helm charts: ``helm pull oci://``. Any other artifact
+    (an SBOM, a signature, a file pushed with oras): ``oras pull``; docker cannot pull those.
+    """
+    plain = " --plain-http" if plain_http else ""
+    if kind == "artifact":
+        return f"oras pull{plain} {host}/{name}{ref}"
+    if kind == "helm-chart":
+        if ref.startswith(":"):
+            return f"helm pull oci://{host}/{name} --version {ref[1:]}{plain}"
+        return f"helm pull oci://{host}/{name}{ref}{plain}"
+    return f"docker pull {host}/{name}{ref}"
+
+
+def hold_host(did: str, endpoint: str | None) -> str:
+    """How a hold is named on a page: the host its endpoint (or its did:web) names, not the raw DID."""
+    return HoldStatus(did, False, endpoint, 0.0).host
 
 
 def referrer_category(artifact_type: str | None) -> str:
@@ -364,11 +434,30 @@ class UiService:
         *,
         registry_host: str,
         default_hold_did: str,
+        configs: ConfigPlatforms | None = None,
+        plain_http: bool = False,
     ) -> None:
         self.loader = loader
         self.holds = holds
         self.registry_host = registry_host
         self.default_hold_did = default_hold_did
+        self.configs = configs
+        self.plain_http = plain_http  # the registry speaks http: oras and helm need --plain-http
+
+    async def config_platforms(self, manifests: Iterable[ManifestEntry]) -> dict[str, str]:
+        """manifest digest -> platform of single-platform images, read from their config blobs."""
+        if self.configs is None:
+            return {}
+        configs = self.configs
+        wanted = {}
+        for m in manifests:
+            cfg = _config_digest(m)
+            if cfg is not None and _kind(m) == "container-image":
+                wanted[m.digest] = (m.hold_did, cfg)
+        by_config = {cfg: hold for hold, cfg in wanted.values()}
+        found = await _gather(configs.platform(hold, cfg) for cfg, hold in by_config.items())
+        platform = dict(zip(by_config, found, strict=True))
+        return {digest: p for digest, (_, cfg) in wanted.items() if (p := platform.get(cfg))}
 
     # -- people and cards ------------------------------------------------------------------
 
@@ -514,34 +603,50 @@ class UiService:
         person, record, st, stars, starred, hold = await asyncio.gather(
             self.person(did),
             _optional(self.loader.repo_page(did, repository), None),
-            _optional(self.loader.stats(did, repository), RepoStats()),
+            _within(self.loader.stats(did, repository), RepoStats()),
             self.loader.star_count(did, repository),
             self._starred(viewer, did, repository),
-            self._hold_status(newest_hold),
+            _within(self._hold_status(newest_hold), None),
         )
         by_digest = {m.digest: m for m in manifests}
+        # A platform image's platform: what an index says about it, else its own config blob.
+        named: dict[str, str] = {}
+        for m in manifests:
+            for c in m.record.get("manifests") or []:
+                if isinstance(c, dict) and isinstance(c.get("digest"), str):
+                    text = _platform_text(c.get("platform"))
+                    if text and text != "unknown/unknown":
+                        named.setdefault(c["digest"], text)
+        single = await self.config_platforms(m for m in manifests if m.digest not in named)
+        own = {**single, **named}
+
+        def platforms(m: ManifestEntry) -> list[str]:
+            return _platforms(m.record) or ([own[m.digest]] if m.digest in own else [])
+
         tag_rows = []
         tags_of: dict[str, list[str]] = {}
         for name, t in tags.items():
             tags_of.setdefault(t.digest, []).append(name)
-            m = by_digest.get(t.digest)
+            hit = by_digest.get(t.digest)
             tag_rows.append(
                 TagRow(
                     tag=name,
                     digest=t.digest,
-                    media_type=m.media_type if m else "",
-                    kind=_kind(m) if m else "unknown",
-                    platforms=_platforms(m.record) if m else [],
-                    size=_record_size(m, by_digest) if m else None,
-                    pushed_at=t.updated_at or (m.created_at if m else ""),
+                    media_type=hit.media_type if hit else "",
+                    kind=_kind(hit) if hit else "missing",
+                    platforms=platforms(hit) if hit else [],
+                    size=_record_size(hit, by_digest) if hit else None,
+                    pushed_at=t.updated_at or (hit.created_at if hit else ""),
+                    artifact_type=hit.artifact_type if hit else None,
                 )
             )
         tag_rows.sort(key=lambda r: (r.pushed_at, r.tag), reverse=True)
         children = {
             c.get("digest") for m in manifests for c in (m.record.get("manifests") or []) if isinstance(c, dict)
         }
-        manifest_rows = [
-            ManifestRow(
+
+        def manifest_row(m: ManifestEntry, parent: str | None = None, platform: str = "") -> ManifestRow:
+            return ManifestRow(
                 digest=m.digest,
                 media_type=m.media_type,
                 kind=_kind(m),
@@ -549,20 +654,31 @@ class UiService:
                 size=_record_size(m, by_digest),
                 created_at=m.created_at,
                 tags=sorted(tags_of.get(m.digest, [])),
-                platforms=_platforms(m.record),
+                platforms=platforms(m),
                 is_referrer=m.subject_digest is not None,
+                parent=parent,
+                platform=platform,
             )
-            for m in manifests
-            if m.digest not in children  # platform images show under their index
-        ]
+
+        manifest_rows = []
+        for m in manifests:
+            if m.digest in children:
+                continue  # a platform image is listed right under its index
+            manifest_rows.append(manifest_row(m))
+            for c in m.record.get("manifests") or []:
+                child = by_digest.get(str(c.get("digest"))) if isinstance(c, dict) else None
+                if child is not None:
+                    manifest_rows.append(manifest_row(child, m.digest, _platform_text(c.get("platform"))))
         desc = record.get("description") if record else None
         source = desc if isinstance(desc, str) else ""
         latest = "latest" if "latest" in tags else (tag_rows[0].tag if tag_rows else None)
-        pull_ref = f"{self.registry_host}/{owner_name(did, ident.handle)}/{repository}"
+        image = f"{owner_name(did, ident.handle)}/{repository}"
+        ref, kind = "", "container-image"
         if latest:
-            pull_ref += f":{latest}"
+            ref, kind = f":{latest}", next(r.kind for r in tag_rows if r.tag == latest)
         elif manifest_rows:
-            pull_ref += f"@{manifest_rows[0].digest}"
+            ref, kind = f"@{manifest_rows[0].digest}", manifest_rows[0].kind
+        pull_ref = f"{self.registry_host}/{image}{ref}"
         return RepoPage(
             owner=person,
             repository=repository,
@@ -578,6 +694,7 @@ class UiService:
             hold=hold,
             sparkline=build_sparkline(dict(st.daily_pulls)),
             pull_ref=pull_ref,
+            pull_command=pull_command(kind, self.registry_host, image, ref, plain_http=self.plain_http),
         )
 
     async def manifest(self, owner: str, repository: str, digest: str, viewer: Viewer | None) -> ManifestPage:
@@ -594,7 +711,7 @@ class UiService:
         person, referrers, hold = await asyncio.gather(
             self.person(did),
             self.loader.referrers(did, repository, digest),
-            self._hold_status(entry.hold_did),
+            _within(self._hold_status(entry.hold_did), None),
         )
         doc: dict[str, Any] = {}
         if entry.raw:
@@ -619,6 +736,9 @@ class UiService:
 
         layers = [x for x in (layer(d) for d in source.get("layers") or []) if x is not None]
         config = layer(source.get("config"))
+        tags_of: dict[str, list[str]] = {}
+        for t, e in sorted(tags.items()):
+            tags_of.setdefault(e.digest, []).append(t)
         children = []
         for c in source.get("manifests") or []:
             if isinstance(c, dict) and isinstance(c.get("digest"), str):
@@ -629,6 +749,7 @@ class UiService:
                         media_type=str(c.get("mediaType") or ""),
                         size=int(c.get("size") or 0),
                         platform=_platform_text(plat),
+                        tags=tags_of.get(c["digest"], []),
                     )
                 )
         ann = source.get("annotations")
@@ -651,7 +772,17 @@ class UiService:
         tag_names = sorted(t for t, e in tags.items() if e.digest == digest)
         kind = "index" if children else _kind(entry)
         # A plain image's "artifact type" is just its config type: only name real artifact types.
-        artifact_type = entry.artifact_type if entry.record.get("artifactType") or kind == "unknown" else None
+        artifact_type = entry.artifact_type if entry.record.get("artifactType") or kind == "artifact" else None
+        platform = None
+        if kind == "container-image":
+            parents = [
+                _platform_text(c.get("platform")) for m in manifests for c in (m.record.get("manifests") or [])
+                if isinstance(c, dict) and c.get("digest") == digest
+            ]
+            platform = next((p for p in parents if p and p != "unknown/unknown"), None)
+            if platform is None:
+                platform = (await self.config_platforms([entry])).get(digest)
+        name = f"{owner_name(did, ident.handle)}/{repository}"
         return ManifestPage(
             owner=person,
             repository=repository,
@@ -671,7 +802,9 @@ class UiService:
             subject=subject_digest if isinstance(subject_digest, str) else None,
             hold=hold,
             is_owner=viewer is not None and viewer.did == did,
-            pull_ref=f"{self.registry_host}/{owner_name(did, ident.handle)}/{repository}@{digest}",
+            pull_ref=f"{self.registry_host}/{name}@{digest}",
+            pull_command=pull_command(kind, self.registry_host, name, f"@{digest}", plain_http=self.plain_http),
+            platform=platform,
         )
 
     async def settings(self, viewer: Viewer) -> SettingsPage:
@@ -711,6 +844,7 @@ class UiService:
             role = "captain"
         public = cap.get("public") if cap is not None else None
         return HoldChoice(
+            endpoint=status.endpoint,
             did=hold_did,
             role=role,
             permissions=entry.permissions if entry is not None else (),
@@ -750,7 +884,9 @@ __all__ = [
     "UiService",
     "UserPage",
     "Viewer",
+    "hold_host",
     "page_rkey",
     "page_uri",
+    "pull_command",
     "referrer_category",
 ]

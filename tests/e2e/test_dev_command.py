@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from atcr.identity import did_web_for_url
+from atcr.readmodel.keys import stats_rkey
+from tests.support.fixtures_stack import Pusher
+from tests.support.ocilayout import OCI_MANIFEST, Layout
+from tests.support.pdsnet import TestNetwork
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +81,116 @@ def test_atcr_dev_serves_all_three_and_stops_cleanly(tmp_path: Path) -> None:
     for port in ports.values():
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2)
+
+
+# --- counts across a Ctrl-C ---------------------------------------------------------------------
+
+
+class Dev:
+    """`atcr dev` in a session of its own, as a terminal runs it: Ctrl-C goes to its process group."""
+
+    def __init__(self, tmp: Path, data: Path, ports: dict[str, int], env: dict[str, str], run: int) -> None:
+        self.log = tmp / f"dev-{run}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "atcr.cli", "dev", "--data-dir", str(data),
+                    "--appview-port", str(ports["appview"]), "--hold-port", str(ports["hold"]),
+                    "--jetstream-port", str(ports["jetstream"]),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp), **env},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while "Press Ctrl-C" not in self.output():
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ctrl_c(self) -> str:
+        """SIGINT to the foreground process group, what a terminal's Ctrl-C does; the whole log."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+        return self.output()
+
+
+def test_ctrl_c_right_after_pulls_keeps_every_pull_and_push(
+    tmp_path: Path, pds_network: TestNetwork, pusher: Pusher
+) -> None:
+    """5 pulls, Ctrl-C within a second, restart on the same data dir: the hold's stats record says
+    5 pulls and 2 pushes. The AppView stops first (its batched pull counts reach a hold that still
+    answers), then the hold (its shutdown flush still has Valkey), then the embedded Valkey.
+    The hold's periodic flush is off (an hour), so only the shutdown does the work."""
+    data = tmp_path / "data"
+    ports = {"appview": free_port(), "hold": free_port(), "jetstream": free_port()}
+    env = {
+        "ATCR_PLC_URL": pds_network.plc_url,
+        "ATCR_HANDLE_RESOLVER_URL": pds_network.pds_url,
+        "ATCR_JETSTREAM_ENABLED": "false",
+        "ATCR_BACKFILL_ENABLED": "false",
+        "ATCR_RATE_LIMIT_ADDRESS": "0",
+        "HOLD_STATS_FLUSH_INTERVAL": "3600",
+    }
+    appview = f"http://127.0.0.1:{ports['appview']}"
+    hold = f"http://127.0.0.1:{ports['hold']}"
+    hold_did = did_web_for_url(f"http://localhost:{ports['hold']}")
+    repo = f"{pusher.handle}/counted"
+
+    dev = Dev(tmp_path, data, ports, env, 1)
+    try:
+        for tag in ("1", "2"):
+            layout = Layout(tmp_path / f"layout-{tag}")
+            layout.tag(layout.image(), tag)
+            push = subprocess.run(
+                ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+                 f"--dest-creds={pusher.handle}:{pusher.app_password}",
+                 f"oci:{layout.root}:{tag}", f"docker://127.0.0.1:{ports['appview']}/{repo}:{tag}"],
+                capture_output=True, text=True, timeout=300,
+            )
+            assert push.returncode == 0, push.stderr
+        token = httpx.get(
+            f"{appview}/auth/token",
+            params={"service": f"127.0.0.1:{ports['appview']}", "scope": f"repository:{repo}:pull"},
+            timeout=30,
+        ).json()["token"]
+        for _ in range(5):
+            r = httpx.get(
+                f"{appview}/v2/{repo}/manifests/1",
+                headers={"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        out = dev.ctrl_c()
+    assert dev.proc.returncode == 0, out
+    for bad in ("Traceback", "Error 111", "failed", "lost"):
+        assert bad not in out, out
+    # The order of the stop, as logged: AppView, then the hold's flush, then Valkey.
+    steps = ["appview stopped", "hold: flushed 1 stats record(s) at shutdown", "hold stopped", "jetstream stopped",
+             "embedded valkey stopped"]
+    at = [out.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), out
+
+    dev = Dev(tmp_path, data, ports, env, 2)
+    try:
+        r = httpx.get(
+            f"{hold}/xrpc/com.atproto.repo.getRecord",
+            params={"repo": hold_did, "collection": "io.atcr.hold.stats", "rkey": stats_rkey(pusher.did, "counted")},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        record = r.json()["value"]
+        assert (record["pullCount"], record["pushCount"]) == (5, 2), record
+    finally:
+        out = dev.ctrl_c()
+    assert dev.proc.returncode == 0, out
+    assert "Traceback" not in out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +102,44 @@ def test_a_slow_but_moving_body_is_not_cut(server: int) -> None:
     out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nh",
                          trickle=[b"e", b"l", b"l", b"o"])
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello") and took > 0.5
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_tls_on_the_plain_port_is_answered_and_logged_once(server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker/skopeo try https first on a registry without TLS: each try used to log uvicorn's
+    "Invalid HTTP request received." warning. Now: the same 400 (clients recognise "HTTP response
+    to HTTPS client" and fall back), one warning per process, later ones at debug."""
+    monkeypatch.setattr(httpguard, "_tls_probes", 0)
+    seen = _Records()
+    loggers = [logging.getLogger("atcr.http"), logging.getLogger("uvicorn.error")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(seen)
+        lg.setLevel(logging.INFO)
+    try:
+        for _ in range(3):
+            ctx = ssl.create_default_context()
+            with socket.create_connection(("127.0.0.1", server), timeout=5) as raw, pytest.raises(ssl.SSLError):
+                ctx.wrap_socket(raw, server_hostname="localhost")
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
+        out, _ = exchange(server, hello)
+        assert out.startswith(b"HTTP/1.1 400"), out
+        out, _ = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        assert out.startswith(b"HTTP/1.1 200")  # plain HTTP still works
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(seen)
+            lg.setLevel(level)
+    messages = [(r.name, r.levelno, r.getMessage()) for r in seen.records]
+    assert not [m for m in messages if "Invalid HTTP request" in m[2]], messages
+    warnings = [m for m in messages if m[1] >= logging.WARNING]
+    assert len(warnings) == 1 and "started TLS on this plain-HTTP port" in warnings[0][2], messages
+    assert httpguard._tls_probes == 4

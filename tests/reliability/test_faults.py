@@ -87,7 +87,7 @@ def test_valkey_killed_during_a_load_run(rel: RelStack, rel_user: User) -> None:
     try:
         time.sleep(1.5)
         killed_at = time.monotonic()
-        rel.valkey._server.terminate()  # SIGKILL: no shutdown, no final save
+        rel.valkey.kill()  # SIGKILL: no shutdown, no final save
         time.sleep(0.3)
         # What needs Valkey fails fast and says when to come back.
         t0 = time.monotonic()
@@ -107,7 +107,7 @@ def test_valkey_killed_during_a_load_run(rel: RelStack, rel_user: User) -> None:
         recovered = wait_until(lambda: _ready(rel.a.url) and _ready(rel.b.url), 20, "replicas ready again")
     finally:
         runner.join(60)
-        if not rel.valkey._server.is_running():
+        if not rel.valkey.is_running():
             rel.valkey.start()
     result = box["r"]
     outage = [e for e in result.timeline if killed_at <= e[0] < restarted_at]

@@ -91,6 +91,11 @@ def _redirect_target(provider_url: str) -> str:
     return redirect_uri + ("&" if "?" in redirect_uri else "?") + urlencode(params)
 
 
+def callback_of(provider_url: str) -> str:
+    """The AppView callback URL the provider's redirect page (`/oauth/authorize/redirect?...`) sends a browser to."""
+    return _redirect_target(provider_url)
+
+
 def consent(client: httpx.Client, session: ProviderSession, did: str, scope: str | None = None) -> str:
     body: dict[str, str] = {"did": did}
     if scope is not None:

@@ -54,6 +54,10 @@ class PendingAuth:
     redirect_uri: str
     created: int
     app_data: dict[str, str] = field(default_factory=dict)
+    # SHA-256 of the pre-login cookie of the browser that started this sign-in (RFC 9700 §4.7):
+    # only that browser may finish it. Empty on sign-ins sealed before this field existed,
+    # which therefore cannot finish.
+    browser: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -83,17 +85,31 @@ class OAuthSessions:
 
     # --- sign-in ------------------------------------------------------------------------------
 
-    async def begin(self, identifier: str, app_data: Mapping[str, str] | None = None) -> str:
-        """Start a sign-in; returns the URL to send the browser to."""
+    async def begin(self, identifier: str, app_data: Mapping[str, str] | None = None, *, browser: str) -> str:
+        """Start a sign-in bound to `browser` (a hash of its pre-login cookie); returns the URL
+        to send the browser to."""
+        if not browser:
+            raise ValueError("a sign-in must be bound to the browser that starts it")
         pending, url = await self.client.start(identifier, app_data)
-        await self.pending.put(pending)
+        await self.pending.put(replace(pending, browser=browser))
         return url
 
-    async def complete(self, state: str, code: str, iss: str | None) -> tuple[OAuthSession, dict[str, str]]:
-        """Finish a sign-in and keep the session; returns it with the app data saved at start."""
+    async def complete(
+        self, state: str, code: str, iss: str | None, *, browser: str
+    ) -> tuple[OAuthSession, dict[str, str]]:
+        """Finish a sign-in and keep the session; returns it with the app data saved at start.
+
+        The callback must come from the browser that started the sign-in (`browser` is the
+        hash of its pre-login cookie). Otherwise an attacker could stop before their own
+        callback and have a victim open it: the victim would be signed in as the attacker
+        (login CSRF, RFC 9700 §4.7). The check runs before the code is spent, and a refused
+        callback still uses up the state.
+        """
         pending = await self.pending.take(state)
         if pending is None:
             raise OAuthCallbackInvalid("invalid_state", "this sign-in link is unknown, expired or already used")
+        if not pending.browser or not browser or not hmac.compare_digest(pending.browser, browser):
+            raise OAuthCallbackInvalid("browser_mismatch", "this sign-in was started in another browser")
         session = await self.client.finish(pending, code, iss)
         previous = await self.load(session.did)
         await self.save(session)

@@ -19,7 +19,8 @@ import pytest
 
 from atcr import credhelper
 from tests.e2e.auth.conftest import pds_sign_in_and_authorize
-from tests.support.pdsnet import Account, TestNetwork
+from tests.support.pds_oauth import callback_of
+from tests.support.pdsnet import Account, TestNetwork, create_account
 from tests.support.services import free_port
 from tests.support.signin import Harness, build_harness, serving, settings_for
 
@@ -148,6 +149,7 @@ async def test_device_approval_in_the_browser(
     # Settings list the device; revoking it by clicking kills the secret.
     await page.goto(f"{harness.settings.base_url}/settings/devices")
     await page.screenshot(path=str(shots / "7-devices.png"))
+    await page.locator("#device-table summary", has_text="Revoke").click()  # asks first
     await page.get_by_role("button", name="Revoke build-box").click()
     await page.get_by_text("Device revoked.").wait_for()
     async with httpx.AsyncClient(trust_env=False) as client:
@@ -157,3 +159,44 @@ async def test_device_approval_in_the_browser(
             auth=(pds_account.handle, secret),
         )
     assert resp.status_code == 401
+
+
+async def test_a_callback_opened_in_another_browser_is_refused(  # type: ignore[no-untyped-def]
+    chromium, harness: Harness, pds_account: Account, pds_network: TestNetwork, shots: Path
+) -> None:
+    """Login CSRF (RFC 9700 §4.7): the attacker signs in as themselves in their own browser,
+    stops before the callback and has a signed-in victim open it."""
+    victim_context = await chromium.new_context()
+    victim = await victim_context.new_page()
+    await browser_login(victim, harness, pds_account, shots, "/settings/devices")
+
+    mallory = create_account(pds_network.pds_url, "mallory")
+    attacker_context = await chromium.new_context()
+    attacker = await attacker_context.new_page()
+    captured: list[str] = []
+
+    async def hold_back(route) -> None:  # type: ignore[no-untyped-def]
+        # The PDS's redirect page names the callback (code, state, iss): the attacker keeps that
+        # URL instead of following it (a redirect is followed without asking the route again).
+        captured.append(callback_of(route.request.url))
+        await route.abort()
+
+    await attacker.route(re.compile(r".*/oauth/authorize/redirect.*"), hold_back)
+    await attacker.goto(f"{harness.settings.base_url}/auth/login?next=/settings/devices")
+    await attacker.get_by_label("Handle or DID").fill(mallory.handle)
+    await attacker.get_by_role("button", name="Sign in").click()
+    await pds_sign_in_and_authorize(attacker, mallory, shots)
+    deadline = asyncio.get_running_loop().time() + 30
+    while not captured:
+        assert asyncio.get_running_loop().time() < deadline, "the PDS never sent the attacker to the callback"
+        await asyncio.sleep(0.05)
+    await attacker_context.close()
+
+    await victim.goto(captured[0])
+    await victim.screenshot(path=str(shots / "5-callback-refused.png"))
+    assert "started in another browser" in await victim.get_by_role("alert").inner_text()
+    await victim.goto(f"{harness.settings.base_url}/settings/devices")
+    assert await victim.get_by_text(f"Signed in as {pds_account.handle}").is_visible()
+    assert [p.did for p in harness.logins] == [pds_account.did]
+    assert await harness.sign_in.oauth.load(mallory.did) is None
+    await victim_context.close()

@@ -137,7 +137,8 @@ async def test_sign_in_push_search_star_edit_and_revoke(browser, ui_stack: UiSta
     await page.goto(f"{base}/settings")
     assert await page.locator("#holds input[checked]").count() == 1
     await page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
-    await page.get_by_role("button", name="Revoke ci-runner").click()
+    await page.get_by_role("link", name="Revoke ci-runner").click()
+    await page.get_by_role("button", name="Revoke ci-runner").click()  # on the confirmation page
     await page.get_by_text("The device was revoked").wait_for()
     assert await page.locator("#no-devices").is_visible()
     async with httpx.AsyncClient(trust_env=False) as client:

@@ -168,6 +168,12 @@ async def test_revoked_device_gets_401(
     denied = await token(harness, pds_account.handle, account.secret, f"repository:{pds_account.handle}/app:push")
     assert denied.status_code == 401
     assert "revoked" in denied.json()["errors"][0]["message"]
+    # `docker-credential-atcr status` says so, with exit status 1.
+    store = credhelper.CredentialStore(tmp_path / "creds" / "credentials.json")
+    out = Lines()
+    code = await asyncio.to_thread(credhelper.cmd_status, store, harness.settings.base_url, out=out, offline=False)
+    assert code == 1, out.getvalue()
+    assert "[revoked: this device was signed out; sign in again with `docker-credential-atcr login" in out.getvalue()
 
 
 async def test_helper_logout_revokes_at_the_appview(

@@ -2,7 +2,8 @@
 
 Each notification carries its own `Idempotency-Key` and is retried until the hold answers
 200, so a notification whose answer was lost while the hold was being killed is sent again and
-still counted once.
+still counted once. Each is signed as the AppView signs them (a service token of its did:web,
+fresh per attempt): only signed notifications count for a repository the hold has no stats for.
 """
 
 from __future__ import annotations
@@ -12,11 +13,17 @@ import uuid
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from atcr.serviceauth import mint_service_token
 
 NOTIFY = "io.atcr.hold.notifyManifest"
 
 
-async def _send(url: str, owner: str, repository: str, n: int, concurrency: int, pace: float, done: Any) -> None:
+async def _send(
+    url: str, owner: str, repository: str, n: int, concurrency: int, pace: float, done: Any, signer: Signer
+) -> None:
     body = {
         "repository": repository,
         "userDid": owner,
@@ -35,7 +42,8 @@ async def _send(url: str, owner: str, repository: str, n: int, concurrency: int,
                 key = queue.get_nowait()
                 while True:
                     try:
-                        r = await client.post(f"{url}/xrpc/{NOTIFY}", json=body, headers={"Idempotency-Key": key})
+                        headers = {"Idempotency-Key": key, "Authorization": "Bearer " + signer.token()}
+                        r = await client.post(f"{url}/xrpc/{NOTIFY}", json=body, headers=headers)
                         if r.status_code == 200:
                             break
                     except httpx.HTTPError:
@@ -48,6 +56,27 @@ async def _send(url: str, owner: str, repository: str, n: int, concurrency: int,
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def send_pulls(url: str, owner: str, repository: str, n: int, concurrency: int, pace: float, done: Any) -> None:
+class Signer:
+    """Mints the AppView's service tokens for notifyManifest (picklable: the key travels as PEM)."""
+
+    def __init__(self, key_pem: bytes, iss: str, aud: str) -> None:
+        self.key_pem, self.iss, self.aud = key_pem, iss, aud
+
+    @classmethod
+    def of(cls, key: ec.EllipticCurvePrivateKey, iss: str, aud: str) -> Signer:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cls(pem, iss, aud)
+
+    def token(self) -> str:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return mint_service_token(key, iss=self.iss, aud=self.aud, lxm=NOTIFY)
+
+
+def send_pulls(
+    url: str, owner: str, repository: str, n: int, concurrency: int, pace: float, done: Any, signer: Signer
+) -> None:
     """Process entry point: `n` notifications of one pull each, `concurrency` at a time."""
-    asyncio.run(_send(url, owner, repository, n, concurrency, pace, done))
+    asyncio.run(_send(url, owner, repository, n, concurrency, pace, done, signer))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,10 +32,11 @@ async def stats(h: CrewHold, owner: str, repository: str) -> dict[str, Any]:
 
 
 async def test_pulls_and_pushes_reach_the_stats_record(make_hold: MakeHold) -> None:
-    async with make_hold(hold_allow_all_crew=True) as h:
+    async with make_hold(hold_allow_all_crew=True, hold_trusted_appviews=APPVIEW) as h:
         for count in (None, 1, 5):
-            r = await h.notify_pull(OWNER, "tools/app", count)
+            r = await h.notify_pull(OWNER, "tools/app", count, iss=APPVIEW)
             assert r.status_code == 200 and r.json() == {"success": True, "operation": "pull", "statsUpdated": True}
+        assert (await h.push_blob(b"x", iss=ALICE)).status_code == 200
         assert (await h.notify_push("tools/app", [b"x"], iss=ALICE, user=ALICE)).status_code == 200
         r = await h.query("io.atcr.hold.getStats", ownerDid=OWNER, repository="tools/app")
         assert r.status_code == 404 and r.json()["error"] == "StatsNotFound"  # not flushed yet
@@ -58,8 +61,9 @@ async def test_pulls_and_pushes_reach_the_stats_record(make_hold: MakeHold) -> N
         pushed = await stats(h, ALICE, "tools/app")
         assert (pushed["pushCount"], pushed["pullCount"]) == (1, 0) and "lastPush" in pushed and "lastPull" not in pushed
 
-        # Counts accumulate across flushes; an empty flush writes nothing.
-        await h.notify_pull(OWNER, "tools/app", 3)
+        # Counts accumulate across flushes (unsigned ones too, now that the hold stores the
+        # repository); an empty flush writes nothing.
+        assert (await h.notify_pull(OWNER, "tools/app", 3)).json()["statsUpdated"] is True
         await h.flush()
         rev = (await h.query("com.atproto.sync.getLatestCommit", did=h.did)).json()["rev"]
         await h.flush()
@@ -69,7 +73,7 @@ async def test_pulls_and_pushes_reach_the_stats_record(make_hold: MakeHold) -> N
 
         # listStats: all, by owner, paged.
         for i in range(5):
-            await h.notify_pull(BOB, f"r{i}")
+            await h.notify_pull(BOB, f"r{i}", iss=APPVIEW)
         await h.flush()
         everything = (await h.query("io.atcr.hold.listStats")).json()
         assert len(everything["stats"]) == 7 and "cursor" not in everything
@@ -87,10 +91,10 @@ async def test_pulls_and_pushes_reach_the_stats_record(make_hold: MakeHold) -> N
 
 
 async def test_idempotency_key_counts_a_retried_notification_once(make_hold: MakeHold) -> None:
-    async with make_hold() as h:
-        first = await h.notify_pull(OWNER, "app", 4, **{"Idempotency-Key": "batch-1"})
-        retry = await h.notify_pull(OWNER, "app", 4, **{"Idempotency-Key": "batch-1"})
-        other = await h.notify_pull(OWNER, "app", 4, **{"Idempotency-Key": "batch-2"})
+    async with make_hold(hold_trusted_appviews=APPVIEW) as h:
+        first = await h.notify_pull(OWNER, "app", 4, iss=APPVIEW, **{"Idempotency-Key": "batch-1"})
+        retry = await h.notify_pull(OWNER, "app", 4, iss=APPVIEW, **{"Idempotency-Key": "batch-1"})
+        other = await h.notify_pull(OWNER, "app", 4, iss=APPVIEW, **{"Idempotency-Key": "batch-2"})
         assert [r.json()["statsUpdated"] for r in (first, retry, other)] == [True, False, True]
         await h.flush()
         assert (await stats(h, OWNER, "app"))["pullCount"] == 8
@@ -108,13 +112,81 @@ async def test_who_may_send_pull_notifications(make_hold: MakeHold) -> None:
         assert r.status_code == 401 and r.json()["error"] == "BadJwt"
         await h.flush()
         assert (await stats(h, OWNER, "app"))["pullCount"] == 2
-    async with make_hold(hold_trusted_appviews=APPVIEW) as h:  # trusting: any caller counts
-        for iss in (None, ALICE, APPVIEW):
-            assert (await h.notify_pull(OWNER, "app", iss=iss)).status_code == 200
+    async with make_hold(hold_trusted_appviews=APPVIEW) as h:  # trusting: any caller counts ...
+        # ... but unsigned counts only for repositories the hold stores: not yet for this one.
+        r = await h.notify_pull(OWNER, "app")
+        assert r.status_code == 200 and r.json()["statsUpdated"] is False
+        for iss in (APPVIEW, None, ALICE):  # the trusted AppView's count makes it known
+            r = await h.notify_pull(OWNER, "app", iss=iss)
+            assert r.status_code == 200 and r.json()["statsUpdated"] is True
         # ... even one whose token does not verify (it could have sent none at all).
-        assert (await h.notify_pull(OWNER, "app", Authorization="Bearer not.a.jwt")).status_code == 200
+        r = await h.notify_pull(OWNER, "app", Authorization="Bearer not.a.jwt")
+        assert r.status_code == 200 and r.json()["statsUpdated"] is True
         await h.flush()
         assert (await stats(h, OWNER, "app"))["pullCount"] == 4
+
+
+async def test_unsigned_pull_notifications_for_unknown_repositories_write_no_record(make_hold: MakeHold) -> None:
+    """Default settings (HOLD_TRUST_PULL_NOTIFICATIONS=true): made-up names must not grow the repo."""
+    async with make_hold(hold_allow_all_crew=True) as h:
+        rev = (await h.query("com.atproto.sync.getLatestCommit", did=h.did)).json()["rev"]
+        for i in range(300):
+            r = await h.notify_pull(f"did:plc:{uuid.uuid4().hex[:24]}", f"junk/{i}-{uuid.uuid4().hex[:8]}")
+            assert r.status_code == 200 and r.json() == {"success": True, "operation": "pull", "statsUpdated": False}
+        await h.flush()
+        assert await h.records("io.atcr.hold.stats") == []
+        assert (await h.query("com.atproto.sync.getLatestCommit", did=h.did)).json()["rev"] == rev
+
+        # A repository pushed through this hold is stored here: unsigned pulls of it count.
+        assert (await h.push_blob(b"layer", iss=ALICE)).status_code == 200
+        assert (await h.notify_push("tools/app", [b"layer"], iss=ALICE)).status_code == 200
+        r = await h.notify_pull(ALICE, "tools/app", 2)
+        assert r.status_code == 200 and r.json()["statsUpdated"] is True
+        await h.flush()
+        counted = [(x["value"]["repository"], x["value"]["pullCount"]) for x in await h.records("io.atcr.hold.stats")]
+        assert counted == [("tools/app", 2)]
+        r = await h.notify_pull(ALICE, "tools/other")  # the same owner, another (unknown) repository
+        assert r.json()["statsUpdated"] is False
+
+
+async def test_push_naming_layers_not_in_storage_is_refused(make_hold: MakeHold) -> None:
+    async with make_hold(hold_allow_all_crew=True) as h:
+        fake = [("sha256:" + hashlib.sha256(f"fake-{i}".encode()).hexdigest(), 2**40) for i in range(150)]
+        r = await h.notify_push("app", fake, iss=ALICE)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "LayerNotStored" and "150 layer(s)" in r.json()["message"]
+        # One real layer among fakes changes nothing: the push is refused as a whole.
+        assert (await h.push_blob(b"real", iss=ALICE)).status_code == 200
+        r = await h.notify_push("app", [b"real", fake[0]], iss=ALICE)
+        assert r.status_code == 400 and r.json()["error"] == "LayerNotStored" and fake[0][0] in r.json()["message"]
+        assert await h.records("io.atcr.hold.layer") == []
+        usage = (await h.query("io.atcr.hold.getQuota", userDid=ALICE)).json()
+        assert (usage["totalSize"], usage["uniqueBlobs"]) == (0, 0), usage  # no usage from layers never stored
+        # A non-distributable layer (fetched from its urls, never pushed) is left out, not refused.
+        foreign = {
+            "digest": fake[1][0], "size": 10, "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        body = {
+            "repository": "app", "userDid": ALICE, "manifestDigest": "sha256:" + "d" * 64, "operation": "push",
+            "manifest": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": [
+                {"digest": "sha256:" + hashlib.sha256(b"real").hexdigest(), "size": 4,
+                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"},
+                foreign,
+            ]},
+        }
+        r = await h.call(NOTIFY, body, iss=ALICE)
+        assert r.status_code == 200 and r.json()["layersCreated"] == 1, r.text
+        recorded = [x["value"]["digest"] for x in await h.records("io.atcr.hold.layer")]
+        assert recorded == ["sha256:" + hashlib.sha256(b"real").hexdigest()]
+
+
+async def test_deeply_nested_json_is_a_400(make_hold: MakeHold) -> None:
+    async with make_hold() as h:
+        for body in (b"[" * 5000 + b"]" * 5000, b'{"repository": ' + b"[" * 1000 + b"]" * 1000 + b"}"):
+            headers = {"Content-Type": "application/json"}
+            r = await h.client.post(f"{h.url}/xrpc/{NOTIFY}", content=body, headers=headers)
+            assert r.status_code == 400 and r.json()["error"] == "InvalidRequest", r.text
+            assert "nested deeper" in r.json()["message"]
 
 
 async def test_push_rules(make_hold: MakeHold) -> None:

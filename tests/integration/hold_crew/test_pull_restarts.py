@@ -16,7 +16,8 @@ import valkey
 
 from atcr.identity import did_web_for_url
 from atcr.readmodel.keys import stats_rkey
-from tests.integration.hold_crew.pullers import send_pulls
+from tests.integration.hold_crew.pullers import Signer, send_pulls
+from tests.support.didweb import serving_did_web
 from tests.support.stack import Service, free_port, start_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,8 +27,9 @@ REPOSITORY = "team/busy-image"
 SENDERS, PER_SENDER = 4, 250
 
 
-def hold_env(workdir: Path, port: int, valkey_url: str) -> dict[str, str]:
+def hold_env(workdir: Path, port: int, valkey_url: str, appview: str) -> dict[str, str]:
     return {
+        "HOLD_TRUSTED_APPVIEWS": appview,  # the senders sign as this AppView
         "VALKEY_URL": valkey_url,
         "ATCR_ALLOW_PRIVATE_NETWORKS": "true",
         "ATCR_LOG_LEVEL": "info",
@@ -65,14 +67,22 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 def run_with_restart(tmp_path: Path, valkey_url: str, sig: signal.Signals) -> tuple[int, Service]:
+    with serving_did_web() as (appview, key):
+        return _run_with_restart(tmp_path, valkey_url, sig, Signer.of(key, appview, ""), appview)
+
+
+def _run_with_restart(
+    tmp_path: Path, valkey_url: str, sig: signal.Signals, signer: Signer, appview: str
+) -> tuple[int, Service]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = hold_env(tmp_path, port, valkey_url)
+    env = hold_env(tmp_path, port, valkey_url, appview)
     hold = start_service("hold", "hold", env, tmp_path, url)
+    signer.aud = did_web_for_url(f"http://localhost:{port}")
     ctx = multiprocessing.get_context("spawn")
     done = ctx.Value("i", 0)
     senders = [
-        ctx.Process(target=send_pulls, args=(url, OWNER, REPOSITORY, PER_SENDER, 5, 0.02, done))
+        ctx.Process(target=send_pulls, args=(url, OWNER, REPOSITORY, PER_SENDER, 5, 0.02, done, signer))
         for _ in range(SENDERS)
     ]
     try:

@@ -68,7 +68,7 @@ async def test_refused_at_complete_before_the_blob_is_visible(make_hold: MakeHol
         r = await h.notify_push("app", [a])
         assert r.status_code == 200, r.text
         assert await quota(h, ALICE) == {
-            "userDid": ALICE, "uniqueBlobs": 1, "totalSize": 600, "limit": 1000, "tier": "tiny"
+            "userDid": ALICE, "uniqueBlobs": 1, "totalSize": 600, "reservedSize": 0, "limit": 1000, "tier": "tiny"
         }
         # Re-uploading a blob the user already has costs nothing.
         assert (await h.push_blob(a)).status_code == 200
@@ -102,7 +102,7 @@ async def test_refused_at_notify_manifest(make_hold: MakeHold, tiers: Path) -> N
         r = await h.notify_push("app", [small], manifest=b"another manifest")
         assert r.json()["layersCreated"] == 0  # a re-push writes no duplicate record
         assert await quota(h, ALICE) == {
-            "userDid": ALICE, "uniqueBlobs": 1, "totalSize": 400, "limit": 1000, "tier": "tiny"
+            "userDid": ALICE, "uniqueBlobs": 1, "totalSize": 400, "reservedSize": 0, "limit": 1000, "tier": "tiny"
         }
         value = (await h.records("io.atcr.hold.layer"))[0]["value"]
         assert value["userDid"] == ALICE and value["size"] == 400
@@ -111,7 +111,7 @@ async def test_refused_at_notify_manifest(make_hold: MakeHold, tiers: Path) -> N
         # The captain is unlimited and has no tier.
         r = await h.notify_push("big", [large, small], iss=OWNER)
         assert r.status_code == 200
-        assert await quota(h, OWNER) == {"userDid": OWNER, "uniqueBlobs": 2, "totalSize": 1100}
+        assert await quota(h, OWNER) == {"userDid": OWNER, "uniqueBlobs": 2, "totalSize": 1100, "reservedSize": 0}
 
 
 async def test_tiers_follow_the_crew_record(make_hold: MakeHold, tiers: Path) -> None:
@@ -150,7 +150,7 @@ async def test_no_quotas_file_means_nothing_is_refused(make_hold: MakeHold) -> N
         blob = os.urandom(3000)
         assert (await h.push_blob(blob, size=3000)).status_code == 200
         assert (await h.notify_push("app", [blob])).status_code == 200
-        assert await quota(h, ALICE) == {"userDid": ALICE, "uniqueBlobs": 1, "totalSize": 3000}
+        assert await quota(h, ALICE) == {"userDid": ALICE, "uniqueBlobs": 1, "totalSize": 3000, "reservedSize": 0}
         assert (await h.query("io.atcr.hold.listTiers")).json() == {"tiers": []}
         assert (await h.query("io.atcr.hold.getQuota")).status_code == 400
 
@@ -169,7 +169,7 @@ async def test_usage_index_is_rebuilt_from_layer_records(make_hold: MakeHold, ti
                 break
             await asyncio.sleep(0.05)
         assert await quota(h, ALICE) == before == {
-            "userDid": ALICE, "uniqueBlobs": 3, "totalSize": 303, "limit": 1000, "tier": "tiny"
+            "userDid": ALICE, "uniqueBlobs": 3, "totalSize": 303, "reservedSize": 0, "limit": 1000, "tier": "tiny"
         }
         # And the recorded (manifest, layer) pairs too: a re-push writes nothing.
         assert (await h.notify_push("app", blobs)).json()["layersCreated"] == 0
@@ -188,3 +188,74 @@ def test_bad_quota_file_stops_the_hold(tmp_path: Path, quotas_file: Callable[[st
     )
     with pytest.raises(ConfigError, match="HOLD_QUOTAS_PATH"):
         create_app(settings)
+
+
+async def test_a_refused_push_locks_nobody_out(make_hold: MakeHold, tiers: Path) -> None:
+    """Blobs admitted before a refusal are released with it: usage and reservations are as
+    before, and the next push that fits goes through at once (not a day later)."""
+    async with make_hold(hold_allow_all_crew=True, hold_quotas_path=tiers) as h:
+        first, second = os.urandom(600), os.urandom(600)
+        assert (await h.push_blob(first)).status_code == 200
+        assert (await quota(h, ALICE))["reservedSize"] == 600
+        r = await h.push_blob(second)  # 600 + 600 > 1000: the push is refused partway
+        assert r.status_code == 403 and r.json()["error"] == "QuotaExceeded"
+        after = await quota(h, ALICE)
+        assert after["totalSize"] == 0 and after["reservedSize"] == 0
+        small = os.urandom(900)
+        assert (await h.push_blob(small)).status_code == 200
+        assert (await h.notify_push("app", [small])).status_code == 200
+        assert await quota(h, ALICE) == {
+            "userDid": ALICE, "uniqueBlobs": 1, "totalSize": 900, "reservedSize": 0, "limit": 1000, "tier": "tiny"
+        }
+
+
+async def test_a_manifest_releases_every_blob_it_names_and_a_refused_one_too(
+    make_hold: MakeHold, tiers: Path
+) -> None:
+    async with make_hold(hold_allow_all_crew=True, hold_quotas_path=tiers) as h:
+        config, layer = os.urandom(50), os.urandom(300)
+        for blob in (config, layer):
+            assert (await h.push_blob(blob)).status_code == 200
+        body = {
+            "repository": "app", "userDid": ALICE, "manifestDigest": digest_of(b"cfg-manifest"), "operation": "push",
+            "manifest": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                         "config": {"digest": digest_of(config), "size": 50},
+                         "layers": [{"digest": digest_of(layer), "size": 300,
+                                     "mediaType": "application/vnd.oci.image.layer.v1.tar"}]},
+        }
+        assert (await h.call("io.atcr.hold.notifyManifest", body, iss=ALICE)).status_code == 200
+        got = await quota(h, ALICE)
+        assert got["totalSize"] == 300 and got["reservedSize"] == 0  # the config no longer reserved
+        # A manifest the quota refuses releases what its own blobs had reserved.
+        big = os.urandom(600)
+        assert (await h.push_blob(big)).status_code == 200
+        assert (await quota(h, ALICE))["reservedSize"] == 600
+        r = await h.notify_push("app", [big, os.urandom(200)])
+        assert r.status_code in (400, 403), r.text
+        r = await h.notify_push("app2", [big])  # 300 + 600 fits; then more does not
+        assert r.status_code == 200, r.text
+        r = await h.notify_push("app3", [(digest_of(big), 600), (digest_of(layer), 300)])
+        assert r.status_code == 200  # nothing new: both already counted
+        assert (await quota(h, ALICE))["reservedSize"] == 0
+
+
+async def test_uploaded_blobs_no_manifest_uses_are_deleted_after_the_grace(
+    make_hold: MakeHold, tiers: Path
+) -> None:
+    async with make_hold(hold_allow_all_crew=True, hold_quotas_path=tiers, hold_staged_grace=1,
+                         hold_reservation_ttl=1) as h:
+        used, unused = os.urandom(100), os.urandom(120)
+        for blob in (used, unused):
+            assert (await h.push_blob(blob)).status_code == 200
+        assert (await h.notify_push("app", [used])).status_code == 200
+        assert await h.ledger.sweep_staged_once() == (0, 0)  # within the grace: nothing goes
+        deadline = asyncio.get_running_loop().time() + 10
+        result = (0, 0)
+        while result == (0, 0) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.3)
+            await h.hold.services.valkey.delete(f"hold:staged-sweep:{{{h.did}}}")  # type: ignore[union-attr]
+            result = await h.ledger.sweep_staged_once()
+        assert result == (1, 1)  # `unused` deleted, `used` kept (a layer record references it)
+        assert (await h.hold.get_blob(digest_of(unused), method="HEAD")).status_code == 404
+        assert (await h.hold.get_blob(digest_of(used), method="HEAD")).status_code in (200, 307)
+        assert (await quota(h, ALICE))["reservedSize"] == 0

@@ -139,12 +139,13 @@ def test_pages_show_the_scene(scene: Scene) -> None:
     repo = anon.get(scene.repo_path)
     assert repo.status_code == 200
     assert "<strong>safe bold</strong>" in repo.text
-    assert f"docker pull {scene.stack.host}/{scene.owner.handle}/app:latest" in repo.text
+    # <wbr>: line-break opportunities inside the reference, no text
+    assert f"docker pull {scene.stack.host}/{scene.owner.handle}/app:latest" in repo.text.replace("<wbr>", "")
     assert re.search(r'id="star-count"[^>]*>1<', repo.text)
     assert re.search(r'id="pull-count">1<', repo.text) and re.search(r'id="push-count">2<', repo.text)
     assert "1 pull in the last 30 days" in repo.text  # the sparkline's label
     assert 'data-tag="1.0"' in repo.text and 'data-tag="latest"' in repo.text
-    assert scene.stack.registry.hold_did in repo.text and "reachable" in repo.text
+    assert f'title="{scene.stack.registry.hold_did}"' in repo.text and "reachable" in repo.text  # the hold's link
     user = anon.get(f"/u/{scene.owner.handle}")
     assert user.status_code == 200 and scene.owner.did in user.text and "tools/cli" in user.text
     manifest = anon.get(f"{scene.repo_path}/manifest/{scene.app_digest}")
@@ -273,7 +274,9 @@ def test_settings_default_hold_is_written_to_the_profile(scene: Scene) -> None:
     page = client.get(resp.headers["location"])
     assert "Your default hold was saved" in page.text
     assert re.search(rf'value="{re.escape(other)}" checked', page.text)
-    assert re.search(rf"{re.escape(other)}</code>\s*<span class=\"badge bad\">unreachable", page.text)
+    # Named by its host (the DID below it), and called unreachable.
+    assert re.search(r'<strong class="hold-host">localhost:9</strong>\s*<span class="badge bad">unreachable', page.text)
+    assert f'<code class="muted hold-did">{other}</code>' in page.text
     # Put it back: the scene's later pushes go to the session hold.
     client.post("/settings/hold", data={"csrf_token": csrf_of(page.text), "hold": scene.stack.registry.hold_did})
 

@@ -75,3 +75,20 @@ def test_tokens_minted_ahead_are_bounded(monkeypatch: Any) -> None:
         return len(holds._ahead)
 
     assert asyncio.run(run()) == 3
+
+
+def test_a_hold_given_up_on_is_probed_once_a_second_and_back_on_the_first_success() -> None:
+    now = [100.0]
+    holds = HoldClient(cast(Any, None), cast(Any, None), down_for=10.0, clock=lambda: now[0])
+    assert holds._admit(HOLD)
+    holds._mark_down(HOLD, OSError("connection refused"))
+    assert not holds.reachable(HOLD)
+    assert not holds._admit(HOLD)  # fails fast right after the failure
+    now[0] += 1.0
+    assert holds._admit(HOLD)  # the probe goes through...
+    assert not holds._admit(HOLD)  # ...one at a time
+    holds._mark_up(HOLD)  # the probe succeeded: the restarted hold is used at once
+    assert holds.reachable(HOLD) and holds._admit(HOLD) and holds._admit(HOLD)
+    holds._mark_down(HOLD, OSError("timed out"))
+    now[0] += 10.0
+    assert holds.reachable(HOLD)  # given up on for down_for at most

@@ -16,6 +16,7 @@ from tests.unit.auth.fake_as import FakeAuthServer, FakeResolver
 
 SECRET = b"k" * 32
 BASE = "http://127.0.0.1:5000"
+BROWSER = "b" * 64  # the pre-login cookie hash a sign-in is bound to (appview/web/auth_routes.py)
 
 
 @pytest.fixture

@@ -58,7 +58,23 @@ def test_get_without_credentials_fails_at_once(store: ch.CredentialStore) -> Non
     out, err = io.StringIO(), io.StringIO()
     assert ch.cmd_get(store, Stdin("atcr.io\n"), out, err, commands=list) == 1
     assert out.getvalue().strip() == ch.NOT_FOUND
-    assert "docker-credential-atcr login atcr.io" in err.getvalue()
+    assert err.getvalue() == ""  # clients ask on every anonymous pull: no noise on their stderr
+
+
+def test_anonymous_pulls_after_logout_print_nothing_on_stderr(tmp_path: Path) -> None:
+    """A real `get` process after `logout`, as docker runs it for each anonymous pull."""
+    env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
+    store = ch.CredentialStore(ch.Paths.from_env(env).credentials)
+    store.put("127.0.0.1:5000", "http://127.0.0.1:5000", ALICE)
+    store.save()
+    revoke = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, json={})))
+    ch.cmd_logout(ch.CredentialStore(store.path), "127.0.0.1:5000", None, everyone=False, err=io.StringIO(), http=revoke)
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "atcr.credhelper", "get"],
+            input="127.0.0.1:5000\n", capture_output=True, text=True, env=env, timeout=30,
+        )
+        assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (1, ch.NOT_FOUND, "")
 
 
 def test_get_refuses_a_terminal_and_empty_stdin(store: ch.CredentialStore) -> None:
@@ -204,7 +220,10 @@ def test_login_polls_until_approved(store: ch.CredentialStore) -> None:
     assert code == 0
     assert sleeps == [5, 5, 10, 10]  # slow_down adds five seconds to every later wait
     text = err.getvalue()
-    assert "https://atcr.test/device" in text and "BCDF-GHJK" in text and "Signed in to atcr.test as alice.test" in text
+    # The complete URL (RFC 8628 §3.3.1) on a line of its own, the code to compare, the plain page as a fallback.
+    assert "\n    https://atcr.test/device?code=BCDF-GHJK\n" in text
+    assert "It shows the code BCDF-GHJK" in text and "(Or open https://atcr.test/device and enter the code.)" in text
+    assert "Signed in to atcr.test as alice.test" in text
     assert "configure-docker atcr.test" in text
     start = seen[0]
     assert b"client_name=box" in start.content and b"client_id=docker-credential-atcr" in start.content
@@ -217,6 +236,32 @@ def test_login_polls_until_approved(store: ch.CredentialStore) -> None:
         ALICE.secret,
         "0123456789abcdef",
     )
+
+
+def test_login_opens_the_complete_url_in_a_browser_when_there_is_one(store: ch.CredentialStore) -> None:
+    approved = (200, {"device_secret": ALICE.secret, "did": ALICE.did, "handle": ALICE.handle, "device_id": "d1"})
+    opened: list[str] = []
+
+    def browser(url: str) -> bool:
+        opened.append(url)
+        return True
+
+    err = io.StringIO()
+    ch.cmd_login(store, "atcr.test", err=err, environ={"DISPLAY": ":0"}, http=device_server([approved], []),
+                 sleep=lambda s: None, open_url=browser)
+    assert opened == ["https://atcr.test/device?code=BCDF-GHJK"]
+    assert "(A browser window was opened for you.)" in err.getvalue()
+    # No display (an SSH session): nothing is opened, the URL is printed.
+    opened.clear()
+    err = io.StringIO()
+    ch.cmd_login(store, "atcr.test", err=err, environ={}, http=device_server([approved], []),
+                 sleep=lambda s: None, open_url=browser)
+    assert opened == [] and "https://atcr.test/device?code=BCDF-GHJK" in err.getvalue()
+    assert "browser window" not in err.getvalue()
+    # --no-browser wins over a display.
+    ch.cmd_login(store, "atcr.test", err=io.StringIO(), environ={"DISPLAY": ":0"}, open_browser=False,
+                 http=device_server([approved], []), sleep=lambda s: None, open_url=browser)
+    assert opened == []
 
 
 @pytest.mark.parametrize(
@@ -260,9 +305,15 @@ def test_status_and_switch(store: ch.CredentialStore) -> None:
         return httpx.Response(401, json={"errors": [{"code": "UNAUTHORIZED", "message": "device secret revoked"}]})
 
     out = io.StringIO()
-    ch.cmd_status(store, "atcr.io", out=out, offline=False, http=httpx.Client(transport=httpx.MockTransport(checker)))
+    code = ch.cmd_status(
+        store, "atcr.io", out=out, offline=False, http=httpx.Client(transport=httpx.MockTransport(checker))
+    )
     assert "alice.test (did:plc:alice)  [valid]" in out.getvalue()
-    assert "bob.test (did:plc:bob)  [invalid: device secret revoked]" in out.getvalue()
+    assert (
+        "bob.test (did:plc:bob)  [revoked: this device was signed out; "
+        "sign in again with `docker-credential-atcr login atcr.io`]"
+    ) in out.getvalue()
+    assert code == 1 and out.getvalue().endswith("\nNot working: bob.test (did:plc:bob) on atcr.io.\n")
 
     ch.cmd_switch(store, None, None, out=io.StringIO(), stdin=Stdin(""))  # two accounts: toggle
     assert ch.CredentialStore(store.path).registry("atcr.io").current().handle == "alice.test"  # type: ignore[union-attr]
@@ -359,3 +410,28 @@ def test_main_reports_errors_on_stderr(
     with pytest.raises(SystemExit) as info:
         ch.main(["status", "--offline"])
     assert info.value.code == 1 and "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown", "code"),
+    [
+        (httpx.Response(200, json={"token": "t"}), "[valid]", 0),
+        (httpx.Response(401, json={"errors": [{"code": "UNAUTHORIZED", "message": "bad password"}]}),
+         "[invalid: bad password]", 1),
+        (None, "[unreachable: could not ask the registry]", 1),
+    ],
+)
+def test_status_exit_status(store: ch.CredentialStore, answer: httpx.Response | None, shown: str, code: int) -> None:
+    store.put("atcr.io", "https://atcr.io", ch.Account(key="alice.test", secret="app-pass", username="alice.test"))
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if answer is None:
+            raise httpx.ConnectError("refused")
+        return answer
+
+    out = io.StringIO()
+    http = httpx.Client(transport=httpx.MockTransport(registry))
+    assert ch.cmd_status(store, None, out=out, offline=False, http=http) == code
+    assert f"* alice.test  {shown}" in out.getvalue()
+    assert ("Not working: alice.test on atcr.io." in out.getvalue()) == bool(code)
+    assert ch.cmd_status(store, None, out=io.StringIO(), offline=True) == 0  # nothing checked

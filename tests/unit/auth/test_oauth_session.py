@@ -12,7 +12,7 @@ from appview.auth.oauth import OAuthSessions
 from appview.auth.sessions import PdsSessionStore, SessionCipher
 from atcr.errors import AuthenticationRequired, InvalidGrant
 from atcr.http import SafeHttpClient
-from tests.unit.auth.conftest import SECRET
+from tests.unit.auth.conftest import BROWSER, SECRET
 from tests.unit.auth.fake_as import DID, HANDLE, FakeAuthServer
 
 pytestmark = pytest.mark.unit
@@ -21,9 +21,9 @@ PROFILE = {"defaultHold": "did:web:hold.example.com", "createdAt": "2026-01-01T0
 
 
 async def signed_in(oauth: OAuthSessions, fake_as: FakeAuthServer) -> None:
-    url = await oauth.begin(HANDLE)
+    url = await oauth.begin(HANDLE, browser=BROWSER)
     callback = fake_as.approve(url)
-    await oauth.complete(callback["state"], callback["code"], callback["iss"])
+    await oauth.complete(callback["state"], callback["code"], callback["iss"], browser=BROWSER)
 
 
 async def write(store: PdsSessionStore) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from appview.web.auth_routes import SignIn, build_sign_in, safe_next
 from atcr.http import SafeHttpClient
 from tests.support.signin import settings_for
 from tests.unit.auth.conftest import SECRET
-from tests.unit.auth.fake_as import DID, HANDLE, FakeAuthServer, FakeResolver
+from tests.unit.auth.fake_as import DID, HANDLE, OTHER_DID, FakeAuthServer, FakeResolver
 
 pytestmark = pytest.mark.unit
 
@@ -165,6 +165,10 @@ async def test_cookies_are_secure_on_https(
         resp = await login(c, fake_as)
         session = next(v for v in resp.headers.get_list("set-cookie") if v.startswith("atcr_session="))
         assert "Secure" in session
+        page = await c.get("/auth/login")
+        start = await c.post("/auth/login", data={"handle": HANDLE, "csrf_token": csrf_of(page.text)})
+        binding = next(v for v in start.headers.get_list("set-cookie") if v.startswith("atcr_signin="))
+        assert "Secure" in binding and "HttpOnly" in binding
 
 
 async def test_loopback_client_serves_no_metadata_document(client: httpx.AsyncClient) -> None:
@@ -237,3 +241,58 @@ async def test_device_json_api_needs_session_and_csrf(
     assert (await client.delete(f"/api/devices/{device.id}", headers={"X-CSRF-Token": token})).status_code == 204
     assert (await client.delete(f"/api/devices/{device.id}", headers={"X-CSRF-Token": token})).status_code == 404
     assert (await client.get("/api/devices")).json()["devices"] == []
+
+
+async def test_a_sign_in_finishes_only_in_the_browser_that_started_it(
+    client: httpx.AsyncClient, fake_as: FakeAuthServer, app: tuple[Litestar, SignIn]
+) -> None:
+    """Login CSRF (RFC 9700 §4.7): an attacker starts a sign-in as themselves, stops before the
+    callback and has a signed-in victim open it. The victim must stay who they were."""
+    victim = client
+    await login(victim, fake_as)
+    assert (await victim.get("/auth/session")).json()["did"] == DID
+    transport = httpx.ASGITransport(app=app[0])
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000") as attacker:
+        page = await attacker.get("/auth/login")
+        start = await attacker.post(
+            "/auth/login",
+            data={"handle": "mallory.example.com", "csrf_token": csrf_of(page.text), "next": "/settings/devices"},
+        )
+        assert start.status_code == 303
+        binding = next(c for c in start.headers.get_list("set-cookie") if c.startswith("atcr_signin="))
+        assert "HttpOnly" in binding and "SameSite=lax" in binding and "Path=/auth" in binding
+        assert "Secure" not in binding  # http base URL
+        callback = fake_as.approve(start.headers["location"], did=OTHER_DID)
+    spent_before = fake_as.count("authorization_code")
+
+    refused = await victim.get("/auth/oauth/callback?" + urlencode(callback))
+    assert refused.status_code == 400 and "started in another browser" in refused.text
+    assert not any(c.startswith("atcr_session=") for c in refused.headers.get_list("set-cookie"))
+    me = (await victim.get("/auth/session")).json()
+    assert me["did"] == DID and me["handle"] == HANDLE  # the victim's own session survives
+    assert fake_as.count("authorization_code") == spent_before  # the attacker's code was never spent
+    assert await app[1].oauth.load(OTHER_DID) is None
+
+    # A browser without any pre-login cookie cannot finish someone's sign-in either.
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000") as attacker:
+        page = await attacker.get("/auth/login")
+        start = await attacker.post(
+            "/auth/login", data={"handle": "mallory.example.com", "csrf_token": csrf_of(page.text)}
+        )
+        callback = fake_as.approve(start.headers["location"], did=OTHER_DID)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:5000") as fresh:
+        refused = await fresh.get("/auth/oauth/callback?" + urlencode(callback))
+        assert refused.status_code == 400
+        assert (await fresh.get("/auth/session")).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/auth/device/code", "/auth/device/token"])
+@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000, b'{"client_name": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+                                  b'{"client_name": "laptop"'])
+async def test_device_endpoints_answer_400_to_deep_or_broken_json(
+    client: httpx.AsyncClient, fv: Any, path: str, body: bytes
+) -> None:
+    resp = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"] == "invalid_request" and "JSON" in resp.json()["error_description"]
+    assert [k async for k in fv.scan_iter("av:devflow:*")] == []  # no device code was issued
