@@ -273,13 +273,15 @@ def test_a_hung_hold_costs_seconds(holds: Holds, tmp_path: Path) -> None:
     os.kill(holds.public.service.proc.pid, signal.SIGSTOP)
     try:
         timings = []
-        for _ in range(3):
+        for _ in range(4):
             started = time.monotonic()
             r = httpx.get(url, headers=auth, timeout=30)
             timings.append(time.monotonic() - started)
             assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
-        assert timings[0] < 2.0, timings  # ATCR_HOLD_TIMEOUT=1.5
-        assert max(timings[1:]) < 0.5, timings  # given up on: the next requests fail fast
+        assert max(timings) < 2.0, timings  # ATCR_HOLD_TIMEOUT=1.5
+        # Given up on: the next requests fail fast. One a second may go through as a probe (and
+        # wait out the timeout again); on a stalled machine that could be any one of them.
+        assert sorted(timings[1:])[1] < 0.5, timings
         started = time.monotonic()
         page = httpx.get(f"{holds.appview.url}/r/{sailor.handle}/app", timeout=30)
         assert page.status_code == 200
