@@ -91,7 +91,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     pulls = PullCounter(holds, mint=me.mint)
     registry = Registry(
         loader, holds, sessions, UploadStore(valkey, max_open=settings.max_open_uploads),
-        default_hold_did=settings.default_hold_did, pulls=pulls,
+        default_hold_did=settings.default_hold_did, pulls=pulls, sparse_indexes=settings.sparse_indexes,
         push_holds=PushHolds(
             valkey, loader.profile, holds.reachable, settings.default_hold_did,
             pin_seconds=settings.push_hold_pin_seconds,

@@ -86,6 +86,12 @@ class AppViewSettings(NetworkSettings):
     max_open_uploads: int = setting(
         100, "ATCR_MAX_OPEN_UPLOADS", "blob upload sessions one user may have open at once (0: no cap)"
     )
+    sparse_indexes: bool = setting(
+        True,
+        "ATCR_SPARSE_INDEXES",
+        "accept an image index (manifest list) naming child manifests the repository does not have; "
+        "pulling an absent child answers MANIFEST_UNKNOWN (false: refuse the index with MANIFEST_BLOB_UNKNOWN)",
+    )
     cache_fresh_ttl: float = setting(
         60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh"
     )

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -77,6 +77,8 @@ TAG_COLLECTION = "io.atcr.tag"
 PROFILE_COLLECTION = "io.atcr.sailor.profile"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 TAG_CAS_ATTEMPTS = 8
+TAG_WRITES_AT_ONCE = 8
+"""Tags of one push (`?tag=`) read and written at the PDS at once; any number may be asked for."""
 
 
 class ReadModel(Protocol):
@@ -126,6 +128,8 @@ class RepoRef:
 class PutResult:
     digest: str
     subject: str | None
+    tags: tuple[str, ...] = ()
+    """Every tag the push pointed at the manifest (the reference's, then the `tag` query's)."""
 
 
 RECORD_BUDGET = 256 * 1024
@@ -190,6 +194,22 @@ def _pds_errors() -> Iterator[None]:
 
 async def _ready(value: T) -> T:
     return value
+
+
+def _resolved(value: T) -> asyncio.Future[T]:
+    """An already finished future: awaited any number of times, never left un-awaited."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+async def _first_error(awaitables: Sequence[Awaitable[T]]) -> list[T]:
+    """Await them all (none is abandoned half-way), then raise the first failure, if any."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
 
 
 def _planned_rkey(slots: dict[str, tuple[str, dict[str, Any]] | None], repository: str, digest: str) -> str:
@@ -261,6 +281,44 @@ def _plausible_handle(value: str) -> bool:
     return 3 <= len(value) <= 253 and "." in value and all(c.isalnum() or c in ".-" for c in value)
 
 
+def push_target(reference: str, query_tags: Sequence[str] = ()) -> tuple[Digest | None, list[str]]:
+    """What a manifest PUT asks for: the digest it is pushed by (None for a push by tag) and
+    every tag to point at it, the reference's first, then each `tag` query parameter once
+    (``PUT /v2/<name>/manifests/<digest>?tag=a&tag=b``, distribution-spec main).
+
+    Decided before anything is written: an invalid digest is DIGEST_INVALID, an invalid tag,
+    in the path or in any query parameter, MANIFEST_INVALID (as a PUT to an invalid tag is).
+    """
+    digest: Digest | None = None
+    tags: list[str] = []
+    if ":" in reference:
+        try:
+            digest = Digest.parse(reference)
+        except InvalidDigest:
+            raise DigestInvalid(detail={"reference": reference[:200]}) from None
+    elif is_oci_tag(reference):
+        tags.append(reference)
+    else:
+        raise ManifestInvalid("invalid tag", detail={"reference": reference[:200]})
+    for tag in query_tags:
+        if not is_oci_tag(tag):
+            raise ManifestInvalid("invalid tag in a tag query parameter", detail={"tag": tag[:200]})
+    return digest, list(dict.fromkeys([*tags, *query_tags]))
+
+
+def refused_references(
+    missing_blobs: Sequence[str], absent_children: Sequence[str], *, sparse_indexes: bool
+) -> list[str]:
+    """The references that refuse a manifest push (MANIFEST_BLOB_UNKNOWN), sorted, once each.
+
+    A blob (config, layer) must be on the push hold. A child manifest of an index must be in
+    the repository unless sparse indexes are allowed (`ATCR_SPARSE_INDEXES`): then an index
+    may name platforms the repository does not have, as a mirror of some platforms does.
+    """
+    refused = list(missing_blobs) if sparse_indexes else [*missing_blobs, *absent_children]
+    return sorted(set(refused))
+
+
 class Registry:
     def __init__(
         self,
@@ -272,8 +330,11 @@ class Registry:
         default_hold_did: str,
         pulls: PullCounter | None = None,
         push_holds: PushHolds | None = None,
+        sparse_indexes: bool = True,
     ) -> None:
         self.pulls = pulls
+        # An index may name child manifests the repository does not have (ATCR_SPARSE_INDEXES).
+        self.sparse_indexes = sparse_indexes
         self.push_holds = push_holds or PushHolds(None, model.profile, holds.reachable, default_hold_did)
         # Short in-process caches: a pull asks for the same blob location and URL many times
         # (HEAD, GET, retries, parallel layers); presigned URLs stay valid for minutes.
@@ -321,58 +382,66 @@ class Registry:
         return tag.digest, tag
 
     async def put_manifest(
-        self, ref: RepoRef, user_did: str, reference: str, raw: bytes, content_type: str | None
+        self,
+        ref: RepoRef,
+        user_did: str,
+        reference: str,
+        raw: bytes,
+        content_type: str | None,
+        tags: Sequence[str] = (),
     ) -> PutResult:
+        """Push a manifest by digest or tag; `tags` (the `tag` query parameters) are pointed at
+        it too. Every tag is checked before anything is written (`push_target`)."""
         if len(raw) > MAX_MANIFEST_BYTES:
             raise TooLarge(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
-        tag: str | None = None
-        algorithm = "sha256"
-        if ":" in reference:
-            try:
-                wanted = Digest.parse(reference)
-            except InvalidDigest:
-                raise DigestInvalid(detail={"reference": reference[:200]}) from None
-            algorithm = wanted.algorithm
-        elif is_oci_tag(reference):
-            tag = reference
-        else:
-            raise ManifestInvalid("invalid tag", detail={"reference": reference[:200]})
+        wanted, all_tags = push_target(reference, tags)
         try:
-            manifest = parse_manifest(raw, content_type, algorithm)
+            # Pushed by digest, the manifest is named by that digest's algorithm (sha512 too).
+            manifest = parse_manifest(raw, content_type, wanted.algorithm if wanted is not None else "sha256")
         except InvalidManifest as exc:
             raise ManifestInvalid(str(exc)) from None
-        if tag is None and manifest.digest != reference:
+        if wanted is not None and manifest.digest != str(wanted):
             raise DigestInvalid("manifest digest does not match the reference", detail={"digest": manifest.digest})
 
         hold_did = await self.push_hold(user_did)
         client = await self._pds(user_did)
         known = await self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest)
-        if known and tag is not None:
-            entry, known_tag = await self.model.peek(ref.did, ref.repository, manifest.digest, tag)
-            kept = _kept_record(entry, known, ref, raw, manifest, hold_did)
+        if known and all_tags:
+            seen = await asyncio.gather(
+                *(self.model.peek(ref.did, ref.repository, manifest.digest, t) for t in all_tags)
+            )
+            kept = _kept_record(seen[0][0], known, ref, raw, manifest, hold_did)
             if kept is not None:
-                return await self._retag(ref, user_did, client, raw, manifest, tag, hold_did, kept, known_tag)
+                known_tags = {t: found[1] for t, found in zip(all_tags, seen, strict=True)}
+                return await self._retag(ref, user_did, client, raw, manifest, known_tags, hold_did, kept)
         # Independent round trips at once: the records that may already hold this manifest
-        # are read, the references are checked, the tag's current version is read for the
+        # are read, the references are checked, the tags' current versions are read for the
         # compare-and-swap and, unless the repository already has the manifest, its bytes go
         # to the PDS (unreferenced, they stay a temporary blob the PDS discards). The hold's
         # token for the quota check is minted meanwhile.
         self.holds.mint_ahead(user_did, hold_did, NSID_NOTIFY)
         slots_task = asyncio.ensure_future(self._read_slots(client, ref, manifest.digest, known))
         blob_task = None if known else asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
-        tag_task = None
-        if tag is not None:
-            tag_task = asyncio.ensure_future(self._read_tag(client, ref.did, tag_rkey(ref.repository, tag)))
+        reads = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
+        tag_reads = {
+            t: asyncio.ensure_future(self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t))))
+            for t in all_tags
+        }
         try:
             return await self._write_manifest(
-                ref, user_did, client, raw, manifest, tag, hold_did, slots_task, blob_task, tag_task
+                ref, user_did, client, raw, manifest, hold_did, slots_task, blob_task, tag_reads
             )
         finally:
-            tasks = [t for t in (slots_task, blob_task, tag_task) if t is not None]
+            tasks = [t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None]
             for task in tasks:
                 task.cancel()  # no-op once done
             # Collected so no failure goes unretrieved; one that mattered was raised where awaited.
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _bounded(sem: asyncio.Semaphore, aw: Awaitable[T]) -> T:
+        async with sem:
+            return await aw
 
     async def _retag(
         self,
@@ -381,36 +450,44 @@ class Registry:
         client: XrpcClient,
         raw: bytes,
         manifest: Manifest,
-        tag: str,
+        known_tags: dict[str, TagEntry | None],
         hold_did: str,
         rkey: str,
-        known_tag: TagEntry | None,
     ) -> PutResult:
-        """A push of a manifest the repository already holds: one tag write.
+        """A push of a manifest the repository already holds: one write per tag.
 
-        The manifest record the read model names is checked at the PDS while the tag is
-        written, not before, so a re-tag costs one PDS write. Should the check find the record
-        gone or changed (deleted behind the model's back), the record is written again the slow
-        way and the tag re-pointed before the push is answered.
+        The manifest record the read model names is checked at the PDS while the tags are
+        written, not before, so a re-tag costs one PDS write per tag. Should the check find the
+        record gone or changed (deleted behind the model's back), the record is written again
+        the slow way and the tags re-pointed before the push is answered.
         """
         await self._check_references(ref, user_did, manifest, hold_did)
         digest = manifest.digest
-        tag_key = tag_rkey(ref.repository, tag)
+        tags = list(known_tags)
         # A tag the model does not know is created with create-only semantics (a tag that does
         # exist after all makes it re-read); one it knows is read for its CAS and createdAt.
-        first_read: Awaitable[tuple[str | None, dict[str, Any] | None]] = (
-            self._read_tag(client, ref.did, tag_key) if known_tag is not None else _ready((None, None))
-        )
+        reads = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
+        first_reads: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {
+            t: (
+                asyncio.ensure_future(
+                    self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t)))
+                )
+                if known is not None
+                else _resolved((None, None))
+            )
+            for t, known in known_tags.items()
+        }
         check = asyncio.ensure_future(self._read_slot(client, ref.did, rkey))
-        write = asyncio.ensure_future(self._write_tag(client, ref, tag, digest, rkey, first_read))
+        write = asyncio.ensure_future(self._write_tags(client, ref, digest, rkey, first_reads))
+        pending: list[asyncio.Future[Any]] = [check, write, *first_reads.values()]
         try:
             with _pds_errors():
                 slot = await check
             replaced = await write
         finally:
-            for task in (check, write):
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(check, write, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
         wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
         if slot is not None and _holds(slot[1], ref.repository, digest) and _same_record(
             slot[1], fit_record(wanted), len(raw)
@@ -422,12 +499,14 @@ class Registry:
                 slots = await self._read_slots(client, ref, digest, [])
                 written = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), None)
             if written != rkey:
-                await self._write_tag(client, ref, tag, digest, written, self._read_tag(client, ref.did, tag_key))
+                again = {t: self._read_tag(client, ref.did, tag_rkey(ref.repository, t)) for t in tags}
+                await self._write_tags(client, ref, digest, written, again)
                 rkey = written
-        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
-        if replaced and replaced != digest:
-            await self._auto_remove_untagged(ref, user_did, client, replaced)
-        return PutResult(digest=digest, subject=manifest.subject.digest if manifest.subject else None)
+        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tags[0], rkey))  # noqa: RUF006
+        await self._remove_replaced(ref, user_did, client, digest, replaced)
+        return PutResult(
+            digest=digest, subject=manifest.subject.digest if manifest.subject else None, tags=tuple(tags)
+        )
 
     @staticmethod
     async def _read_slot(client: XrpcClient, did: str, rkey: str) -> tuple[str, dict[str, Any]] | None:
@@ -456,11 +535,10 @@ class Registry:
         client: XrpcClient,
         raw: bytes,
         manifest: Manifest,
-        tag: str | None,
         hold_did: str,
         slots_task: Awaitable[dict[str, tuple[str, dict[str, Any]] | None]],
         blob_task: Awaitable[Any] | None,
-        tag_task: Awaitable[tuple[str | None, dict[str, Any] | None]] | None,
+        tag_reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
     ) -> PutResult:
         await self._check_references(ref, user_did, manifest, hold_did)
         with _pds_errors():
@@ -468,17 +546,47 @@ class Registry:
         planned = _planned_rkey(slots, ref.repository, manifest.digest)
         # The hold checks the quota and records the layers before anything is written to the
         # PDS: a manifest over quota is refused here, with nothing written (docs/hold.md).
+        tag = next(iter(tag_reads), None)  # the hold's body names one tag (ATCR's field)
         await self._admit_manifest(ref, user_did, hold_did, manifest, tag, planned)
         with _pds_errors():
             rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
         if rkey != planned:  # another push took the planned key meanwhile: the layers follow the record
             asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
-        replaced: str | None = None
-        if tag is not None and tag_task is not None:
-            replaced = await self._write_tag(client, ref, tag, manifest.digest, rkey, tag_task)
-        if replaced and replaced != manifest.digest:
-            await self._auto_remove_untagged(ref, user_did, client, replaced)
-        return PutResult(digest=manifest.digest, subject=manifest.subject.digest if manifest.subject else None)
+        replaced = await self._write_tags(client, ref, manifest.digest, rkey, tag_reads) if tag_reads else []
+        await self._remove_replaced(ref, user_did, client, manifest.digest, replaced)
+        return PutResult(
+            digest=manifest.digest,
+            subject=manifest.subject.digest if manifest.subject else None,
+            tags=tuple(tag_reads),
+        )
+
+    async def _write_tags(
+        self,
+        client: XrpcClient,
+        ref: RepoRef,
+        digest: str,
+        rkey: str,
+        first_reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
+    ) -> list[str]:
+        """Point every tag at the manifest record (`_write_tag` each, a few at once); the
+        digests they pointed at before, once each. Every tag is tried; the first failure is
+        raised after all of them are done."""
+        sem = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
+
+        async def one(tag: str, first_read: Awaitable[tuple[str | None, dict[str, Any] | None]]) -> str | None:
+            async with sem:
+                return await self._write_tag(client, ref, tag, digest, rkey, first_read)
+
+        previous = await _first_error([one(t, read) for t, read in first_reads.items()])
+        return [p for p in dict.fromkeys(previous) if p]
+
+    async def _remove_replaced(
+        self, ref: RepoRef, user_did: str, client: XrpcClient, digest: str, replaced: list[str]
+    ) -> None:
+        """`autoRemoveUntagged` for each manifest the push's tags moved away from."""
+        for previous in replaced:
+            if previous != digest:
+                await self._auto_remove_untagged(ref, user_did, client, previous)
 
     async def _put_manifest_record(
         self,
@@ -635,7 +743,11 @@ class Registry:
             log.info("autoRemoveUntagged of %s in %s kept it: %s", digest, ref.name, exc)
 
     async def _check_references(self, ref: RepoRef, user_did: str, manifest: Manifest, hold_did: str) -> None:
+        """MANIFEST_BLOB_UNKNOWN unless the blobs (config, layers) are on the push hold and the
+        child manifests (an index's) are in the repository. With sparse indexes on, absent
+        children are allowed: a pull of one answers MANIFEST_UNKNOWN until it is pushed."""
         missing: list[str] = []
+        absent: list[str] = []
         blobs = manifest.blob_references()
 
         async def check_blob(digest: str) -> None:
@@ -644,7 +756,7 @@ class Registry:
 
         async def check_child(digest: str) -> None:
             if await self._guard(self.model.manifest(ref.did, ref.repository, digest)) is None:
-                missing.append(digest)
+                absent.append(digest)
 
         sem = asyncio.Semaphore(16)
 
@@ -656,8 +768,12 @@ class Registry:
             *(bounded(check_blob(d.digest)) for d in blobs),
             *(bounded(check_child(d.digest)) for d in manifest.manifests),
         )
-        if missing:
-            raise ManifestBlobUnknown(detail={"digests": sorted(set(missing))[:50]})
+        refused = refused_references(missing, absent, sparse_indexes=self.sparse_indexes)
+        if refused:
+            raise ManifestBlobUnknown(detail={"digests": refused[:50]})
+        if absent:
+            log.info("sparse index %s in %s: %d child manifest(s) not in the repository", manifest.digest,
+                     ref.name, len(set(absent)))
 
     async def _admit_manifest(
         self, ref: RepoRef, user_did: str, hold_did: str, manifest: Manifest, tag: str | None, rkey: str
@@ -694,8 +810,11 @@ class Registry:
                 "layers": [
                     {"digest": d.digest, "size": d.size, "mediaType": d.media_type} for d in manifest.layers
                 ],
+                # A child without a platform (an index in an index) sends none: the lexicon's
+                # platform needs os and architecture, and the hold refuses an empty one.
                 "manifests": [
-                    {"digest": d.digest, "size": d.size, "mediaType": d.media_type, "platform": dict(d.platform or {})}
+                    {"digest": d.digest, "size": d.size, "mediaType": d.media_type}
+                    | ({"platform": dict(d.platform)} if d.platform else {})
                     for d in manifest.manifests
                 ],
             },

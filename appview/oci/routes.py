@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from litestar import Request, Response, route
 from litestar.datastructures import State
 from litestar.enums import HttpMethod
+from litestar.response.base import ASGIResponse
 from valkey.exceptions import ValkeyError
 
 from appview.auth.tokens import TokenClaims, TokenService
@@ -69,6 +70,21 @@ def _challenge(auth: Auth, scope: str | None, error: str | None = None) -> str:
     if error:
         parts.append(f'error="{error}"')
     return ",".join(parts)
+
+
+class RepeatedHeaders(Response[Any]):
+    """A response that sends some headers once per value (``OCI-Tag: a``, ``OCI-Tag: b``):
+    litestar keeps response headers in a dict, which holds one value per name."""
+
+    def __init__(self, *args: Any, repeated: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.repeated = repeated
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        response = super().to_asgi_response(*args, **kwargs)
+        for name, value in self.repeated:
+            response.headers.add(name, value)
+        return response
 
 
 def error_response(exc: RegistryError) -> Response[Any]:
@@ -280,9 +296,11 @@ class OciApi:
                 return await self.get_blob(request, name, arg, head=method == "HEAD")
             if method == "DELETE":
                 _require(request, self.auth, name, "delete")
+                # No repository owns a blob here, so none has a link to remove (docs/design-notes.md).
                 raise Unsupported(
-                    "blobs are content-addressed and shared; deleting manifests makes them unreferenced, "
-                    "and the hold reclaims unreferenced blobs"
+                    "blob delete is not supported: a blob is stored once per hold and shared by every "
+                    "repository and user on it, so no repository has a link of its own to remove; "
+                    "delete the manifests that use it (uploads no manifest uses are removed by the hold)"
                 )
         elif kind == "uploads":
             if method == "POST" and not arg:
@@ -332,17 +350,25 @@ class OciApi:
             raw += chunk
             if len(raw) > MAX_MANIFEST_BYTES:
                 raise TooLarge(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        # `?tag=a&tag=b` (distribution-spec main): tags pointed at a manifest pushed by digest.
+        tags = request.query_params.getall("tag", [])
         result = await self.registry.put_manifest(
-            repo, claims.subject, ref, bytes(raw), request.headers.get("content-type")
+            repo, claims.subject, ref, bytes(raw), request.headers.get("content-type"), tags
         )
         headers = {
             **API_VERSION,
             "Location": f"/v2/{name}/manifests/{result.digest}",
+            # The digest as pushed: a push by sha512 digest answers that sha512 digest.
             "Docker-Content-Digest": result.digest,
         }
         if result.subject:
             headers["OCI-Subject"] = result.subject
-        return Response(b"", status_code=201, headers=headers)
+        if not tags:
+            return Response(b"", status_code=201, headers=headers)
+        # One OCI-Tag header per tag applied, as the spec asks (RFC 9110 field lines).
+        return RepeatedHeaders(
+            b"", status_code=201, headers=headers, repeated=[("OCI-Tag", t) for t in result.tags]
+        )
 
     async def delete_manifest(self, request: Request[Any, Any, State], name: str, ref: str) -> Response[Any]:
         repo = await self._owned(request, name, "delete")

@@ -252,6 +252,7 @@ class Child:
     size: int
     platform: str
     tags: list[str] = field(default_factory=list)
+    present: bool = True  # False: a sparse index names it, but the repository does not have it
 
 
 @dataclass(frozen=True)
@@ -740,6 +741,7 @@ class UiService:
         for t, e in sorted(tags.items()):
             tags_of.setdefault(e.digest, []).append(t)
         children = []
+        held = {m.digest for m in manifests}  # a sparse index may name children this repository lacks
         for c in source.get("manifests") or []:
             if isinstance(c, dict) and isinstance(c.get("digest"), str):
                 plat = c.get("platform")
@@ -750,6 +752,7 @@ class UiService:
                         size=int(c.get("size") or 0),
                         platform=_platform_text(plat),
                         tags=tags_of.get(c["digest"], []),
+                        present=c["digest"] in held,
                     )
                 )
         ann = source.get("annotations")
