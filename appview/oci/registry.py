@@ -791,6 +791,9 @@ class Registry:
                 raise Denied(f"quota exceeded on {_hold_name(hold_did)}: {exc.message or exc.error}") from None
             if exc.status in (401, 403):
                 raise Denied(await self._refusal(hold_did)) from None
+            if exc.error == "LayerNotStored":
+                # A blob checked a moment ago is gone from the hold's storage: nothing is written.
+                raise ManifestBlobUnknown(exc.message or "the manifest names blobs your hold does not store") from None
             # Anything else (an older hold refusing a field, say) must not lose the push.
             log.warning("notifyManifest(push) to %s refused (%s); writing the manifest anyway", hold_did, exc)
         except NetworkError as exc:
