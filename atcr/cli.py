@@ -239,7 +239,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"atcr {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{appview,hold,jetstream,dev}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{appview,hold,jetstream,dev,verify}")
     for spec in SERVICES.values():
         cls = _resolve(spec.settings)
         p = sub.add_parser(
@@ -269,6 +269,15 @@ def make_parser() -> argparse.ArgumentParser:
     dev.add_argument("--appview-port", type=int, default=5000, help="AppView port (default 5000)")
     dev.add_argument("--hold-port", type=int, default=8080, help="hold port (default 8080)")
     dev.add_argument("--jetstream-port", type=int, default=5001, help="consumer status port (default 5001)")
+    from atcr import verifycmd
+
+    verify = sub.add_parser(
+        "verify",
+        help="Prove who published an image, from the publisher's own ATProto repository.",
+        description=verifycmd.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verifycmd.add_arguments(verify)
     return parser
 
 
@@ -276,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = make_parser()
     ns = parser.parse_args(argv)
     try:
+        if ns.command == "verify":
+            from atcr import verifycmd
+
+            raise SystemExit(verifycmd.run(ns, os.environ, sys.stdout, sys.stderr))
         if ns.command == "dev":
             _run_dev(ns)
             return

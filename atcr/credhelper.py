@@ -703,6 +703,15 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("configure-docker", help="add credHelpers entries to ~/.docker/config.json")
     p.add_argument("registries", nargs="*")
     sub.add_parser("version", help="print the version")
+    from atcr import verifycmd
+
+    p = sub.add_parser(
+        "verify",
+        help="prove who published an image, from the publisher's ATProto repository",
+        description=verifycmd.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verifycmd.add_arguments(p)
     for verb, text in (
         ("get", "Docker protocol: print credentials for the server URL on stdin"),
         ("store", "Docker protocol: store credentials given as JSON on stdin"),
@@ -723,6 +732,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "version":
         print(f"{PROG} {__version__}")
         raise SystemExit(0)
+    if args.command == "verify":
+        from atcr import verifycmd
+
+        raise SystemExit(verifycmd.run(args, environ, out, err))
     paths = Paths.from_env(environ)
     try:
         store = CredentialStore(paths.credentials)

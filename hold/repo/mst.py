@@ -19,43 +19,19 @@ Shape rules, as the reference implementation (`@atproto/repo`) builds them:
 from __future__ import annotations
 
 import bisect
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from atcr.dagcbor import Cid, DagCborError, decode, encode
+from atcr.mst import MAX_KEY_LEN, is_valid_key, key_layer
 from hold.repo.errors import CorruptRepo, InvalidKey, MissingBlock
 
-_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_~-:.")
-MAX_KEY_LEN = 1024
-
-
-def key_layer(key: str) -> int:
-    """Leading zero bits of sha256(key), counted in 2-bit chunks (fanout 4)."""
-    zeros = 0
-    for byte in hashlib.sha256(key.encode("ascii")).digest():
-        if byte < 64:
-            zeros += 1
-        if byte < 16:
-            zeros += 1
-        if byte < 4:
-            zeros += 1
-        if byte != 0:
-            break
-        zeros += 1
-    return zeros
-
-
-def is_valid_key(key: str) -> bool:
-    """`<collection>/<rkey>`, both non-empty, from the allowed characters, at most 1024 bytes."""
-    if len(key) > MAX_KEY_LEN:
-        return False
-    coll, sep, rkey = key.partition("/")
-    if not sep or not coll or not rkey or "/" in rkey:
-        return False
-    return _KEY_CHARS.issuperset(coll) and _KEY_CHARS.issuperset(rkey)
+__all__ = [
+    "MAX_KEY_LEN", "MST", "BlockGetter", "Entry", "Node", "NodeCache", "NodeStore", "Ref", "decode_node", "dump",
+    "encode_node", "ensure_valid_key", "is_valid_key", "key_layer",
+]  # fmt: skip
 
 
 def ensure_valid_key(key: str) -> None:

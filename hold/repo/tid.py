@@ -12,27 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
-_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
-_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+from atcr.tid import decode_tid, encode_tid
 
-
-def encode_tid(micros: int, clock_id: int) -> str:
-    value = (micros << 10) | (clock_id & 0x3FF)
-    chars = []
-    for _ in range(13):
-        chars.append(_ALPHABET[value & 0x1F])
-        value >>= 5
-    return "".join(reversed(chars))
-
-
-def decode_tid(tid: str) -> tuple[int, int]:
-    """(microseconds since the epoch, clock id); ValueError if `tid` is not a TID."""
-    if len(tid) != 13 or any(c not in _INDEX for c in tid) or _INDEX[tid[0]] >= 16:
-        raise ValueError(f"not a TID: {tid!r}")
-    value = 0
-    for c in tid:
-        value = (value << 5) | _INDEX[c]
-    return value >> 10, value & 0x3FF
+__all__ = ["TidClock", "decode_tid", "encode_tid"]
 
 
 class TidClock:
