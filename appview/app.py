@@ -139,12 +139,19 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
             "user": Limit(settings.rate_limit_user, 60),
         },
     )
+    from appview.provenance import ProvenanceService
+
+    provenance = ProvenanceService(
+        valkey, rt.http, rt.resolver, plc_url=settings.plc_url, timeout=settings.http_timeout,
+        referrers=settings.provenance_referrers,
+    )
     oci = OciApi(
         registry,
         Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),
         max_blob_size=settings.max_blob_size,
         limiter=limiter,
         addresses=addresses,
+        provenance=provenance,
     )
     token_api = TokenApi(tokens, authenticator, owner_of, after_login=ensure_profile, addresses=addresses)
 
@@ -152,6 +159,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         settings, valkey=valkey, http=rt.http, loader=loader, holds=holds, sessions=sessions, registry=registry,
         sign_in=sign_in,
     )
+    web_ui.provenance = provenance  # "published by ... (verified)" on manifest pages
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -92,6 +92,13 @@ class AppViewSettings(NetworkSettings):
         "accept an image index (manifest list) naming child manifests the repository does not have; "
         "pulling an absent child answers MANIFEST_UNKNOWN (false: refuse the index with MANIFEST_BLOB_UNKNOWN)",
     )
+    provenance_referrers: str = setting(
+        "all",
+        "ATCR_PROVENANCE_REFERRERS",
+        "list each manifest's repo proof (artifactType application/vnd.atproto.signature.v1+json) among its "
+        "referrers: all, filtered (only when a client asks for that artifactType; for suites that expect exact "
+        "referrer lists) or off",
+    )
     cache_fresh_ttl: float = setting(
         60.0, "ATCR_CACHE_FRESH_TTL", "seconds a cached record is served without a refresh"
     )
@@ -145,6 +152,8 @@ class AppViewSettings(NetworkSettings):
         check_url("ATCR_BASE_URL", self.base_url)
         if not self.default_hold_did:
             raise ConfigError("ATCR_DEFAULT_HOLD_DID: required (the DID of the hold new users push to)")
+        if self.provenance_referrers not in ("all", "filtered", "off"):
+            raise ConfigError("ATCR_PROVENANCE_REFERRERS: expected all, filtered or off")
         check_did("ATCR_DEFAULT_HOLD_DID", self.default_hold_did)
         check_positive("ATCR_TOKEN_EXPIRATION", self.token_expiration)
         for env, value in (

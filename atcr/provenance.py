@@ -677,6 +677,11 @@ class Verifier:
                     return proof
         raise RecordMissing(f"{did} has no manifest record of {digest} in {repository}")
 
+    async def manifest_proof(self, pds: str, did: str, repository: str, digest: str) -> RecordProof:
+        """The current proof of the manifest record holding `digest` in `repository` (not yet
+        signature-checked: `verify_car` does that for whoever receives it)."""
+        return await self._find_manifest(pds, did, repository, digest, None)
+
     async def _maybe_proof(self, pds: str, did: str, collection: str, rkey: str) -> RecordProof | None:
         try:
             return await self._proof(pds, did, collection, rkey)

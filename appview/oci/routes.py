@@ -27,6 +27,7 @@ from appview.errors import (
     BlobUnknown,
     BlobUploadInvalid,
     Denied,
+    ManifestUnknown,
     NameInvalid,
     NameUnknown,
     PaginationInvalid,
@@ -41,6 +42,8 @@ from appview.errors import (
     Unsupported,
 )
 from appview.oci.registry import MAX_MANIFEST_BYTES, Registry, RepoRef, split_name
+from appview.provenance import ProvenanceService
+from appview.provenance.oci import proof_blob, proof_manifest, proof_referrers
 from appview.ratelimit import RateLimiter
 from atcr.oci import OCI_INDEX
 
@@ -214,7 +217,9 @@ class OciApi:
         max_blob_size: int,
         limiter: RateLimiter | None = None,
         addresses: ClientAddresses | None = None,
+        provenance: ProvenanceService | None = None,
     ) -> None:
+        self.provenance = provenance  # the publisher's repo proof as a referrer (appview/provenance)
         self.registry = registry
         self.auth = auth
         self.max_blob_size = max_blob_size
@@ -327,7 +332,13 @@ class OciApi:
     ) -> Response[Any]:
         claims = _require(request, self.auth, name, "pull")
         repo = await self.registry.resolve(name)
-        entry = await self.registry.get_manifest(repo, ref)
+        try:
+            entry = await self.registry.get_manifest(repo, ref)
+        except ManifestUnknown:
+            served = await proof_manifest(self.provenance, repo, ref, head=head)
+            if served is None:
+                raise
+            return served
         headers = {
             **API_VERSION,
             "Docker-Content-Digest": entry.digest,
@@ -396,11 +407,20 @@ class OciApi:
                         raise
                     size = None
                 if size is None:
+                    served = await proof_blob(self.provenance, repo, digest, head=True)
+                    if served is not None:
+                        return served
                     raise BlobUnknown(detail={"digest": digest})
                 headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Length": str(size),
                            "Accept-Ranges": "bytes"}
                 return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
-            url, size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+            try:
+                url, size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
+            except BlobUnknown:
+                served = await proof_blob(self.provenance, repo, digest, head=False)
+                if served is None:
+                    raise
+                return served
         except Denied as exc:
             if claims.subject:
                 raise
@@ -534,6 +554,7 @@ class OciApi:
         repo = await self.registry.resolve(name)
         artifact_type = request.query_params.get("artifactType")
         manifests = await self.registry.referrers(repo, digest, artifact_type)
+        manifests += await proof_referrers(self.provenance, self.registry, repo, digest, artifact_type)
         headers = dict(API_VERSION)
         if artifact_type:
             headers["OCI-Filters-Applied"] = "artifactType"

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from appview.cache.loader import Loader
     from appview.holds.client import HoldClient
     from appview.oci.registry import Registry
+    from appview.provenance import ProvenanceService
     from appview.settings import AppViewSettings
     from appview.web.auth_routes import AuthWeb, SignIn
     from appview.web.discovery import Discovery
@@ -150,6 +151,8 @@ def _static_versions() -> dict[str, str]:
 
 class WebUi:
     """The UI routes; construct with the services, mount `handlers()`."""
+
+    provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
 
     def __init__(
         self,
@@ -283,7 +286,9 @@ class WebUi:
         viewer = self.viewer(session)
         if where.digest is not None:
             manifest = await self.ui.manifest(where.owner, where.repository, where.digest, viewer)
-            return self.render(request, "manifest.html", session, page=manifest)
+            published = await self.provenance.badge(manifest.owner.did, manifest.repository, manifest.digest) \
+                if self.provenance is not None else None
+            return self.render(request, "manifest.html", session, page=manifest, published=published)
         if where.action is None:
             page = await self.ui.repo(where.owner, where.repository, viewer)
             return self.render(request, "repo.html", session, page=page,

@@ -105,6 +105,9 @@ def appview_env(workdir: Path, port: int, hold_did: str) -> dict[str, str]:
         "ATCR_DATA_DIR": str(workdir / "appview"),
         # Every test request comes from 127.0.0.1; per-address limits are tested on their own.
         "ATCR_RATE_LIMIT_ADDRESS": "0",
+        # The conformance suites expect exact referrer lists: the repo proof is listed only when
+        # asked for by artifactType here (tests/e2e/test_provenance.py runs an AppView with `all`).
+        "ATCR_PROVENANCE_REFERRERS": "filtered",
     }
 
 
