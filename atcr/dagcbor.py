@@ -260,7 +260,10 @@ class _Reader:
                 kmajor, klen = self.head()
                 if kmajor != 3:
                     raise self.fail("map keys must be strings")
-                key = self.take(klen).decode("utf-8", "strict")
+                try:
+                    key = self.take(klen).decode("utf-8", "strict")
+                except UnicodeDecodeError:
+                    raise self.fail("invalid UTF-8 in a map key") from None
                 if key in out:
                     raise self.fail(f"duplicate map key {key!r}")
                 out[key] = self.value(depth + 1)

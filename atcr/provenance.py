@@ -176,7 +176,7 @@ def read_proof(car: bytes, did: str, collection: str, rkey: str) -> RecordProof:
     """Parse and check a record proof CAR against the repository `did` and path it should prove."""
     try:
         roots, blocks = read_car(car)
-    except (CorruptRepo, DagCborError) as exc:
+    except (CorruptRepo, DagCborError, ValueError) as exc:
         raise ForgedProof(f"the proof CAR is not valid: {exc}") from None
     if len(roots) != 1:
         raise ForgedProof("the proof CAR must have exactly one root (the signed commit)")

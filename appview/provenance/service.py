@@ -13,7 +13,8 @@ that listed it can still fetch it after the pointer is refreshed). A proof stays
 the repo moves on: it proves the record was there at the rev it names.
 
 The manifest page's "published by ... (verified)" is `Verifier.check` by digest, the same
-check `atcr verify` runs, cached for `VERDICT_TTL`.
+check `atcr verify` runs (with a shorter timeout), cached for `VERDICT_TTL` (a failure for
+`FAILED_VERDICT_TTL`, so a PDS outage does not stick).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ log = logging.getLogger("appview.provenance")
 POINTER_TTL: Final = 3600
 ARTIFACT_TTL: Final = 7 * 24 * 3600
 VERDICT_TTL: Final = 300
+FAILED_VERDICT_TTL: Final = 30
+PAGE_TIMEOUT: Final = 2.0
+"""Seconds a manifest page waits for the PDS/PLC (per request) before showing "not verified"."""
 EMPTY_JSON: Final = b"{}"
 EMPTY_DIGEST: Final = "sha256:" + hashlib.sha256(EMPTY_JSON).hexdigest()
 
@@ -118,6 +122,8 @@ class ProvenanceService:
         self._v = valkey
         self.referrers = referrers  # all | filtered | off (ATCR_PROVENANCE_REFERRERS)
         self.verifier = build_verifier(http, resolver, plc_url=plc_url, timeout=timeout)
+        # A page must not wait on a slow PDS as long as a CLI user may choose to.
+        self.page_verifier = build_verifier(http, resolver, plc_url=plc_url, timeout=min(timeout, PAGE_TIMEOUT))
 
     # --- the referrer --------------------------------------------------------------------------
 
@@ -177,12 +183,12 @@ class ProvenanceService:
             cached = await self._v.get(key)
             if cached is not None:
                 return Badge(**json.loads(cached))
-            result: Verification = await self.verifier.check(did, repository, digest=digest)
+            result: Verification = await self.page_verifier.check(did, repository, digest=digest)
             badge = Badge(
                 did=result.did or did, handle=result.handle, verified=result.ok, status=str(result.status),
                 message=result.message, rev=result.rev, commit_time=result.commit_time,
             )
-            await self._v.set(key, json.dumps(badge.__dict__), ex=VERDICT_TTL)
+            await self._v.set(key, json.dumps(badge.__dict__), ex=VERDICT_TTL if badge.verified else FAILED_VERDICT_TTL)
             return badge
         except (AtcrError, OSError, ValueError, TypeError) as exc:
             log.warning("provenance verdict for %s/%s@%s failed: %s", did, repository, digest, exc)
