@@ -250,6 +250,13 @@ def make_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_setting_flags(p, cls)
+        if spec.name == "hold":
+            p.add_argument(
+                "action", nargs="?", choices=("gc",), default=None,
+                help="gc: run the garbage collector once (asks the running hold, else runs here) and exit",
+            )
+            p.add_argument("--grace", type=int, default=None, help="gc: seconds a blob must be unreferenced")
+            p.add_argument("--dry-run", action="store_true", help="gc: report what would be deleted, delete nothing")
         if spec.name == "jetstream":
             p.add_argument(
                 "--status", dest="show_status", action="store_true",
@@ -294,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         spec = SERVICES[ns.command]
         settings = build_settings(spec, os.environ, _overrides(ns, _resolve(spec.settings)))
+        if getattr(ns, "action", None) == "gc":
+            _configure_logging(settings.log_level)
+            _resolve("hold.gc.cli:main")(settings, dry_run=ns.dry_run, grace=ns.grace)
+            return
         if getattr(ns, "show_status", False):
             _resolve("jetstream.status:print_status")(settings)
             return

@@ -12,6 +12,7 @@ from litestar import Litestar
 
 from atcr.runtime import Runtime
 from atcr.server import health_routes
+from hold.gc.service import GcService
 from hold.ledger import Ledger
 from hold.repo.service import RepoService
 from hold.repo.signing import EcKeySigner
@@ -33,6 +34,11 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     repo = RepoService(settings, services.identity.did, EcKeySigner(services.identity.key))
     # Crew, quotas and stats live in the repo; this also points the blob services' auth at the crew.
     ledger = Ledger.build(settings, services, repo)
+    # Online garbage collection (hold/gc/): pushes lease their blobs through its guard.
+    gc = GcService.build(services, ledger, rt)
+    if ledger.notifications is not None:
+        ledger.notifications.guard = gc.guard
+        ledger.notifications.forget_cached = services.catalog.forget
 
     async def storage_ready() -> None:
         if settings.storage_driver == "filesystem":
@@ -51,7 +57,7 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
-            async with services.lifespan(), repo.lifespan(), ledger.lifespan():
+            async with services.lifespan(), repo.lifespan(), ledger.lifespan(), gc.lifespan():
                 yield
         finally:
             if runtime is None:
@@ -64,12 +70,13 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
         route_handlers=[
             *health_routes(checks),
             identity_routes(services.identity),
-            upload_routes(services, ledger.quota),
+            upload_routes(services, ledger.quota, gc.guard),
             blob_routes(services),
             crew_routes(services, ledger),
             quota_routes(ledger),
             stats_routes(services, ledger),
             repo.routes(services.identity.did_document),
+            gc.routes(services),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
@@ -81,4 +88,5 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     app.state.hold = services
     app.state.repo = repo
     app.state.ledger = ledger
+    app.state.gc = gc
     return app

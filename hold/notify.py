@@ -34,6 +34,7 @@ from atcr.readmodel.records import parse_at_uri
 from atcr.syntax import is_record_key
 from hold.crew import now_iso
 from hold.errors import Forbidden, InvalidDigest, InvalidRequest, LayerNotStored, StorageUnavailable
+from hold.gc.guard import GcGuard
 from hold.quota import LAYER, QuotaExceeded, QuotaService
 from hold.repo.repo import MAX_WRITES_PER_COMMIT, Create, Repo
 from hold.stats import Stats
@@ -118,6 +119,9 @@ class Notifications:
         self._size_of = size_of
         self._clock = clock
         self._push_lock = asyncio.Lock()
+        # Set by the app when garbage collection runs (hold/gc/guard.py): a push leases its blobs.
+        self.guard: GcGuard | None = None
+        self.forget_cached: Callable[[Digest], None] = lambda d: None
 
     async def _stored_sizes(self, layers: Sequence[LayerRef]) -> list[LayerRef]:
         """The layers with their sizes as stored here. A layer this hold does not store is
@@ -161,7 +165,20 @@ class Notifications:
         except DigestSyntaxError as exc:
             raise InvalidDigest(f"manifestDigest: {exc}") from None
         mrkey = _manifest_record_key(user, manifest_digest, manifest_uri)
-        layers = await self._stored_sizes(layers_of(summary))
+        declared = layers_of(summary)
+        if self.guard is None:
+            return await self._push(user, repository, summary, mrkey, declared)
+        # The lease comes before the storage check: a sweep either keeps these blobs, or has
+        # finished deleting them and the check below refuses the push (hold/gc/guard.py).
+        async with self.guard.lease([x.digest for x in declared] + _config_digests(summary)) as recent:
+            for digest in recent:
+                self.forget_cached(Digest.parse(digest))
+            return await self._push(user, repository, summary, mrkey, declared)
+
+    async def _push(
+        self, user: str, repository: str, summary: Any, mrkey: str, declared: list[LayerRef]
+    ) -> PushResult:
+        layers = await self._stored_sizes(declared)
         index = self._quota.index
         manifest_uri = f"at://{user}/io.atcr.manifest/{mrkey}"
         created = 0

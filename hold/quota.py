@@ -253,6 +253,25 @@ return added
 """
 
 
+# KEYS: blobs, total, layers. ARGV: n, digest1..digestN, layer keys... (the GC dropped these records)
+_FORGET = """
+local n = tonumber(ARGV[1])
+local freed = 0
+for i = 2, n + 1 do
+  local size = redis.call('HGET', KEYS[1], ARGV[i])
+  if size then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('DECRBY', KEYS[2], size)
+    freed = freed + tonumber(size)
+  end
+end
+for i = n + 2, #ARGV do
+  redis.call('SREM', KEYS[3], ARGV[i])
+end
+return freed
+"""
+
+
 @dataclass(frozen=True)
 class Usage:
     unique_blobs: int
@@ -268,6 +287,7 @@ class UsageIndex:
         self._clock = clock
         self._admit = valkey.register_script(_ADMIT)
         self._commit = valkey.register_script(_COMMIT)
+        self._forget = valkey.register_script(_FORGET)
 
     def keys(self, user: str) -> tuple[str, str, str, str]:
         # One hash tag per (hold, user): the scripts touch only one cluster slot.
@@ -339,6 +359,32 @@ class UsageIndex:
         score = await self._valkey.zscore(self._global()[1], digest)
         if score is not None and float(score) <= if_before:
             await self._valkey.zrem(self._global()[1], digest)
+
+    async def staged_pending(self, now: float) -> set[str]:
+        """Blobs uploaded within their grace that no layer record references yet: uploads whose
+        manifest has not come (the garbage collector keeps them)."""
+        raw = await self._valkey.zrangebyscore(self._global()[1], f"({now}", "+inf")
+        names = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+        if not names:
+            return set()
+        flags = await self._valkey.smismember(self._global()[0], names)
+        return {d for d, f in zip(names, flags, strict=True) if not f}
+
+    async def deleted(self, digests: Iterable[str]) -> None:
+        """The garbage collector deleted these blobs: nothing references or stages them."""
+        names = list(dict.fromkeys(digests))
+        if names:
+            async with self._valkey.pipeline(transaction=False) as pipe:
+                pipe.srem(self._global()[0], *names)
+                pipe.zrem(self._global()[1], *names)
+                await pipe.execute()
+
+    async def forget(self, user: str, digests: Iterable[str], pairs: Iterable[str]) -> int:
+        """Drop `digests` from `user`'s usage and the recorded pairs (their layer records were
+        deleted and no other record of the user names them); returns the bytes freed."""
+        names = list(dict.fromkeys(digests))
+        blobs, total, _, layers = self.keys(user)
+        return int(await self._forget(keys=[blobs, total, layers], args=[len(names), *names, *pairs]))
 
     async def recorded(self, user: str, pairs: Sequence[str]) -> set[str]:
         """The ``<manifest rkey>|<digest>`` pairs that already have a layer record."""

@@ -67,6 +67,15 @@ class HoldSettings(NetworkSettings):
     upload_sweep_interval: int = setting(
         900, "HOLD_UPLOAD_SWEEP_INTERVAL", "seconds between sweeps for abandoned uploads (0: never)"
     )
+    gc_grace: int = setting(
+        24 * 3600,
+        "HOLD_GC_GRACE",
+        "seconds a blob must have been unreferenced (and a layer record's manifest gone) before the "
+        "garbage collector deletes it",
+    )
+    gc_interval: int = setting(
+        6 * 3600, "HOLD_GC_INTERVAL", "seconds between garbage-collection runs (0: never; `atcr hold gc` runs one)"
+    )
     allow_token_reuse: bool = setting(
         False,
         "HOLD_ALLOW_TOKEN_REUSE",
@@ -131,6 +140,10 @@ class HoldSettings(NetworkSettings):
             raise ConfigError("HOLD_UPLOAD_PART_MIN_SIZE: S3 needs at least 5 MiB per part but the last")
         if self.upload_sweep_interval < 0:
             raise ConfigError("HOLD_UPLOAD_SWEEP_INTERVAL: must be 0 (never) or positive")
+        if self.gc_grace < 0:
+            raise ConfigError("HOLD_GC_GRACE: must be 0 or positive")
+        if self.gc_interval < 0:
+            raise ConfigError("HOLD_GC_INTERVAL: must be 0 (never) or positive")
         check_positive("HOLD_STORAGE_THREADS", self.storage_threads)
         for did in self.trusted_appviews:
             check_did("HOLD_TRUSTED_APPVIEWS", did)

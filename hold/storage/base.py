@@ -61,6 +61,20 @@ class PartInfo:
 
 
 @dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob as a listing sees it (the garbage collector's input)."""
+
+    digest: Digest
+    size: int
+    modified: float  # unix time the bytes were committed (storage's own clock)
+
+
+def blob_list_key(digest: Digest) -> str:
+    """The order `BlobStore.list_blobs` pages in: ``<alg>/<hex>`` (storage key order)."""
+    return f"{digest.algorithm}/{digest.hex}"
+
+
+@dataclass(frozen=True)
 class PresignedRequest:
     """A request the client makes itself, straight to storage (or to the hold's signed URL)."""
 
@@ -111,6 +125,11 @@ class BlobStore(Protocol):
         ...
 
     async def delete(self, digest: Digest) -> bool: ...
+
+    async def list_blobs(self, *, after: str = "", limit: int = 1000) -> list[BlobInfo]:
+        """Up to `limit` stored blobs whose `blob_list_key` sorts after `after`, in that order
+        (an empty page: the end). Objects that are not blobs at a content address are skipped."""
+        ...
 
     async def start_upload(self, staging: str) -> StagedUpload: ...
 

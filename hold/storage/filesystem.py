@@ -24,10 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
-from atcr.digest import Digest
+from atcr.digest import Digest, InvalidDigest
 from hold.errors import MissingParts, StorageError, UploadNotFound
 from hold.signed_urls import UrlSigner
-from hold.storage.base import ChunkSink, PartInfo, PresignedRequest, StagedUpload, normalize_etag, staging_created
+from hold.storage.base import (
+    BlobInfo,
+    ChunkSink,
+    PartInfo,
+    PresignedRequest,
+    StagedUpload,
+    normalize_etag,
+    staging_created,
+)
 
 T = TypeVar("T")
 
@@ -220,13 +228,42 @@ class FilesystemBlobStore:
 
     async def delete(self, digest: Digest) -> bool:
         def remove() -> bool:
+            path = self.blob_file(digest)
             try:
-                self.blob_file(digest).unlink()
+                path.unlink()
             except FileNotFoundError:
                 return False
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the empty <hex> directory, so listings skip it
             return True
 
         return await self.run(remove)
+
+    async def list_blobs(self, *, after: str = "", limit: int = 1000) -> list[BlobInfo]:
+        def walk() -> list[BlobInfo]:
+            out: list[BlobInfo] = []
+            after_alg, _, after_hex = after.partition("/")
+            for alg_dir in sorted(p for p in self._blobs.iterdir() if p.is_dir()):
+                alg = alg_dir.name
+                if alg < after_alg:
+                    continue
+                for prefix_dir in sorted(p for p in alg_dir.iterdir() if p.is_dir()):
+                    if alg == after_alg and prefix_dir.name < after_hex[:2]:
+                        continue
+                    for hex_dir in sorted(prefix_dir.iterdir()):
+                        if alg == after_alg and hex_dir.name <= after_hex:
+                            continue
+                        try:
+                            digest = Digest.parse(f"{alg}:{hex_dir.name}")
+                            st = (hex_dir / "data").stat()
+                        except (InvalidDigest, OSError):
+                            continue  # not a blob we wrote, or deleted meanwhile
+                        out.append(BlobInfo(digest, st.st_size, st.st_mtime))
+                        if len(out) >= limit:
+                            return out
+            return out
+
+        return await self.run(walk)
 
     async def start_upload(self, staging: str) -> StagedUpload:
         upload = StagedUpload(staging)

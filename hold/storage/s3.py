@@ -33,7 +33,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from atcr.digest import Digest
+from atcr.digest import Digest, InvalidDigest
 from hold.errors import (
     BlobNotFound,
     HoldError,
@@ -43,7 +43,15 @@ from hold.errors import (
     StorageUnavailable,
     UploadNotFound,
 )
-from hold.storage.base import ChunkSink, PartInfo, PresignedRequest, StagedUpload, normalize_etag, staging_created
+from hold.storage.base import (
+    BlobInfo,
+    ChunkSink,
+    PartInfo,
+    PresignedRequest,
+    StagedUpload,
+    normalize_etag,
+    staging_created,
+)
 
 # Jitter only (not security): a private generator, so the global one (which tests and
 # libraries seed or watch) is never touched from background threads.
@@ -250,6 +258,43 @@ class S3BlobStore:
         bucket = self.options.bucket
         await self.run(lambda: self.call("DeleteObject", lambda: self.client.delete_object(Bucket=bucket, Key=key)))
         return True
+
+    async def list_blobs(self, *, after: str = "", limit: int = 1000) -> list[BlobInfo]:
+        bucket = self.options.bucket
+        prefix = f"{self._prefix}blobs/"
+
+        def start_key() -> str:
+            alg, _, hexpart = after.partition("/")
+            return f"{prefix}{alg}/{hexpart[:2]}/{hexpart}/data" if hexpart else (f"{prefix}{alg}/" if alg else "")
+
+        def page() -> list[BlobInfo]:
+            out: list[BlobInfo] = []
+            start = start_key()
+            token: str | None = None
+            while len(out) < limit:
+                kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": min(1000, limit - len(out))}
+                if token:
+                    kwargs["ContinuationToken"] = token
+                elif start:
+                    kwargs["StartAfter"] = start
+                resp = self.call("ListObjectsV2", lambda kw=kwargs: self.client.list_objects_v2(**kw))  # type: ignore[misc]
+                for obj in resp.get("Contents") or []:
+                    parts = str(obj["Key"])[len(prefix) :].split("/")
+                    if len(parts) != 4 or parts[3] != "data":
+                        continue
+                    try:
+                        digest = Digest.parse(f"{parts[0]}:{parts[2]}")
+                    except InvalidDigest:
+                        continue
+                    modified = obj.get("LastModified")
+                    stamp = modified.timestamp() if hasattr(modified, "timestamp") else 0.0
+                    out.append(BlobInfo(digest, int(obj.get("Size") or 0), stamp))
+                if not resp.get("IsTruncated"):
+                    break
+                token = str(resp["NextContinuationToken"])
+            return out[:limit]
+
+        return await self.run(page)
 
     # --- uploads ---------------------------------------------------------------------------
 

@@ -226,6 +226,7 @@ EXPECTED_METHODS = frozenset(
         "getLayersForManifest",
         "getStats",
         "listStats",
+        "listGcRuns",
         "exportUserData",
         "deleteUserData",
         "updateCrewTier",
