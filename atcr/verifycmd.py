@@ -236,6 +236,8 @@ async def verify_image(
                         verifier, car, identifier=ref.identity, repository=ref.repository, digest=image_digest, uri=uri
                     )
                     result.tag = ref.tag
+                    if ref.tag is not None and ref.digest is None and result.ok:
+                        result.message += f"; tag {ref.tag} was resolved by the registry (the proof covers the digest)"
                     if ref.digest is not None and ref.digest != image_digest and result.ok:
                         result.status = Status.DIGEST_MISMATCH
                         result.message = f"the registry serves {image_digest}, not {ref.digest}"

@@ -199,6 +199,15 @@ def test_the_proof_is_a_referrer_of_the_manifest(
     config = asyncio.run(fetch(appview.url, f"blobs/{doc['config']['digest']}"))
     assert config.status_code == 200 and config.content == b"{}"
 
+    # A real OCI client (oras, from PyPI) pulls the artifact by the digest the listing gave.
+    import oras.client
+
+    client = oras.client.OrasClient(hostname=host(appview), insecure=True)
+    client.auth.set_basic_auth(pusher.handle, pusher.app_password)
+    files = client.pull(target=f"{host(appview)}/{h}/app@{desc['digest']}", outdir=str(tmp_path / "pulled"))
+    assert [Path(f).name for f in files] == ["record-proof.car"]
+    assert (tmp_path / "pulled" / "record-proof.car").read_bytes() == car
+
     # The session stack lists it only when asked for by artifactType (ATCR_PROVENANCE_REFERRERS=filtered).
     plain = asyncio.run(fetch(registry_stack.url, f"referrers/{digest}")).json()["manifests"]
     assert all(d.get("artifactType") != SIGNATURE_ARTIFACT_TYPE for d in plain)
