@@ -242,20 +242,24 @@ async def test_a_manifest_releases_every_blob_it_names_and_a_refused_one_too(
 async def test_uploaded_blobs_no_manifest_uses_are_deleted_after_the_grace(
     make_hold: MakeHold, tiers: Path
 ) -> None:
-    async with make_hold(hold_allow_all_crew=True, hold_quotas_path=tiers, hold_staged_grace=1,
+    async with make_hold(hold_allow_all_crew=True, hold_quotas_path=tiers, hold_staged_grace=3600,
                          hold_reservation_ttl=1) as h:
         used, unused = os.urandom(100), os.urandom(120)
         for blob in (used, unused):
             assert (await h.push_blob(blob)).status_code == 200
         assert (await h.notify_push("app", [used])).status_code == 200
         assert await h.ledger.sweep_staged_once() == (0, 0)  # within the grace: nothing goes
-        deadline = asyncio.get_running_loop().time() + 10
-        result = (0, 0)
-        while result == (0, 0) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.3)
-            await h.hold.services.valkey.delete(f"hold:staged-sweep:{{{h.did}}}")  # type: ignore[union-attr]
-            result = await h.ledger.sweep_staged_once()
-        assert result == (1, 1)  # `unused` deleted, `used` kept (a layer record references it)
+        # Two hours later (the index's clock moved on, not the test's): the grace has passed.
+        index = h.ledger.quota.index
+        assert index is not None
+        later = index.now() + 7200
+        index.now = lambda: later  # type: ignore[method-assign]
+        await h.hold.services.valkey.delete(f"hold:staged-sweep:{{{h.did}}}")  # type: ignore[union-attr]
+        assert await h.ledger.sweep_staged_once() == (1, 1)  # `unused` deleted, `used` kept (referenced)
         assert (await h.hold.get_blob(digest_of(unused), method="HEAD")).status_code == 404
         assert (await h.hold.get_blob(digest_of(used), method="HEAD")).status_code in (200, 307)
-        assert (await quota(h, ALICE))["reservedSize"] == 0
+        # The unused blob's reservation lapses on its own (1 s here): waited for, not slept on.
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await quota(h, ALICE))["reservedSize"] != 0:
+            assert asyncio.get_running_loop().time() < deadline, await quota(h, ALICE)
+            await asyncio.sleep(0.2)

@@ -36,12 +36,16 @@ async def test_deactivation_hides_and_activation_restores(
     await writer.xrpc.procedure("com.atproto.server.deactivateAccount", {})
 
     async def hidden() -> bool:
-        return await valkey.get(account_marker(writer.did)) == b"deactivated"
+        # The marker is written first and the account's keys dropped in the next round trip:
+        # wait for all three, not for the marker alone (reading between the two was a flake).
+        tags, _ = await read.read_tags(valkey, writer.did, "acct")
+        return (
+            await valkey.get(account_marker(writer.did)) == b"deactivated"
+            and tags == {}
+            and await valkey.zscore(keys.CATALOG, f"{writer.did}/acct") is None
+        )
 
     await eventually(hidden)
-    tags, _ = await read.read_tags(valkey, writer.did, "acct")
-    assert tags == {}
-    assert await valkey.zscore(keys.CATALOG, f"{writer.did}/acct") is None
 
     await writer.xrpc.procedure("com.atproto.server.activateAccount")
 
