@@ -45,7 +45,8 @@ from atcr.provenance import (
 from atcr.readmodel import keys
 from atcr.serviceauth import did_key_of
 from atcr.settings import load
-from atcr.verifycmd import RegistryReader, parse_reference, verify_image
+from atcr.verifycmd import parse_reference
+from atcr.verifyrun import RegistryReader, verify_image
 from tests.e2e.test_record_model_clients import small_image
 from tests.e2e.test_registry_clients import push, skopeo
 from tests.support.fixtures_stack import Pusher, RegistryStack
