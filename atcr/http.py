@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,12 +74,36 @@ async def _resolve(host: str, port: int) -> list[str]:
     return addrs
 
 
+# Answers of the resolver are kept this long: every call to a PDS or a hold would otherwise pay a
+# getaddrinfo in a thread (measured: a tenth of the AppView's CPU on a re-tag push). Addresses are
+# checked when resolved, so a cached answer is one the policy allowed; keeping it also means a
+# name cannot be rebound to a private address between two requests.
+RESOLVE_TTL = 30.0
+RESOLVE_CACHE_MAX = 1024
+
+
 class _GuardedTransport(httpx.AsyncBaseTransport):
     """Resolves, checks and pins each request's destination before it is sent."""
 
-    def __init__(self, policy: SsrfPolicy, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self, policy: SsrfPolicy, inner: httpx.AsyncBaseTransport, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._policy = policy
         self._inner = inner
+        self._clock = clock
+        self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        now = self._clock()
+        hit = self._resolved.get((host, port))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        addrs = await asyncio.wait_for(_resolve(host, port), timeout=5.0)
+        if addrs:  # failures are not kept: the next request asks again
+            if len(self._resolved) >= RESOLVE_CACHE_MAX:
+                self._resolved.clear()  # a bound, not an LRU: the hosts we call are few
+            self._resolved[(host, port)] = (now + RESOLVE_TTL, addrs)
+        return addrs
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -88,7 +113,7 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
             raise BlockedAddress(f"scheme {url.scheme!r} not allowed")
         if self._policy.host_allowed(host, port):
             return await self._inner.handle_async_request(request)
-        addrs = await asyncio.wait_for(_resolve(host, port), timeout=5.0)
+        addrs = await self._addresses(host, port)
         if not addrs:
             raise UpstreamUnavailable(f"{host} has no address")
         for addr in addrs:

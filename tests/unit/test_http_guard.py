@@ -94,3 +94,36 @@ async def test_head_content_length_is_not_a_body() -> None:
     async with SafeHttpClient(transport=mock(handler), max_bytes=1000) as client:
         resp = await client.request("HEAD", "http://1.1.1.1/blob")
     assert resp.status_code == 200
+
+
+async def test_names_are_resolved_once_per_ttl_and_rebinding_to_private_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import atcr.http as guard
+
+    answers = {"pds.example": ["93.184.216.34"]}
+    lookups: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return list(answers[host])
+
+    monkeypatch.setattr(guard, "_resolve", resolve)
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        return httpx.Response(200)
+
+    async with SafeHttpClient(transport=mock(handler)) as client:
+        for _ in range(5):
+            await client.get("http://pds.example/xrpc/x")
+        assert lookups == ["pds.example"]  # one getaddrinfo for five requests
+        assert seen == ["93.184.216.34"] * 5  # pinned to the address that was checked
+        # Once the answer is stale, the name is resolved again and checked again.
+        transport = client._client._transport  # type: ignore[attr-defined]
+        transport._resolved[("pds.example", 80)] = (0.0, ["93.184.216.34"])
+        answers["pds.example"] = ["10.0.0.5"]
+        with pytest.raises(BlockedAddress):
+            await client.get("http://pds.example/xrpc/x")
+        assert lookups == ["pds.example", "pds.example"]
