@@ -319,6 +319,8 @@ def check_key(
             f"commit {proof.rev} is signed with {window.key}, which was the DID's key only from {span}, "
             f"not when the commit says it was made ({when.isoformat() if when else 'unknown'})"
         )
+    if current_key is None:
+        raise WrongKey(f"{proof.did}'s DID document names no usable #atproto key to check commit {proof.rev} with")
     raise WrongKey(f"commit {proof.rev} of {proof.did} is not signed by the DID's key {current_key}")
 
 
@@ -562,7 +564,7 @@ class Verifier:
         manifest_rkey_hint: str | None = None
         tag_commit: str | None = None
         if tag is not None:
-            tag_proof = await self._find_tag(pds, did, repository, tag)
+            tag_proof = await self._find_tag(pds, did, repository, tag, keys, result)
             await keys.check(tag_proof, result)
             target, hint = self._tag_target(tag_proof, did)
             result.tag_uri, result.tag_cid, result.tag_rev = tag_proof.uri, tag_proof.record_cid, tag_proof.rev
@@ -574,7 +576,7 @@ class Verifier:
                 )
             digest = digest or target
             manifest_rkey_hint = hint
-        manifest_proof = await self._find_manifest(pds, did, repository, digest, manifest_rkey_hint)
+        manifest_proof = await self._find_manifest(pds, did, repository, digest, manifest_rkey_hint, keys, result)
         record = manifest_proof.record
         assert record is not None
         await keys.check(manifest_proof, result)
@@ -630,7 +632,10 @@ class Verifier:
         car = await self.source.record_proof(pds, did, collection, rkey)
         return read_proof(car, did, collection, rkey)
 
-    async def _find_tag(self, pds: str, did: str, repository: str, tag: str) -> RecordProof:
+    async def _find_tag(
+        self, pds: str, did: str, repository: str, tag: str, keys: _KeyCache | None = None,
+        result: Verification | None = None,
+    ) -> RecordProof:
         rkey = tag_rkey(repository, tag)
         first: RecordProof | None = None
         try:
@@ -647,11 +652,15 @@ class Verifier:
                     return proof
         if first is not None and first.record is not None:
             raise RecordChanged(f"{first.uri} is not the tag {repository}:{tag} any more")
-        where = f" (the signed tree at rev {first.rev} proves {first.uri} absent)" if first is not None else ""
+        where = ""
+        if first is not None and keys is not None and result is not None:
+            await keys.check(first, result)  # the absence is signed by the publisher too
+            where = f" (the signed tree at rev {first.rev} has no {first.uri})"
         raise RecordMissing(f"{did} has no tag record for {repository}:{tag}{where}")
 
     async def _find_manifest(
-        self, pds: str, did: str, repository: str, digest: str | None, hint: str | None
+        self, pds: str, did: str, repository: str, digest: str | None, hint: str | None,
+        keys: _KeyCache | None = None, result: Verification | None = None,
     ) -> RecordProof:
         candidates: list[str] = []
         if hint is not None:
@@ -668,6 +677,8 @@ class Verifier:
             # The tag names this record: whatever it holds now is the answer (checked by the caller).
             proof = proofs[0]
             if proof is None or proof.record is None:
+                if proof is not None and keys is not None and result is not None:
+                    await keys.check(proof, result)  # the absence is signed by the publisher too
                 raise RecordMissing(f"the manifest record at://{did}/{MANIFEST}/{hint} the tag points at is gone")
             return proof
         for other, value in await self.source.list_records(pds, did, MANIFEST):
@@ -675,6 +686,9 @@ class Verifier:
                 proof = await self._proof(pds, did, MANIFEST, other)
                 if proof.record is not None and _holds(proof.record, repository, digest):
                     return proof
+        absent = next((p for p in proofs if p is not None), None)
+        if absent is not None and keys is not None and result is not None:
+            await keys.check(absent, result)  # the absence is signed by the publisher too
         raise RecordMissing(f"{did} has no manifest record of {digest} in {repository}")
 
     async def manifest_proof(self, pds: str, did: str, repository: str, digest: str) -> RecordProof:

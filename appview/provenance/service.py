@@ -9,7 +9,8 @@ the publisher's DID document: the PDS need not be reachable.
 
 The artifact is built from the PDS on first request and kept in Valkey (the subject's pointer
 for `POINTER_TTL`, the artifact's manifest and CAR by digest for `ARTIFACT_TTL`, so a client
-that listed it can still fetch it after the pointer is refreshed). A proof stays valid after
+that listed it can still fetch it after the pointer is refreshed; a PDS that could not give a
+proof is asked again after `FAILED_VERDICT_TTL`). A proof stays valid after
 the repo moves on: it proves the record was there at the rev it names.
 
 The manifest page's "published by ... (verified)" is `Verifier.check` by digest, the same
@@ -19,6 +20,7 @@ check `atcr verify` runs (with a shorter timeout), cached for `VERDICT_TTL` (a f
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -52,8 +54,10 @@ EMPTY_DIGEST: Final = "sha256:" + hashlib.sha256(EMPTY_JSON).hexdigest()
 
 
 def _key(did: str, kind: str, rest: str) -> str:
-    # The DID as hash tag: one user's keys share a cluster slot, like the read model's.
-    return f"{PREFIX}{{{did}}}:prov:{kind}:{rest}"
+    # The DID as hash tag (one user's keys share a cluster slot, like the read model's), after a
+    # prefix the near cache does not track: writing a proof must not invalidate the owner's
+    # cached read model (appview/cache/near.py tracks `av:{`).
+    return f"{PREFIX}prov:{{{did}}}:{kind}:{rest}"
 
 
 @dataclass(frozen=True)
@@ -133,14 +137,17 @@ class ProvenanceService:
         cached = await self._v.get(pointer)
         if cached is not None:
             try:
-                desc: dict[str, Any] = json.loads(cached)
-                return desc
+                desc: dict[str, Any] | None = json.loads(cached)
+                return desc  # None: no proof could be had a moment ago
             except ValueError:
                 pass
         try:
-            proof = await self.verifier.manifest_proof(pds, did, repository, subject.digest)
-        except (ProvenanceError, NetworkError) as exc:
-            log.info("no provenance referrer for %s/%s@%s: %s", did, repository, subject.digest, exc)
+            # A listing must not wait on a slow PDS for long: the page verifier's short timeout.
+            async with asyncio.timeout(PAGE_TIMEOUT * 1.5):
+                proof = await self.page_verifier.manifest_proof(pds, did, repository, subject.digest)
+        except (ProvenanceError, NetworkError, TimeoutError) as exc:
+            log.info("no provenance referrer for %s/%s@%s: %s", did, repository, subject.digest, exc or "timed out")
+            await self._v.set(pointer, "null", ex=FAILED_VERDICT_TTL)
             return None
         raw = artifact_manifest(
             subject, proof.car, did=did, uri=proof.uri, rev=proof.rev, commit=proof.commit_cid

@@ -53,7 +53,7 @@ def service(mode: str = "all") -> tuple[ProvenanceService, FakeVerifier]:
     svc._v = fakeredis.FakeAsyncValkey()
     svc.referrers = mode
     fake = FakeVerifier()
-    svc.verifier = fake  # type: ignore[assignment]
+    svc.verifier = svc.page_verifier = fake  # type: ignore[assignment]
     return svc, fake
 
 
