@@ -281,6 +281,63 @@ def key_windows(audit_log: Sequence[Mapping[str, Any]]) -> list[KeyWindow]:
     return out
 
 
+def _b64url(text: str) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _rotation_keys(op: Mapping[str, Any]) -> list[str]:
+    if op.get("type") == "create":  # the legacy genesis: its recovery and signing keys rotate
+        return [k for k in (op.get("recoveryKey"), op.get("signingKey")) if isinstance(k, str)]
+    keys = op.get("rotationKeys")
+    return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+
+def check_plc_log(did: str, audit_log: Sequence[Mapping[str, Any]]) -> None:
+    """Check a did:plc audit log as a chain, so the key history does not rest on the directory's word.
+
+    Over the operations that took effect (nullified ones skipped): the genesis operation hashes to
+    the DID (`did:plc:` + base32(sha256(signed genesis))[:24]) and is signed by one of its own
+    rotation keys; every later one names the previous one's CID as `prev` and is signed by one of
+    the previous one's rotation keys; each entry's `cid` is its operation's. Raises
+    IdentityUnresolved naming the first operation that does not hold.
+    """
+    import base64
+    import hashlib
+
+    prev_cid: str | None = None
+    rotation: list[str] = []
+    for n, entry in enumerate(e for e in audit_log if not e.get("nullified")):
+        op = entry.get("operation")
+        if not isinstance(op, Mapping) or not isinstance(op.get("sig"), str):
+            raise IdentityUnresolved(f"{did}: PLC operation {n} is malformed")
+        try:
+            signed = encode(dict(op))
+            unsigned = encode({k: v for k, v in op.items() if k != "sig"})
+        except DagCborError:
+            raise IdentityUnresolved(f"{did}: PLC operation {n} is not in the data model") from None
+        cid = str(Cid.for_block(signed))
+        if entry.get("cid") not in (None, cid):
+            raise IdentityUnresolved(f"{did}: PLC operation {n} does not hash to the CID the log gives")
+        if prev_cid is None:
+            derived = "did:plc:" + base64.b32encode(hashlib.sha256(signed).digest()).decode().lower()[:24]
+            if op.get("prev") is not None or derived != did:
+                raise IdentityUnresolved(f"{did}: the PLC log's genesis operation is not this DID's")
+            rotation = _rotation_keys(op)
+        elif op.get("prev") != prev_cid:
+            raise IdentityUnresolved(f"{did}: PLC operation {n} does not follow the one before it")
+        sig = _b64url(op["sig"])
+        if not any(_verifies(key, unsigned, sig) for key in rotation):
+            raise IdentityUnresolved(f"{did}: PLC operation {n} is not signed by a rotation key in force")
+        rotation = _rotation_keys(op)
+        prev_cid = cid
+
+
 def _verifies(did_key: str, data: bytes, sig: bytes) -> bool:
     from atproto_crypto.verify import verify_signature
 
@@ -713,7 +770,9 @@ class Verifier:
         windows: list[KeyWindow] | None = None
         if self.audit is not None:
             log = await self.audit.audit_log(did)
-            windows = key_windows(log) if log is not None else None
+            if log is not None:
+                check_plc_log(did, log)
+                windows = key_windows(log)
         return current, windows
 
 

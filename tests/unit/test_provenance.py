@@ -17,6 +17,7 @@ from atcr.identity import DidDocument, Identity
 from atcr.mst import MissingNode, lookup
 from atcr.provenance import (
     ForgedProof,
+    IdentityUnresolved,
     KeyRotated,
     KeyWindow,
     RecordMissing,
@@ -25,6 +26,7 @@ from atcr.provenance import (
     WrongAccount,
     WrongKey,
     check_key,
+    check_plc_log,
     key_windows,
     read_proof,
     verify_car,
@@ -86,8 +88,11 @@ def tag_record(repository: str = "app", tag: str = "1", rkey: str | None = None,
     return {"$type": TAG, "repository": repository, "tag": tag, "manifest": f"at://{did}/{MANIFEST}/{target}"}
 
 
-def standard_records() -> dict[str, dict[str, Any]]:
-    records = {f"{MANIFEST}/{manifest_rkey(DIGEST)}": manifest_record(), f"{TAG}/{tag_rkey('app', '1')}": tag_record()}
+def standard_records(did: str = DID) -> dict[str, dict[str, Any]]:
+    records = {
+        f"{MANIFEST}/{manifest_rkey(DIGEST)}": manifest_record(),
+        f"{TAG}/{tag_rkey('app', '1')}": tag_record(did=did),
+    }
     for i in range(40):  # enough keys for a tree of several layers
         records[f"io.example.filler/{encode_tid(1_700_000_000_000_000 + i * 7919, 1)}"] = {"n": i}
     return records
@@ -308,17 +313,73 @@ def test_records_under_other_keys_are_found_by_what_they_say() -> None:
     assert two.status is Status.VERIFIED and two.manifest_uri.endswith(repo_manifest_rkey("two", DIGEST))
 
 
+def signed_log(rotation: ec.EllipticCurvePrivateKey, keys: list[tuple[str, datetime]]) -> tuple[str, list[dict[str, Any]]]:
+    """(did, audit log) of a did:plc whose `#atproto` key was each of `keys` from its time on,
+    every operation signed with `rotation` as the PLC directory requires."""
+    import base64
+    import hashlib
+
+    entries: list[dict[str, Any]] = []
+    prev: str | None = None
+    did = ""
+    for key, when in keys:
+        op = {"type": "plc_operation", "rotationKeys": [did_key_of(rotation)], "verificationMethods": {"atproto": key},
+              "alsoKnownAs": ["at://alice.test"], "services": {}, "prev": prev}
+        op["sig"] = base64.urlsafe_b64encode(sign_low_s(rotation, encode(op))).decode().rstrip("=")
+        cid = str(Cid.for_block(encode(op)))
+        if prev is None:
+            did = "did:plc:" + base64.b32encode(hashlib.sha256(encode(op)).digest()).decode().lower()[:24]
+        entries.append({"did": did, "operation": op, "cid": cid, "nullified": False,
+                        "createdAt": when.isoformat().replace("+00:00", "Z")})
+        prev = cid
+    return did, entries
+
+
+def test_plc_log_chain_is_checked() -> None:
+    rotation = ec.generate_private_key(ec.SECP256K1())
+    a, b = (did_key_of(ec.generate_private_key(ec.SECP256K1())) for _ in range(2))
+    did, log = signed_log(rotation, [(a, T0), (b, T0 + timedelta(days=1))])
+    check_plc_log(did, log)
+    with pytest.raises(IdentityUnresolved, match="genesis"):
+        check_plc_log(OTHER, log)
+    forged = [log[0], {**log[1], "cid": None, "operation": {**log[1]["operation"], "verificationMethods": {"atproto": a}}}]
+    with pytest.raises(IdentityUnresolved, match="not signed"):
+        check_plc_log(did, forged)
+    with pytest.raises(IdentityUnresolved, match="CID"):
+        check_plc_log(did, [log[0], {**log[1], "cid": log[0]["cid"]}])
+    with pytest.raises(IdentityUnresolved, match="follow"):
+        check_plc_log(did, [log[0], log[1], log[1]])
+    stranger = ec.generate_private_key(ec.SECP256K1())
+    _, theirs = signed_log(stranger, [(a, T0), (b, T0 + timedelta(days=1))])
+    with pytest.raises(IdentityUnresolved):
+        check_plc_log(did, [log[0], {**theirs[1], "operation": {**theirs[1]["operation"], "prev": log[0]["cid"]}}])
+    # A nullified operation is not part of the chain.
+    check_plc_log(did, [log[0], {**forged[1], "nullified": True}, log[1]])
+
+
 def test_rotated_key_is_reported_with_its_window() -> None:
     old, new = ec.generate_private_key(ec.SECP256K1()), ec.generate_private_key(ec.SECP256K1())
     rotated_at = T0 + timedelta(days=1)
-    log = [plc_entry(T0 - timedelta(days=1), did_key_of(old)), plc_entry(rotated_at, did_key_of(new))]
-    verifier, _ = verifier_for(standard_records(), key=old, doc_key=new, audit=log, when=T0)
-    result = check(verifier, tag="1")
+    did, log = signed_log(ec.generate_private_key(ec.SECP256K1()),
+                          [(did_key_of(old), T0 - timedelta(days=1)), (did_key_of(new), rotated_at)])
+
+    def verifier(when: datetime, audit: list[dict[str, Any]]) -> Verifier:
+        records = standard_records(did)
+        return Verifier(FakeResolver(new, did), FakePds(Repo(did, old, records, when), records),  # type: ignore[arg-type]
+                        FakeAudit(audit), timeout=5)
+
+    result = check(verifier(T0, log), tag="1")
     assert result.status is Status.KEY_ROTATED, result.message
     assert did_key_of(old) in result.message and "PLC audit log" in result.message
     assert result.key == did_key_of(old) and result.key_current is False
-    late, _ = verifier_for(standard_records(), key=old, doc_key=new, audit=log, when=rotated_at + timedelta(hours=1))
-    assert check(late, tag="1").status is Status.WRONG_KEY
+    assert check(verifier(rotated_at + timedelta(hours=1), log), tag="1").status is Status.WRONG_KEY
+    # A directory that invents an operation (giving the old key back, unsigned by a rotation
+    # key) is caught by the chain check. (The times it gives are its word: they are not signed.)
+    forged = {**log[1], "cid": None, "createdAt": (rotated_at + timedelta(days=1)).isoformat(),
+              "operation": {**log[1]["operation"], "verificationMethods": {"atproto": did_key_of(old)},
+                            "prev": log[1]["cid"]}}
+    late = rotated_at + timedelta(days=2)
+    assert check(verifier(late, [*log, forged]), tag="1").status is Status.IDENTITY_UNRESOLVED
 
 
 def test_a_hanging_pds_times_out() -> None:
