@@ -439,3 +439,29 @@ def test_unreachable_pds_fails_clearly_without_hanging(
     result = verify(registry_stack, f"x/{pusher.did}/app:1", use_registry=False, timeout=5.0)
     assert result.status is Status.PDS_UNREACHABLE, result.message
     assert f"127.0.0.1:{port}" in result.message
+
+
+def test_changed_record_under_the_tag(registry_stack: RegistryStack, pusher: Pusher) -> None:
+    """The record a tag points at is rewritten to hold the digest for another repository (what
+    the old one-record-per-digest scheme did, docs/records.md): RECORD_CHANGED, not verified."""
+    account = pusher.account
+    pds = registry_stack.network.pds_url
+    digest = "sha256:" + os.urandom(32).hex()
+    uri = f"at://{account.did}/{keys.MANIFEST}/{digest[7:]}"
+    with httpx.Client(timeout=30, trust_env=False) as c:
+
+        def put(collection: str, rkey: str, record: dict[str, Any]) -> None:
+            r = c.post(
+                f"{pds}/xrpc/com.atproto.repo.putRecord", headers=account.auth_headers,
+                json={"repo": account.did, "collection": collection, "rkey": rkey, "record": record},
+            )
+            assert r.status_code == 200, r.text
+
+        put(keys.MANIFEST, digest[7:], {"$type": keys.MANIFEST, "repository": "first", "digest": digest})
+        put(keys.TAG, keys.tag_rkey("first", "1"), {"$type": keys.TAG, "repository": "first", "tag": "1", "manifest": uri})
+        assert verify(registry_stack, f"x/{pusher.handle}/first:1", use_registry=False).status is Status.VERIFIED
+        put(keys.MANIFEST, digest[7:], {"$type": keys.MANIFEST, "repository": "second", "digest": digest})
+    result = verify(registry_stack, f"x/{pusher.handle}/first:1", use_registry=False)
+    assert result.status is Status.RECORD_CHANGED, result.message
+    assert "second" in result.message
+    assert verify(registry_stack, f"x/{pusher.handle}/second@{digest}", use_registry=False).status is Status.VERIFIED
