@@ -41,6 +41,9 @@ from appview.holds.pulls import PullCounter
 from appview.holds.pushhold import PushHolds
 from appview.oci.parts import OutgoingPart, PartSplitter
 from appview.oci.uploads import UploadSession, UploadStore
+from appview.policy import retention
+from appview.policy.rules import RepoPolicy, check_delete, check_move
+from appview.policy.store import read_policy
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
     AtcrError,
@@ -405,6 +408,48 @@ class Registry:
 
         hold_did = await self.push_hold(user_did)
         client = await self._pds(user_did)
+        # Retention runs after a tagged push by the owner; its rules are read meanwhile.
+        rules = (
+            asyncio.ensure_future(read_policy(client, ref.did, ref.repository))
+            if all_tags and user_did == ref.did
+            else None
+        )
+        try:
+            result = await self._put_manifest(ref, user_did, client, raw, manifest, hold_did, all_tags)
+        except BaseException:
+            if rules is not None:
+                rules.cancel()
+                await asyncio.gather(rules, return_exceptions=True)
+            raise
+        if rules is not None:
+            await self._apply_retention(ref, client, rules)
+        return result
+
+    async def _apply_retention(self, ref: RepoRef, client: XrpcClient, rules: Awaitable[RepoPolicy]) -> None:
+        """The repository's retention rules after a push (appview/policy/retention.py). The push
+        has succeeded: a failure here is logged, and the next push or run tries again."""
+        try:
+            policy = await rules
+            if not policy.has_retention:
+                return
+            await retention.apply(
+                self.model, ref.did, ref.repository, policy,
+                delete_tag=lambda t: self._delete(client, ref.did, TAG_COLLECTION, t.rkey),
+                delete_manifest=lambda digest: self._delete_manifest_records(client, ref, digest),
+            )
+        except (RegistryError, NetworkError, XrpcError) as exc:
+            log.info("retention in %s after a push failed: %s", ref.name, exc)
+
+    async def _put_manifest(
+        self,
+        ref: RepoRef,
+        user_did: str,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        hold_did: str,
+        all_tags: Sequence[str],
+    ) -> PutResult:
         known = await self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest)
         if known and all_tags:
             seen = await asyncio.gather(
@@ -477,6 +522,13 @@ class Registry:
             )
             for t, known in known_tags.items()
         }
+        try:
+            await self._check_tag_moves(client, ref, digest, first_reads)
+        except BaseException:
+            for read in first_reads.values():
+                read.cancel()
+            await asyncio.gather(*first_reads.values(), return_exceptions=True)
+            raise
         check = asyncio.ensure_future(self._read_slot(client, ref.did, rkey))
         write = asyncio.ensure_future(self._write_tags(client, ref, digest, rkey, first_reads))
         pending: list[asyncio.Future[Any]] = [check, write, *first_reads.values()]
@@ -547,6 +599,7 @@ class Registry:
         # The hold checks the quota and records the layers before anything is written to the
         # PDS: a manifest over quota is refused here, with nothing written (docs/hold.md).
         tag = next(iter(tag_reads), None)  # the hold's body names one tag (ATCR's field)
+        await self._check_tag_moves(client, ref, manifest.digest, tag_reads)  # immutable tags: nothing written yet
         await self._admit_manifest(ref, user_did, hold_did, manifest, tag, planned)
         with _pds_errors():
             rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
@@ -672,6 +725,27 @@ class Registry:
             return None, None
         value = current.get("value")
         return current.get("cid"), value if isinstance(value, dict) else {}
+
+    async def _check_tag_moves(
+        self,
+        client: XrpcClient,
+        ref: RepoRef,
+        digest: str,
+        reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
+    ) -> None:
+        """DENIED when the push would move a tag an `immutableTags` rule protects
+        (appview/policy/). The policy record is read only when some tag would move."""
+        moving: list[tuple[str, str]] = []
+        with _pds_errors():
+            for tag, read in reads.items():
+                _, current = await read  # futures: `_write_tag` awaits the same result again
+                previous = _tag_target(current)
+                if previous is not None and previous != digest:
+                    moving.append((tag, previous))
+        if moving:
+            policy = await read_policy(client, ref.did, ref.repository)
+            for tag, previous in moving:
+                check_move(policy, ref.name, tag, previous, digest)
 
     async def _write_tag(
         self,
@@ -850,6 +924,7 @@ class Registry:
             tag = await self._guard(self.model.tag(ref.did, ref.repository, reference))
             if tag is None:
                 raise ManifestUnknown(detail={"tag": reference})
+            check_delete(await read_policy(client, ref.did, ref.repository), ref.name, [reference])
             await self._delete(client, ref.did, TAG_COLLECTION, tag.rkey)
             return
         digest, _ = await self._digest_for(ref, reference)
@@ -857,6 +932,9 @@ class Registry:
         if entry is None:
             raise ManifestUnknown(detail={"digest": digest})
         tags = await self._guard(self.model.tag_entries(ref.did, ref.repository))
+        pointing = [name for name, t in tags.items() if t.digest == digest]
+        if pointing:
+            check_delete(await read_policy(client, ref.did, ref.repository), ref.name, pointing)
         for t in tags.values():
             if t.digest == digest:
                 await self._delete(client, ref.did, TAG_COLLECTION, t.rkey)

@@ -136,6 +136,17 @@ VALID_RECORDS: dict[str, dict[str, Any]] = {
         "createdAt": NOW,
         "updatedAt": "2025-10-22T08:00:00+02:00",
     },
+    "repo-policy": {
+        "$type": "io.atcr.repo.policy",
+        "repository": "team/app",
+        "immutableTags": ["v*", "release-[0-9]*"],
+        "retention": {
+            "keepNewest": [{"pattern": "build-*", "count": 3}],
+            "untaggedOlderThanDays": 30,
+            "protect": ["v*", "latest"],
+        },
+        "createdAt": NOW,
+    },
     "captain": {
         "$type": "io.atcr.hold.captain",
         "owner": ALICE,
@@ -201,6 +212,7 @@ NSID_OF: dict[str, str] = {
     "star-uri": "io.atcr.sailor.star",
     "star-legacy-object": "io.atcr.sailor.star",
     "repo-page": "io.atcr.repo.page",
+    "repo-policy": "io.atcr.repo.policy",
     "captain": "io.atcr.hold.captain",
     "crew": "io.atcr.hold.crew",
     "layer": "io.atcr.hold.layer",
