@@ -407,7 +407,8 @@ class OciApi:
                         raise
                     size = None
                 if size is None:
-                    served = await proof_blob(self.provenance, repo, digest, head=True)
+                    # Never for a push's "do you have it?": the blob must then go to the hold.
+                    served = None if pushing else await proof_blob(self.provenance, repo, digest, head=True)
                     if served is not None:
                         return served
                     raise BlobUnknown(detail={"digest": digest})

@@ -12,6 +12,7 @@ is a socket that never answers. Everything listens on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -242,8 +243,6 @@ def test_records_written_by_another_appview_verify(
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "c" * 64, "size": 2},
         "layers": [], "annotations": {"n": os.urandom(8).hex()},
     }).encode()
-    import hashlib
-
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     with httpx.Client(timeout=30, trust_env=False) as c:
         blob = c.post(
@@ -465,3 +464,36 @@ def test_changed_record_under_the_tag(registry_stack: RegistryStack, pusher: Pus
     assert result.status is Status.RECORD_CHANGED, result.message
     assert "second" in result.message
     assert verify(registry_stack, f"x/{pusher.handle}/second@{digest}", use_registry=False).status is Status.VERIFIED
+
+
+def test_a_push_still_uploads_the_empty_config_blob(
+    tmp_path: Path, registry_stack: RegistryStack, appview: Service, pusher: Pusher
+) -> None:
+    """The proof artifact's empty config (`{}`) is served to pulls from any repository, but a
+    push's HEAD must not be told "present": the hold would lack the blob the manifest names."""
+    import oras.client
+
+    h = pusher.handle
+    token = asyncio.run(_anonymous_head(appview.url, f"{h}/files", "sha256:" + hashlib.sha256(b"{}").hexdigest()))
+    assert token == 200  # a puller may fetch it from here
+    client = oras.client.OrasClient(hostname=host(appview), insecure=True)
+    client.auth.set_basic_auth(h, pusher.app_password)
+    (tmp_path / "notes.txt").write_text("hello")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        resp = client.push(target=f"{host(appview)}/{h}/files:notes", files=["notes.txt:text/plain"])
+    finally:
+        os.chdir(cwd)
+    assert resp.status_code == 201, resp.text
+    result = verify(registry_stack, f"{host(appview)}/{h}/files:notes")
+    assert result.status is Status.VERIFIED, result.message
+
+
+async def _anonymous_head(base: str, name: str, digest: str) -> int:
+    async with SafeHttpClient(policy=policy_from(True)) as http:
+        reader = RegistryReader(http, base, name, 30)
+        await reader._get("tags/list")  # gets the anonymous token
+        resp = await http.request("HEAD", f"{base}/v2/{name}/blobs/{digest}",
+                                  headers={"Authorization": f"Bearer {reader._token}"})
+        return resp.status_code
