@@ -620,6 +620,8 @@ class Verifier:
         keys = _KeyCache(self, did)
         manifest_rkey_hint: str | None = None
         tag_commit: str | None = None
+        asked = digest
+        target: str | None = None
         if tag is not None:
             tag_proof = await self._find_tag(pds, did, repository, tag, keys, result)
             await keys.check(tag_proof, result)
@@ -639,6 +641,11 @@ class Verifier:
         await keys.check(manifest_proof, result)
         record_digest = record.get("digest")
         if digest is not None and record_digest != digest:
+            if tag is not None and target is None and asked is not None:
+                # The tag names its record only by key: the record says where it points now.
+                raise TagMoved(
+                    f"{repository}:{tag} now points at {manifest_proof.uri}, which holds {record_digest}, not {asked}"
+                )
             if tag is not None and manifest_rkey_hint is not None:
                 raise RecordChanged(
                     f"{repository}:{tag} points at {manifest_proof.uri}, which now holds {record_digest}, not {digest}"

@@ -357,6 +357,16 @@ def test_plc_log_chain_is_checked() -> None:
     check_plc_log(did, [log[0], {**forged[1], "nullified": True}, log[1]])
 
 
+def test_tag_naming_its_record_only_by_key_moved() -> None:
+    """A tag whose AT-URI has a TID rkey and no manifestDigest: where it points is what the record
+    it names holds, so asking for another digest is TAG_MOVED, not a changed record."""
+    records = {f"{MANIFEST}/3lbuzkd4gqs2c": manifest_record(), f"{TAG}/app_1": tag_record(rkey="3lbuzkd4gqs2c")}
+    verifier, _ = verifier_for(records)
+    assert check(verifier, tag="1", digest=DIGEST).status is Status.VERIFIED
+    moved = check(verifier, tag="1", digest="sha256:" + "cd" * 32)
+    assert moved.status is Status.TAG_MOVED, moved.message
+
+
 def test_rotated_key_is_reported_with_its_window() -> None:
     old, new = ec.generate_private_key(ec.SECP256K1()), ec.generate_private_key(ec.SECP256K1())
     rotated_at = T0 + timedelta(days=1)
