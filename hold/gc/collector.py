@@ -41,7 +41,6 @@ from hold.storage.base import BlobInfo, BlobStore, blob_list_key
 log = logging.getLogger("hold.gc")
 
 PAGE = 1000
-DELETE_CONCURRENCY = 16
 LOCK_TTL = 600
 KEEP_RUNS = 20
 REPORT_DIGESTS = 1000  # digests kept in a stored report (the CLI prints all of its own run's)
@@ -173,25 +172,31 @@ class GarbageCollector:
         raw = await self.guard.valkey.lrange(self.guard.k_runs, 0, KEEP_RUNS - 1)
         return [json.loads(x) for x in raw]
 
-    async def _delete(self, digest: str, report: GcReport) -> bool:
+    async def _delete(self, infos: list[BlobInfo], report: GcReport) -> list[BlobInfo]:
+        """Delete condemned blobs from storage; the ones deleted. A failure pardons the blob."""
+        if not infos:
+            return []
         try:
-            await self.store.delete(Digest.parse(digest))
+            failed = set(await self.store.delete_many([b.digest for b in infos]))
         except Exception:
-            log.exception("gc: deleting %s failed; it stays", digest)
-            await self.guard.pardon(digest)
-            report.errors += 1
-            return False
-        self._forget_cached(Digest.parse(digest))
-        await self.index.deleted([digest])
-        await self.guard.deleted(digest)
-        return True
+            log.exception("gc: deleting %d blob(s) failed; they stay", len(infos))
+            failed = {b.digest for b in infos}
+        if failed:
+            report.errors += len(failed)
+            await self.guard.pardon(*(str(d) for d in failed))
+        done = [b for b in infos if b.digest not in failed]
+        for b in done:
+            self._forget_cached(b.digest)
+        names = [str(b.digest) for b in done]
+        await self.index.deleted(names)
+        await self.guard.deleted(*names)
+        return done
 
     async def _run(self, report: GcReport, token: str, grace: int) -> None:
         dry = report.dry_run
         if not dry:
-            for digest in await self.guard.condemned():  # a crashed run's decisions
-                if await self._delete(digest, report):
-                    report.resumed += 1
+            leftovers = [BlobInfo(Digest.parse(d), 0, 0.0) for d in await self.guard.condemned()]
+            report.resumed = len(await self._delete(leftovers, report))  # a crashed run's decisions
         snapshot = self.guard.now()
         records = await self._layer_records()
         by_user: dict[str, list[LayerRef]] = defaultdict(list)
@@ -238,23 +243,18 @@ class GarbageCollector:
         start = "" if dry else (await self.guard.valkey.get(cursor_key) or b"")
         start = start.decode() if isinstance(start, bytes) else str(start)
         passes = [(start, None), ("", start)] if start else [("", None)]
-        sem = asyncio.Semaphore(DELETE_CONCURRENCY)
 
-        async def sweep_one(info: BlobInfo, eff: float) -> None:
-            digest = str(info.digest)
-            async with sem:
-                if dry:
-                    report.deleted.append((digest, info.size))
-                    report.bytes_reclaimed += info.size
-                    report.blobs_deleted += 1
-                    return
-                if not await self.guard.condemn(digest, snapshot):
-                    report.kept_raced += 1
-                    return
-                if await self._delete(digest, report):
-                    report.deleted.append((digest, info.size))
-                    report.bytes_reclaimed += info.size
-                    report.blobs_deleted += 1
+        async def sweep(due: list[BlobInfo]) -> None:
+            if dry:
+                chosen = due
+            else:
+                condemned = set(await self.guard.condemn_many([str(b.digest) for b in due], snapshot))
+                report.kept_raced += len(due) - len(condemned)
+                chosen = await self._delete([b for b in due if str(b.digest) in condemned], report)
+            for b in chosen:
+                report.deleted.append((str(b.digest), b.size))
+                report.bytes_reclaimed += b.size
+                report.blobs_deleted += 1
 
         for first_key, until in passes:
             after = first_key
@@ -280,16 +280,16 @@ class GarbageCollector:
                 names = [str(b.digest) for b in candidates]
                 first = await self.guard.unreferenced_since(names, now, record=not dry)
                 active = await self.guard.active_since(names)
-                due: list[tuple[BlobInfo, float]] = []
+                due: list[BlobInfo] = []
                 for info in candidates:
                     d = str(info.digest)
                     eff = max(first[d], active.get(d, 0.0), min(info.modified, now))
                     if now - eff >= grace:
-                        due.append((info, eff))
+                        due.append(info)
                     else:
                         report.kept_grace += 1
                         still_pending.add(d)
-                await asyncio.gather(*(sweep_one(info, eff) for info, eff in due))
+                await sweep(due)
                 after = blob_list_key(page[-1].digest)
                 if not dry:
                     await self.guard.valkey.set(cursor_key, after, ex=7 * 24 * 3600)

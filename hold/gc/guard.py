@@ -76,12 +76,34 @@ redis.call('HSET', KEYS[3], d, ARGV[3])
 return 1
 """
 
-# KEYS: condemned, deleted, active. ARGV: digest, now, recent cutoff
+# KEYS: leases, active, condemned. ARGV: snapshot time, now, digests... -> the digests condemned
+_CONDEMN_MANY = """
+local now = tonumber(ARGV[2])
+local held = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  local sep = string.find(member, '|', 1, true)
+  if sep then held[string.sub(member, 1, sep - 1)] = true end
+end
+local out = {}
+for i = 3, #ARGV do
+  local d = ARGV[i]
+  local t = redis.call('ZSCORE', KEYS[2], d)
+  if not held[d] and not (t and tonumber(t) >= tonumber(ARGV[1])) then
+    redis.call('HSET', KEYS[3], d, ARGV[2])
+    out[#out + 1] = d
+  end
+end
+return out
+"""
+
+# KEYS: condemned, deleted, active. ARGV: now, recent cutoff, digests...
 _DONE = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[1])
+for i = 3, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
 return 1
 """
 
@@ -117,6 +139,7 @@ class GcGuard:
         self._lease = valkey.register_script(_LEASE)
         self._release = valkey.register_script(_RELEASE)
         self._condemn = valkey.register_script(_CONDEMN)
+        self._condemn_many = valkey.register_script(_CONDEMN_MANY)
         self._done = valkey.register_script(_DONE)
         self._unlock = valkey.register_script(_UNLOCK)
         self._extend = valkey.register_script(_EXTEND)
@@ -179,16 +202,28 @@ class GcGuard:
             )
         )
 
-    async def deleted(self, digest: str) -> None:
-        """The condemned blob is gone from storage: waiting pushes go on."""
+    async def condemn_many(self, digests: list[str], snapshot: float) -> list[str]:
+        """`condemn` for many digests in one step; the ones condemned."""
+        if not digests:
+            return []
+        out = await self._condemn_many(
+            keys=[self.k_leases, self.k_active, self.k_condemned], args=[snapshot, self.now(), *digests]
+        )
+        return [_text(x) for x in out]
+
+    async def deleted(self, *digests: str) -> None:
+        """The condemned blobs are gone from storage: waiting pushes go on."""
+        if not digests:
+            return
         now = self.now()
         await self._done(
-            keys=[self.k_condemned, self.k_deleted, self.k_active], args=[digest, now, now - RECENT_DELETES]
+            keys=[self.k_condemned, self.k_deleted, self.k_active], args=[now, now - RECENT_DELETES, *digests]
         )
 
-    async def pardon(self, digest: str) -> None:
-        """The deletion failed: the blob stays, waiting pushes go on."""
-        await self._valkey.hdel(self.k_condemned, digest)
+    async def pardon(self, *digests: str) -> None:
+        """The deletions failed: the blobs stay, waiting pushes go on."""
+        if digests:
+            await self._valkey.hdel(self.k_condemned, *digests)
 
     async def condemned(self) -> list[str]:
         """Digests a sweep condemned and did not finish (it crashed): the next run deletes them."""

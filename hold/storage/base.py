@@ -126,6 +126,10 @@ class BlobStore(Protocol):
 
     async def delete(self, digest: Digest) -> bool: ...
 
+    async def delete_many(self, digests: Sequence[Digest]) -> list[Digest]:
+        """Delete the blobs (absent ones count as deleted); returns those that could not be."""
+        ...
+
     async def list_blobs(self, *, after: str = "", limit: int = 1000) -> list[BlobInfo]:
         """Up to `limit` stored blobs whose `blob_list_key` sorts after `after`, in that order
         (an empty page: the end). Objects that are not blobs at a content address are skipped."""

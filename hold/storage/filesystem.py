@@ -239,6 +239,24 @@ class FilesystemBlobStore:
 
         return await self.run(remove)
 
+    async def delete_many(self, digests: Sequence[Digest]) -> list[Digest]:
+        def remove_all() -> list[Digest]:
+            failed = []
+            for digest in digests:
+                path = self.blob_file(digest)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    failed.append(digest)
+                    continue
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+            return failed
+
+        return await self.run(remove_all)
+
     async def list_blobs(self, *, after: str = "", limit: int = 1000) -> list[BlobInfo]:
         def walk() -> list[BlobInfo]:
             out: list[BlobInfo] = []

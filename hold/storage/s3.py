@@ -259,6 +259,26 @@ class S3BlobStore:
         await self.run(lambda: self.call("DeleteObject", lambda: self.client.delete_object(Bucket=bucket, Key=key)))
         return True
 
+    async def delete_many(self, digests: Sequence[Digest]) -> list[Digest]:
+        bucket = self.options.bucket
+        by_key = {self.blob_key(d): d for d in digests}
+
+        def remove_all() -> list[Digest]:
+            failed: list[Digest] = []
+            keys = list(by_key)
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys
+                chunk = [{"Key": k} for k in keys[start : start + 1000]]
+                resp = self.call(
+                    "DeleteObjects",
+                    lambda c=chunk: self.client.delete_objects(  # type: ignore[misc]
+                        Bucket=bucket, Delete={"Objects": c, "Quiet": True}
+                    ),
+                )
+                failed += [by_key[str(e["Key"])] for e in resp.get("Errors") or [] if str(e.get("Key")) in by_key]
+            return failed
+
+        return await self.run(remove_all)
+
     async def list_blobs(self, *, after: str = "", limit: int = 1000) -> list[BlobInfo]:
         bucket = self.options.bucket
         prefix = f"{self._prefix}blobs/"

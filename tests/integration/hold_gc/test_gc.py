@@ -6,6 +6,7 @@ a deletion paused after its condemnation), never with sleeps."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -134,22 +135,22 @@ async def test_sweep_first_then_push_is_refused_and_retried(make_world: MakeWorl
 
         store = w.hold.services.store
         condemned, go_on = asyncio.Event(), asyncio.Event()
-        delete = store.delete
+        delete_many = store.delete_many
 
-        async def paused_delete(digest: Digest) -> bool:
-            if str(digest) == digest_of(old.layers[0]):
-                condemned.set()
+        async def paused_delete(digests: Sequence[Digest]) -> list[Digest]:
+            if digest_of(old.layers[0]) in {str(d) for d in digests}:
+                condemned.set()  # the sweep has condemned the blob and is about to delete it
                 await go_on.wait()
-            return await delete(digest)
+            return await delete_many(digests)
 
-        store.delete = paused_delete  # type: ignore[method-assign]
+        store.delete_many = paused_delete  # type: ignore[method-assign]
         sweep = asyncio.create_task(w.run_gc(grace=0))
         await condemned.wait()
         push = asyncio.create_task(w.notify(new))
         go_on.set()
         r = await push
         await sweep
-        store.delete = delete  # type: ignore[method-assign]
+        store.delete_many = delete_many  # type: ignore[method-assign]
         assert r.status_code == 400 and r.json()["error"] == "LayerNotStored", r.text
         await w.push(new)  # the retry uploads the layer again
         assert all([await w.stored(d) for d in new.blob_digests])
