@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -18,6 +20,11 @@ from atcr import httpguard
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
+
+HEADER_TIMEOUT = BODY_TIMEOUT = 0.5
+# Generous on a loaded machine; the refusals' timers are 0.5 s. A refusal that never came would
+# leave `out` empty after `wait` (15 s), so the status code already proves there is no hang.
+SLACK = 10.0
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -43,7 +50,8 @@ class _Server(uvicorn.Server):
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
     before = httpguard.current()
-    httpguard.configure(httpguard.InboundLimits(header_timeout=0.5, body_timeout=0.5, max_header_bytes=8192))
+    httpguard.configure(httpguard.InboundLimits(header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
+                                                max_header_bytes=8192))
     port = free_port()
     srv = _Server(uvicorn.Config(echo, host="127.0.0.1", port=port, http=httpguard.PROTOCOL, log_level="critical",
                                  lifespan="off", interface="asgi3"))
@@ -59,49 +67,87 @@ def server() -> Iterator[int]:
         httpguard.configure(before)
 
 
-def exchange(port: int, data: bytes, *, trickle: list[bytes] | None = None, wait: float = 3.0) -> tuple[bytes, float]:
+def _complete(out: bytes) -> bool:
+    """A whole response with a Content-Length is in (a refusal closes the connection instead)."""
+    head, sep, body = out.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def exchange(
+    port: int, data: bytes, *, trickle: list[bytes] | None = None, gap: float = 0.2, wait: float = 15.0
+) -> tuple[bytes, float, int]:
+    """Send `data`, then the `trickle` pieces `gap` seconds apart, stopping early once the server
+    answers; returns (response, seconds from connecting to the end, trickle pieces sent).
+
+    `wait` (how long a silent server is waited for) only bounds a hang: no result depends on it.
+    """
     started = time.monotonic()
+    sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(data)
             for piece in trickle or []:
-                time.sleep(0.2)
+                readable, _, _ = select.select([sock], [], [], gap)
+                if readable:  # the server answered (or closed): no more pieces
+                    break
                 sock.sendall(piece)
+                sent += 1
         out = b""
         with contextlib.suppress(OSError):
             while chunk := sock.recv(65536):
                 out += chunk
-                if b"\r\n\r\n" in out and (out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello")):
+                if _complete(out):
                     break
-    return out, time.monotonic() - started
+    return out, time.monotonic() - started, sent
 
 
 def test_normal_requests_pass(server: int) -> None:
-    out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello") and took < 0.5
+    # A request held until a timer fired would be answered 408: the 200 proves it was not.
+    out, _, _ = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello")
 
 
 def test_large_headers_get_431(server: int) -> None:
     for request in (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 50_000 + b"\r\n\r\n",
                     b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
                     b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(3000)) + b"\r\n"):
-        out, _ = exchange(server, request)
+        out, _, _ = exchange(server, request)
         assert out.startswith(b"HTTP/1.1 431"), out[:100]
 
 
 def test_idle_slow_headers_and_stalled_bodies_get_408(server: int) -> None:
-    out, took = exchange(server, b"")
-    assert out.startswith(b"HTTP/1.1 408") and 0.4 < took < 1.5
-    out, took = exchange(server, b"GET / HTTP/1.1\r\n", trickle=[b"X-A: 1\r\n"] * 10)
-    assert out.startswith(b"HTTP/1.1 408") and took < 1.5
-    out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
-    assert out.startswith(b"HTTP/1.1 408") and 0.4 < took < 1.5
+    # The timers cannot fire before 0.5 s (the stopwatch starts before connecting): the lower
+    # bounds hold however slow the machine; the upper ones only say "not some other, later cut".
+    out, took, _ = exchange(server, b"")
+    assert out.startswith(b"HTTP/1.1 408") and HEADER_TIMEOUT - 0.1 < took < HEADER_TIMEOUT + SLACK
+    # Headers trickling in (one line every 0.2 s, for 20 s in all) do not extend the 0.5 s header
+    # deadline: the 408 comes while the client is still sending them.
+    pieces = [b"X-A: 1\r\n"] * 100
+    out, took, sent = exchange(server, b"GET / HTTP/1.1\r\n", trickle=pieces)
+    assert out.startswith(b"HTTP/1.1 408") and sent < len(pieces), (out[:100], sent, took)
+    out, took, _ = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
+    assert out.startswith(b"HTTP/1.1 408") and BODY_TIMEOUT - 0.1 < took < BODY_TIMEOUT + SLACK
 
 
 def test_a_slow_but_moving_body_is_not_cut(server: int) -> None:
-    out, took = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nh",
-                         trickle=[b"e", b"l", b"l", b"o"])
-    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello") and took > 0.5
+    # Its own body timeout, ten times the client's 0.2 s pauses (so a busy machine stretching a
+    # pause cannot reach it), and a body that takes longer than that timeout in all.
+    module_limits = httpguard.current()
+    httpguard.configure(dataclasses.replace(module_limits, header_timeout=10.0, body_timeout=2.0))
+    try:
+        body = b"slow-but-moving!"  # 16 bytes, one every 0.2 s: 3 s in all
+        out, took, sent = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n" + body[:1],
+                                   trickle=[bytes([b]) for b in body[1:]])
+    finally:
+        httpguard.configure(module_limits)
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(body), out[:200]
+    assert sent == len(body) - 1 and took > 2.0
 
 
 class _Records(logging.Handler):
@@ -130,9 +176,9 @@ def test_tls_on_the_plain_port_is_answered_and_logged_once(server: int, monkeypa
             with socket.create_connection(("127.0.0.1", server), timeout=5) as raw, pytest.raises(ssl.SSLError):
                 ctx.wrap_socket(raw, server_hostname="localhost")
         hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
-        out, _ = exchange(server, hello)
+        out, _, _ = exchange(server, hello)
         assert out.startswith(b"HTTP/1.1 400"), out
-        out, _ = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        out, _, _ = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         assert out.startswith(b"HTTP/1.1 200")  # plain HTTP still works
     finally:
         for lg, level in zip(loggers, levels, strict=True):
