@@ -7,11 +7,13 @@ Pages (server-rendered Jinja, readable without JavaScript)
   GET  /r/{owner}/{repo...}                a repository (README, tags, stars, pulls, hold)
   GET  /r/{owner}/{repo...}/manifest/{digest}   one manifest (layers, platforms, referrers)
   GET  /r/{owner}/{repo...}/-/edit         the owner's description and icon form
+  GET  /r/{owner}/{repo...}/-/rules        the owner's tag rules (immutable, retention) with a preview
   GET  /r/{owner}/{repo...}/-/delete?tag=|digest=   confirmation before a delete
   GET  /settings                           default hold, crew memberships, devices, sign out
 Writes (POST, CSRF-checked, to the signed-in user's PDS)
   POST /r/{owner}/{repo...}/-/star         star=1|0; JSON answer when asked for (the star button)
   POST /r/{owner}/{repo...}/-/edit         io.atcr.repo.page (multipart: description, icon)
+  POST /r/{owner}/{repo...}/-/rules        io.atcr.repo.policy (do=preview: show what would go, save nothing)
   POST /r/{owner}/{repo...}/-/delete       tag or digest, confirm=yes
   POST /settings/hold                      io.atcr.sailor.profile defaultHold
   GET  /settings/devices/revoke?device_id=   "revoke this device?" (confirmation)
@@ -57,6 +59,7 @@ from appview.web.errors import (
     UiError,
     UpstreamDown,
 )
+from appview.web.rules import RepoRules, RulesForm
 from appview.web.ui import UiService, Viewer
 from appview.web.websession import WebSession
 from atcr.syntax import is_oci_repository
@@ -167,6 +170,7 @@ class WebUi:
     ) -> None:
         self.ui = ui
         self.actions = actions
+        self.rules = RepoRules(actions)
         self.blobs = blobs
         self.auth = auth
         self.devices = devices
@@ -293,7 +297,7 @@ class WebUi:
             page = await self.ui.repo(where.owner, where.repository, viewer)
             return self.render(request, "repo.html", session, page=page,
                                message=_message(request.query_params.get("done")))
-        if where.action not in ("edit", "delete"):
+        if where.action not in ("edit", "delete", "rules"):
             raise PageNotFound()
         if session is None:
             return self._login(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
@@ -302,6 +306,12 @@ class WebUi:
             raise NotOwner()
         if where.action == "edit":
             return self.render(request, "repo_edit.html", session, page=page)
+        if where.action == "rules":
+            owner_viewer = Viewer(session.did, session.handle)
+            policy = await self.rules.load(owner_viewer, where.owner, where.repository)
+            plan = await self.rules.preview(owner_viewer, where.owner, where.repository, policy)
+            return self.render(request, "repo_rules.html", session, page=page, form=RulesForm.of(policy), plan=plan,
+                               previewing=False, message=_message(request.query_params.get("done")))
         tag = request.query_params.get("tag")
         digest = request.query_params.get("digest")
         if not tag and not digest:
@@ -310,11 +320,22 @@ class WebUi:
 
     async def repo_post(self, request: Request[Any, Any, State], rest: str) -> Response[Any]:
         where = parse_repo_path(rest)
-        if where.action not in ("star", "edit", "delete") or where.digest is not None:
+        if where.action not in ("star", "edit", "delete", "rules") or where.digest is not None:
             raise PageNotFound()
         session, form = await self._signed_in(request)
         viewer = Viewer(session.did, session.handle)
         base = f"/r/{where.owner}/{where.repository}"
+        if where.action == "rules":
+            rules_form = RulesForm.from_post(form)
+            policy = rules_form.policy(where.repository)
+            if str(form.get("do") or "") == "preview":  # what these rules would remove, nothing saved
+                page = await self.ui.repo(where.owner, where.repository, viewer)
+                plan = await self.rules.preview(viewer, where.owner, where.repository, policy)
+                return self.render(request, "repo_rules.html", session, page=page, form=rules_form, plan=plan,
+                                   previewing=True, message=None)
+            await self.rules.save(viewer, where.owner, where.repository, policy)
+            return Redirect(path=f"{base}/-/rules?done=rules-saved", status_code=303,
+                            headers={"Cache-Control": "no-store"})
         if where.action == "star":
             on = str(form.get("star", "1")) != "0"
             state = await self.actions.set_star(viewer, where.owner, where.repository, on=on)
@@ -518,6 +539,7 @@ MESSAGES: Final = {
     "hold": "Your default hold was saved. New pushes go there.",
     "revoked": "The device was revoked; its credentials stopped working.",
     "revoke-missing": "That device was already gone.",
+    "rules-saved": "The rules were saved. Pushes follow them from now on.",
 }
 
 

@@ -36,6 +36,7 @@ WRITTEN_COLLECTIONS = (
     "io.atcr.sailor.profile",
     "io.atcr.sailor.star",
     "io.atcr.repo.page",
+    "io.atcr.repo.policy",  # ours (tag rules, docs/records.md); not in ATCR's permission set
 )
 # Blobs the AppView uploads: the exact manifest bytes, and repo-page avatars.
 BLOB_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, "image/png", "image/jpeg", "image/webp")

@@ -114,6 +114,7 @@ def test_default_scope_is_granular() -> None:
         "io.atcr.sailor.profile",
         "io.atcr.sailor.star",
         "io.atcr.repo.page",
+        "io.atcr.repo.policy",
     ):
         assert f"repo:{collection}" in scopes
     assert "blob:application/vnd.oci.image.manifest.v1+json" in scopes
