@@ -219,8 +219,8 @@ class GarbageCollector:
                 recorded.add(r.digest)
                 if u.status == "unknown":
                     kept_unknown.add(r.digest)
-                elif u.status == "ok" and r.manifest in u.manifests:
-                    referenced.add(r.digest)
+                elif not r.manifest or (u.status == "ok" and r.manifest in u.manifests):
+                    referenced.add(r.digest)  # (a record naming no manifest of its user cannot be checked: kept)
                 else:
                     stale.append(r)
             if u.status == "ok":
