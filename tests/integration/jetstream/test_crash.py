@@ -47,24 +47,33 @@ async def test_kill_while_writing_then_restart_keeps_all_500_once(
     svc = _start(tmp_path, env, port)
     writers = [Writer(create_account(pds_network.pds_url, f"crash{i}")) for i in range(ACCOUNTS)]
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not _status(port)["sources"][0]["connected"]:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
 
+        # The last records of each account wait for the kill: however slow the consumer is next
+        # to the writers on a busy machine, the kill lands while records are still being written.
+        killed = asyncio.Event()
+
         async def write(w: Writer) -> None:
-            for _ in range(PER_ACCOUNT):
+            for i in range(PER_ACCOUNT):
+                if i == PER_ACCOUNT - 5:
+                    await killed.wait()
                 digest = new_digest()
                 tag = digest[7:19]
                 await w.put(keys.MANIFEST, keys.manifest_rkey(digest), manifest_record("crash", digest))
                 await w.put(keys.TAG, keys.tag_rkey("crash", tag), tag_record(w.did, "crash", tag, digest))
 
         writing = asyncio.gather(*(write(w) for w in writers))
+        deadline = time.monotonic() + 60
         while _status(port)["events_total"] < 100:
+            assert time.monotonic() < deadline, "the consumer applied fewer than 100 events in 60 s"
             await asyncio.sleep(0.02)
         svc.proc.kill()  # SIGKILL: no shutdown, no final cursor save
         svc.proc.wait(10)
         assert not writing.done(), "the kill should land while records are still being written"
+        killed.set()
         await writing
         svc.stop()
         first_log = svc.logs()
@@ -79,7 +88,7 @@ async def test_kill_while_writing_then_restart_keeps_all_500_once(
                     return False
             return True
 
-        await eventually(complete, timeout=30, interval=0.1)
+        await eventually(complete, timeout=60, interval=0.1)
         for w in writers:
             assert await valkey.hlen(keys.tags(w.did, "crash")) == PER_ACCOUNT
             assert await valkey.hlen(keys.manifests(w.did, "crash")) == PER_ACCOUNT
