@@ -16,9 +16,12 @@ class Pds:
     def __init__(self) -> None:
         self.minted: list[str] = []
         self._n = itertools.count(1)
+        self.answering = asyncio.Event()  # cleared: a mint waits (a PDS that does not answer)
+        self.answering.set()
 
     async def mint(self, user: str, hold: str, lxm: str) -> str:
         await asyncio.sleep(0.01)  # a PDS round trip
+        await self.answering.wait()
         self.minted.append(lxm)
         return f"{lxm}#{next(self._n)}"
 
@@ -27,20 +30,31 @@ def make(pds: Pds) -> HoldClient:
     return HoldClient(cast(Any, None), cast(Any, None), mint=pds.mint)
 
 
+async def minted_ahead(holds: HoldClient) -> None:
+    """Wait until every mint started ahead has finished (not: until some time has passed)."""
+    async with asyncio.timeout(10):
+        while not all(task.done() for _, task in holds._ahead.values()):
+            await asyncio.sleep(0.001)
+
+
 def test_an_upload_never_waits_for_a_mint_after_post() -> None:
     pds = Pds()
 
     async def run() -> list[str]:
         holds = make(pds)
         holds.mint_ahead(USER, HOLD, NSID_INITIATE)  # at POST /blobs/uploads/
-        await asyncio.sleep(0.05)  # the client's first bytes arrive
         used = []
         for lxm in (NSID_INITIATE, NSID_UPLOAD_PART, NSID_UPLOAD_PART, NSID_COMPLETE):
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            used.append((await holds._token(USER, HOLD, lxm))["Authorization"])
-            assert loop.time() - t0 < 0.005, f"{lxm} waited for its PDS"
-            await asyncio.sleep(0.05)  # a part crosses to the hold
+            await minted_ahead(holds)  # the client's first bytes arrive / a part crosses to the hold
+            # From here the PDS does not answer: a call that needed a mint now would never get
+            # its token (no stopwatch: a busy machine can pause any step for milliseconds).
+            pds.answering.clear()
+            try:
+                async with asyncio.timeout(10):
+                    used.append((await holds._token(USER, HOLD, lxm))["Authorization"])
+            except TimeoutError:
+                raise AssertionError(f"{lxm} waited for its PDS") from None
+            pds.answering.set()
         return used
 
     used = asyncio.run(run())
@@ -57,7 +71,7 @@ def test_a_stale_token_minted_ahead_is_not_used(monkeypatch: Any) -> None:
     async def run() -> str:
         holds = make(pds)
         holds.mint_ahead(USER, HOLD, NSID_INITIATE)
-        await asyncio.sleep(0.05)
+        await minted_ahead(holds)
         return (await holds._token(USER, HOLD, NSID_INITIATE))["Authorization"]
 
     assert asyncio.run(run()) == f"Bearer {NSID_INITIATE}#2"
@@ -71,7 +85,7 @@ def test_tokens_minted_ahead_are_bounded(monkeypatch: Any) -> None:
         holds = make(pds)
         for i in range(10):
             holds.mint_ahead(f"did:plc:u{i}", HOLD, NSID_INITIATE)
-        await asyncio.sleep(0.05)
+        await minted_ahead(holds)
         return len(holds._ahead)
 
     assert asyncio.run(run()) == 3
