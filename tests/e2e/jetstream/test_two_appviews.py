@@ -2,9 +2,10 @@
 
 Each service is its own process, as in a deployment. An image pushed with skopeo through
 AppView A shows in AppView B's tags list; then tags written and deleted *straight in the
-PDS* (as any other AppView or client of the user's PDS would) show up and disappear in B
-within 2 s. B has just listed the repository, so its loader treats the collection as fresh
-and does not ask the PDS again for a minute: only the consumer can bring those changes.
+PDS* (as any other AppView or client of the user's PDS would) show up and disappear in B.
+B has just listed the repository, so its loader treats the collection as fresh and does not
+ask the PDS again for a minute: only the consumer can bring those changes (and the test checks
+that B did not list again). The waits only bound a hang; how fast is a benchmark's business.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def _page_shows(url: str, handle: str, repo: str, text: str) -> bool:
     return r.status_code == 200 and f">{text}<" in r.text  # the tag as element text, not a substring
 
 
+# Each of the four waits for a change straight in the PDS: together well inside B's minute of
+# freshness, so B listing the PDS again cannot be what brought the change.
+FRESH_WAIT = 10.0
+
+
 def _within(seconds: float, check: Any) -> float:
     started = time.monotonic()
     while not check():
@@ -135,7 +141,7 @@ def test_push_through_a_appears_on_b_and_direct_pds_changes_arrive_by_the_consum
         ],
         check=True, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert _within(2.0, lambda: _tags(stack.b.url, name) == ["v1"]) < 2.0
+    _within(30.0, lambda: _tags(stack.b.url, name) == ["v1"])
 
     # B has listed the repository just now (fresh for a minute): it does not ask the PDS again.
     digest = str(desc["digest"])
@@ -155,13 +161,12 @@ def test_push_through_a_appears_on_b_and_direct_pds_changes_arrive_by_the_consum
             await writer.aclose()
 
     asyncio.run(direct())
-    took = _within(2.0, lambda: _tags(stack.b.url, name) == ["direct", "v1"])
-    assert took < 2.0
-    assert _within(2.0, lambda: _page_shows(stack.b.url, account.handle, "web", "direct")) < 2.0
+    _within(FRESH_WAIT, lambda: _tags(stack.b.url, name) == ["direct", "v1"])
+    _within(FRESH_WAIT, lambda: _page_shows(stack.b.url, account.handle, "web", "direct"))
 
     asyncio.run(direct(delete=True))
-    assert _within(2.0, lambda: _tags(stack.b.url, name) == ["v1"]) < 2.0
-    assert _within(2.0, lambda: not _page_shows(stack.b.url, account.handle, "web", "direct")) < 2.0
+    _within(FRESH_WAIT, lambda: _tags(stack.b.url, name) == ["v1"])
+    _within(FRESH_WAIT, lambda: not _page_shows(stack.b.url, account.handle, "web", "direct"))
     # Nobody listed the PDS again in between: those two changes came through the consumer.
     assert model.hget(keys.sync(account.did), f"{keys.TAG}|at") == listed_at
     model.close()
@@ -170,7 +175,7 @@ def test_push_through_a_appears_on_b_and_direct_pds_changes_arrive_by_the_consum
     token = _token(stack.a.url, account.handle, password, f"repository:{name}:pull,push,delete")
     r = httpx.delete(f"{stack.a.url}/v2/{name}/manifests/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 202, r.text
-    assert _within(2.0, lambda: _tags(stack.b.url, name) == []) < 2.0
+    _within(30.0, lambda: _tags(stack.b.url, name) == [])
     status = httpx.get(f"{stack.consumer.url}/status", timeout=5).json()
     assert status["sources"][0]["connected"] and status["events_total"] >= 4
     assert "Traceback" not in stack.consumer.logs()
@@ -183,8 +188,8 @@ def test_hold_records_arrive_from_the_holds_own_firehose(stack: Stack, valkey_ur
     hold_did = httpx.get(f"{stack.hold.url}/.well-known/did.json", timeout=10).json()["id"]
     model = SyncValkey.from_url(valkey_url)
     try:
-        _within(10.0, lambda: model.hlen(keys.crew(hold_did)) > 0)
-        _within(10.0, lambda: model.hget(keys.sync(hold_did), f"{keys.CREW}|at") is not None)
+        _within(30.0, lambda: model.hlen(keys.crew(hold_did)) > 0)
+        _within(30.0, lambda: model.hget(keys.sync(hold_did), f"{keys.CREW}|at") is not None)
     finally:
         model.close()
     status = httpx.get(f"{stack.consumer.url}/status", timeout=5).json()
