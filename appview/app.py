@@ -27,6 +27,7 @@ from appview.identity import AppViewIdentity
 from appview.oci.registry import PROFILE_COLLECTION, Registry, now_iso
 from appview.oci.routes import Auth, OciApi
 from appview.oci.uploads import UploadStore
+from appview.policy.schedule import RetentionSchedule
 from appview.ratelimit import Limit, RateLimiter
 from appview.settings import AppViewSettings
 from appview.web.auth_routes import build_sign_in
@@ -161,6 +162,10 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     )
     web_ui.provenance = provenance  # "published by ... (verified)" on manifest pages
 
+    # Retention rules on a schedule for owners with a live session (appview/policy/schedule.py).
+    schedule = RetentionSchedule(valkey, registry, sessions, settings.retention_interval)
+    registry.retention_schedule = schedule
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         restored = await unsent_pulls.restore(valkey, pulls)
@@ -169,9 +174,11 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         pulls.start()
         limiter.start()
         loader.start()
+        schedule.start()
         try:
             yield
         finally:
+            await schedule.stop()
             await pulls.stop()  # the last flush: the hold is still up when the AppView stops first
             await unsent_pulls.save(valkey, pulls)  # what no hold acknowledged waits for the next start
             await limiter.stop()

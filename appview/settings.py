@@ -92,6 +92,12 @@ class AppViewSettings(NetworkSettings):
         "accept an image index (manifest list) naming child manifests the repository does not have; "
         "pulling an absent child answers MANIFEST_UNKNOWN (false: refuse the index with MANIFEST_BLOB_UNKNOWN)",
     )
+    retention_interval: float = setting(
+        3600.0,
+        "ATCR_RETENTION_INTERVAL",
+        "seconds between scheduled runs of repositories' retention rules, for owners with a live session "
+        "(0: only when the owner pushes)",
+    )
     provenance_referrers: str = setting(
         "all",
         "ATCR_PROVENANCE_REFERRERS",

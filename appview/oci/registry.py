@@ -43,6 +43,7 @@ from appview.oci.parts import OutgoingPart, PartSplitter
 from appview.oci.uploads import UploadSession, UploadStore
 from appview.policy import retention
 from appview.policy.rules import RepoPolicy, check_delete, check_move
+from appview.policy.schedule import RetentionSchedule
 from appview.policy.store import read_policy
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
@@ -348,6 +349,7 @@ class Registry:
         self.sessions = sessions
         self.uploads = uploads
         self.default_hold_did = default_hold_did
+        self.retention_schedule: RetentionSchedule | None = None  # set by the app (appview/policy/schedule.py)
 
     # --- names --------------------------------------------------------------------------------
 
@@ -432,13 +434,19 @@ class Registry:
             policy = await rules
             if not policy.has_retention:
                 return
-            await retention.apply(
-                self.model, ref.did, ref.repository, policy,
-                delete_tag=lambda t: self._delete(client, ref.did, TAG_COLLECTION, t.rkey),
-                delete_manifest=lambda digest: self._delete_manifest_records(client, ref, digest),
-            )
+            if self.retention_schedule is not None:
+                await self.retention_schedule.remember(ref.did, ref.repository)
+            await self.apply_retention(ref, client, policy)
         except (RegistryError, NetworkError, XrpcError) as exc:
             log.info("retention in %s after a push failed: %s", ref.name, exc)
+
+    async def apply_retention(self, ref: RepoRef, client: XrpcClient, policy: RepoPolicy) -> retention.RetentionPlan:
+        """Remove what `policy`'s retention says from the repository, with the owner's `client`."""
+        return await retention.apply(
+            self.model, ref.did, ref.repository, policy,
+            delete_tag=lambda t: self._delete(client, ref.did, TAG_COLLECTION, t.rkey),
+            delete_manifest=lambda digest: self._delete_manifest_records(client, ref, digest),
+        )
 
     async def _put_manifest(
         self,

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from appview.policy.rules import ManifestState, RepoPolicy, RetentionPlan, TagState, plan
+
+__all__ = ["RetentionPlan", "apply", "preview"]
 from atcr.readmodel import ManifestEntry, TagEntry
 
 log = logging.getLogger("appview.policy")

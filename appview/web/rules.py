@@ -118,3 +118,6 @@ class RepoRules:
             raise UpstreamDown("Your account's server refused the change. Try again, or sign in again.") from None
         except errors.NetworkError:
             raise UpstreamDown("Your account's server did not answer.") from None
+        schedule = self.actions.registry.retention_schedule
+        if policy.has_retention and schedule is not None:
+            await schedule.remember(did, repository)  # scheduled runs apply it without a push
