@@ -86,6 +86,11 @@ def _hold(name: str, work: Path, env: dict[str, str], *, public: bool, extra: di
     return Hold(service, did, bucket=bucket, s3=s3)
 
 
+# Long enough that "did not wait for the hung hold" is told apart from "a busy machine was slow"
+# with room to spare (it was 1.5 s, against stopwatch bounds of 0.5 s).
+HOLD_TIMEOUT = 10.0
+
+
 @pytest.fixture(scope="module")
 def holds(
     tmp_path_factory: pytest.TempPathFactory, valkey_url: str, pds_network: TestNetwork, s3_endpoint: S3Endpoint
@@ -109,7 +114,7 @@ def holds(
         (work / "av").mkdir()
         appview = start_service(
             "appview", "appview",
-            {**env, **appview_env(work / "av", port, closed.did), "ATCR_HOLD_TIMEOUT": "1.5"},
+            {**env, **appview_env(work / "av", port, closed.did), "ATCR_HOLD_TIMEOUT": str(HOLD_TIMEOUT)},
             work / "av", f"http://127.0.0.1:{port}",
         )
         started.append(appview)
@@ -278,13 +283,17 @@ def test_a_hung_hold_costs_seconds(holds: Holds, tmp_path: Path) -> None:
             r = httpx.get(url, headers=auth, timeout=30)
             timings.append(time.monotonic() - started)
             assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
-        assert max(timings) < 2.0, timings  # ATCR_HOLD_TIMEOUT=1.5
-        # Given up on: the next requests fail fast. One a second may go through as a probe (and
-        # wait out the timeout again); on a stalled machine that could be any one of them.
-        assert sorted(timings[1:])[1] < 0.5, timings
+        # The first waits out the hold timeout (the AppView's 503, not the client's 30 s, ends it).
+        assert timings[0] < HOLD_TIMEOUT + 10, timings
+        # Given up on: the next requests fail fast, i.e. well within the 10 s timeout. One a
+        # second may go through as a probe (and wait it out again); on a stalled machine that
+        # could be any one of them.
+        assert sorted(timings[1:])[1] < HOLD_TIMEOUT / 2, timings
         started = time.monotonic()
         page = httpx.get(f"{holds.appview.url}/r/{sailor.handle}/app", timeout=30)
         assert page.status_code == 200
-        assert time.monotonic() - started < 1.0
+        # The page does not wait for the hung hold either (it gives its status HOLD_WAIT, 0.4 s:
+        # tests/unit/web/test_holdhealth.py).
+        assert time.monotonic() - started < HOLD_TIMEOUT / 2
     finally:
         os.kill(holds.public.service.proc.pid, signal.SIGCONT)

@@ -49,3 +49,23 @@ async def test_down_slow_or_failing_holds_are_unreachable(http: FakeHttp) -> Non
     health = HoldHealth(http, endpoint, timeout=0.05)  # type: ignore[arg-type]
     status = await health.status("did:web:hold.test")
     assert status.reachable is False
+
+
+async def test_a_page_does_not_wait_for_a_hold_status_that_does_not_come() -> None:
+    """A hung hold's status is given up on after HOLD_WAIT and finishes behind the page (the
+    e2e hung-hold test checks the page with a generous stopwatch only)."""
+    from appview.web import ui
+
+    answer = asyncio.Event()
+
+    async def status() -> str:
+        await answer.wait()  # a hold that does not answer (until the test lets it)
+        return "reachable"
+
+    assert ui.HOLD_WAIT < 2.0  # below HoldHealth's own probe timeout
+    assert await ui._within(status(), "unknown") == "unknown"
+    behind = set(ui._behind)
+    assert behind, "the status call goes on behind the page"
+    answer.set()
+    await asyncio.wait_for(asyncio.gather(*behind), 10)
+    assert [t.result() for t in behind] == ["reachable"]
