@@ -17,19 +17,24 @@ from tests.support.stack import appview_env, free_port, network_env, start_servi
 pytestmark = pytest.mark.e2e
 
 
-def _in_one_window(phase: Callable[[], list[int]]) -> list[int]:
+def _in_one_window(phase: Callable[[], list[int]], tries: int = 3) -> list[int]:
     """Run a phase inside one 60 s rate-limit window (counters restart at its boundary).
 
     A phase takes a few seconds; when less than 10 s of the window remain, wait for the next
-    one first, so no request of the phase lands on the other side of a boundary.
+    one first. A busy machine can still make a phase cross a boundary: its statuses then say
+    nothing, and it runs again from the start of a window none of its requests reached (the
+    one after the boundary it crossed into), with the whole minute ahead of it.
     """
     remaining = 60 - time.time() % 60
     if remaining < 10:
         time.sleep(remaining + 0.2)
-    window = int(time.time() // 60)
-    statuses = phase()
-    assert int(time.time() // 60) == window, "phase took longer than expected: it crossed a window boundary"
-    return statuses
+    for _ in range(tries):
+        window = int(time.time() // 60)
+        statuses = phase()
+        if int(time.time() // 60) == window:
+            return statuses
+        time.sleep(60 - time.time() % 60 + 0.2)
+    raise AssertionError(f"the phase crossed a rate-limit window boundary {tries} times")
 
 
 def test_rate_limit_shared_by_two_replicas(tmp_path: Path, registry_stack: RegistryStack, pusher: Pusher) -> None:
