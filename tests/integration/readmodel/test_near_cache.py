@@ -36,7 +36,7 @@ async def started(make_loader: Callable[..., Loader]) -> Loader:
     loader = make_loader(near_ttl=LONG)
     loader.start()
     assert loader.near is not None
-    assert await loader.near.wait_ready(5), "the near cache never subscribed to invalidations"
+    assert await loader.near.wait_ready(WITHIN), "the near cache never subscribed to invalidations"
     return loader
 
 
