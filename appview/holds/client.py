@@ -392,6 +392,13 @@ class HoldClient:
         )
         return out
 
+    async def gc_runs(self, hold_did: str, user_did: str) -> list[dict[str, Any]]:
+        """The hold's last garbage-collection runs (`io.atcr.hold.listGcRuns`: its captain or a
+        crew admin), newest first."""
+        out = self._check(await self._call("GET", hold_did, "io.atcr.hold.listGcRuns", user_did=user_did))
+        runs = out.get("runs") if isinstance(out, dict) else None
+        return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
     async def request_crew(self, hold_did: str, user_did: str) -> dict[str, Any]:
         out: dict[str, Any] = self._check(
             await self._call("POST", hold_did, "io.atcr.hold.requestCrew", user_did=user_did, json_body={})

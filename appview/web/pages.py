@@ -585,6 +585,7 @@ def build_web_ui(
     ui = UiService(
         loader, health, registry_host=urlsplit(settings.base_url).netloc or settings.service,
         default_hold_did=settings.default_hold_did, configs=ConfigPlatforms(valkey, http, holds),
+        gc_runs=holds.gc_runs,
         plain_http=settings.base_url.startswith("http://"),
     )
     discovery = Discovery(

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
@@ -71,6 +71,7 @@ async def _optional(call: Awaitable[T], default: T) -> T:
     except errors.AtcrError:
         return default
 
+GC_RUNS_WAIT: Final = 0.8  # seconds the settings page waits for a hold's GC runs (a PDS token + a hold call)
 PAGE_COLLECTION: Final = "io.atcr.repo.page"
 STAR_COLLECTION: Final = "io.atcr.sailor.star"
 HOME_CARDS: Final = 12
@@ -305,10 +306,42 @@ class HoldChoice:
     is_default: bool
     is_appview_default: bool
     endpoint: str | None = None
+    gc: GcSummary | None = None  # the captain's view of the hold's garbage collection
 
     @property
     def host(self) -> str:
         return hold_host(self.did, self.endpoint)
+
+
+@dataclass(frozen=True)
+class GcSummary:
+    """A hold's garbage-collection runs as its captain sees them on the settings page."""
+
+    runs: int
+    last_finished: float | None
+    last_blobs: int
+    last_bytes: int
+    total_blobs: int
+    total_bytes: int
+
+    @classmethod
+    def of(cls, runs: list[dict[str, Any]]) -> GcSummary:
+        real = [r for r in runs if not r.get("dry_run") and not r.get("skipped")]
+        last = real[0] if real else {}
+
+        def num(r: dict[str, Any], k: str) -> int:
+            v = r.get(k)
+            return int(v) if isinstance(v, int | float) else 0
+
+        finished = last.get("finished_at")
+        return cls(
+            runs=len(real),
+            last_finished=float(finished) if isinstance(finished, int | float) else None,
+            last_blobs=num(last, "blobs_deleted"),
+            last_bytes=num(last, "bytes_reclaimed"),
+            total_blobs=sum(num(r, "blobs_deleted") for r in real),
+            total_bytes=sum(num(r, "bytes_reclaimed") for r in real),
+        )
 
 
 @dataclass(frozen=True)
@@ -437,9 +470,11 @@ class UiService:
         default_hold_did: str,
         configs: ConfigPlatforms | None = None,
         plain_http: bool = False,
+        gc_runs: Callable[[str, str], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.loader = loader
         self.holds = holds
+        self.gc_runs = gc_runs  # HoldClient.gc_runs: (hold DID, captain DID) -> the hold's runs
         self.registry_host = registry_host
         self.default_hold_did = default_hold_did
         self.configs = configs
@@ -846,6 +881,12 @@ class UiService:
         if cap is not None and cap.get("owner") == member:
             role = "captain"
         public = cap.get("public") if cap is not None else None
+        gc = None
+        if role == "captain" and status.reachable and self.gc_runs is not None:
+            try:
+                gc = GcSummary.of(await asyncio.wait_for(self.gc_runs(hold_did, member), GC_RUNS_WAIT))
+            except (errors.AtcrError, TimeoutError) as exc:
+                log.info("gc runs of %s not shown: %s", hold_did, exc)
         return HoldChoice(
             endpoint=status.endpoint,
             did=hold_did,
@@ -856,6 +897,7 @@ class UiService:
             public=public if isinstance(public, bool) else None,
             is_default=hold_did == (current or self.default_hold_did),
             is_appview_default=hold_did == self.default_hold_did,
+            gc=gc,
         )
 
 

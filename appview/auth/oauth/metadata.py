@@ -50,6 +50,7 @@ HOLD_METHODS = (
     "io.atcr.hold.abortUpload",
     "io.atcr.hold.notifyManifest",
     "io.atcr.hold.requestCrew",
+    "io.atcr.hold.listGcRuns",  # the settings page shows a hold's captain its garbage-collection runs
 )
 PERMISSION_SET = "io.atcr.authFullApp"
 
