@@ -76,7 +76,9 @@ def test_atcr_dev_serves_all_three_and_stops_cleanly(tmp_path: Path) -> None:
         rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, rest
     assert "Traceback" not in rest
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30  # they are being stopped: wait for that, not for 0.5 s
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _alive(children) == []
     for port in ports.values():
         with pytest.raises(httpx.ConnectError):

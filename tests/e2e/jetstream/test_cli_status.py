@@ -41,7 +41,7 @@ def test_status_flag_summarizes_the_running_consumer(tmp_path: Path, valkey_url:
         }
         svc = start_service("jetstream", "jetstream", env, tmp_path, f"http://127.0.0.1:{port}")
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while not httpx.get(f"{svc.url}/status", timeout=5).json()["sources"][0]["connected"]:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
