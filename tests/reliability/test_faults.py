@@ -212,7 +212,9 @@ def test_one_users_pds_down(rel: RelStack) -> None:
         t0 = time.monotonic()
         r = client.get(f"{rel.a.url}/v2/{name}/manifests/v1", headers={**bearer(tok), "Accept": OCI_MANIFEST})
         hang_pull = time.monotonic() - t0
-        assert r.status_code == 200 and hang_pull < 1.0
+        # A stale answer is served at once; one that waited for the hanging PDS would take the
+        # 5 s ATCR_CACHE_UPSTREAM_TIMEOUT (and still be 200, stale): 4 s leaves a busy machine room.
+        assert r.status_code == 200 and hang_pull < 4.0, hang_pull
         rel.pds.clear()
 
         # Cut off half-way: the manifest record is written, the tag write fails.

@@ -377,7 +377,9 @@ def test_oversized_headers_and_bodies_are_refused_early(target: tuple[RelStack, 
         out, took = _send_raw(url, head.encode() + b"{" * 1024, read_for=10, first_byte=True)
         status = int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1") else 0
         assert status in (400, 401, 404, 413), (line, out[:300])
-        assert took < 1.5, (line, took)
+        # Refused on the declared length: the status is not a 408, and it came before the stack's
+        # 3 s body timeout (the client sent 1 KiB of the 500 MiB).
+        assert took < 3.0, (line, took)
         refused.append((line.split()[1], status, round(took * 1000)))
     print(f"\n[figure] 200 KB header / 8000 headers -> 431 on AppView and hold; 500 MiB bodies refused early: {refused}")
 
@@ -434,7 +436,9 @@ def test_slow_clients_are_cut_off(target: tuple[RelStack, User, str]) -> None:
         j.join(30)
     cut = {}
     for key, (out, took) in results.items():
-        assert 2.5 <= took < 8, (key, took, out[:200])
+        # Cut by the 3 s limits: not before them, and well before the slowloris trickle (16 s)
+        # or the idle read (15 s) would have ended on their own; the rest is room for a busy machine.
+        assert 2.5 <= took < 12, (key, took, out[:200])
         assert out == b"" or out.startswith(b"HTTP/1.1 408") or out.startswith(b"HTTP/1.1 4"), (key, out[:200])
         cut[key] = round(took, 1)
     assert len(cut) == len(jobs)
