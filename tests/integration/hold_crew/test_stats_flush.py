@@ -154,8 +154,18 @@ async def test_a_cancelled_flush_still_finishes_its_commit(valkey: Any, repo: Re
     """Cancelling the flusher mid-commit must not leave the repo's head behind its database."""
     stats = fresh(valkey, repo)
     await pull_everywhere(stats, 250)
+    # Cancel once a commit is under way (not after 10 ms, when a busy machine may not have
+    # begun the flush yet, or may have finished it).
+    committing = asyncio.Event()
+    apply_writes = repo.apply_writes
+
+    async def observed(*args: Any, **kwargs: Any) -> Any:
+        committing.set()
+        return await apply_writes(*args, **kwargs)
+
+    repo.apply_writes = observed  # type: ignore[method-assign]
     task = asyncio.create_task(stats.run(3600))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(committing.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
