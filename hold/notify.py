@@ -152,6 +152,23 @@ class Notifications:
             )
         return [got for got in found if got is not None]
 
+    async def _config_stored(self, summary: Any) -> None:
+        """The config blob must be stored too when garbage collection runs: a manifest naming a
+        config the collector deleted would be unpullable (LayerNotStored; the client uploads it
+        again). Without a collector the check is skipped, as before."""
+        if self.guard is None:
+            return
+        for digest in _config_digests(summary):
+            try:
+                size = await self._size_of(Digest.parse(digest))
+            except DigestSyntaxError as exc:
+                raise InvalidDigest(f"config {digest[:80]!r}: {exc}") from None
+            except Exception as exc:
+                log.warning("notifyManifest: cannot stat %s: %s", digest, exc)
+                raise StorageUnavailable("cannot check the manifest's config in storage; retry") from None
+            if size is None:
+                raise LayerNotStored(f"the config blob {digest} is not in this hold's storage; upload it first")
+
     async def push(
         self, user: str, repository: str, manifest_digest: str, summary: Any, *, manifest_uri: str | None = None
     ) -> PushResult:
@@ -179,6 +196,7 @@ class Notifications:
         self, user: str, repository: str, summary: Any, mrkey: str, declared: list[LayerRef]
     ) -> PushResult:
         layers = await self._stored_sizes(declared)
+        await self._config_stored(summary)
         index = self._quota.index
         manifest_uri = f"at://{user}/io.atcr.manifest/{mrkey}"
         created = 0

@@ -236,3 +236,20 @@ async def test_gc_runs_here_when_no_hold_is_running(make_world: MakeWorld, drive
     await run_gc(settings, dry_run=False, grace=0, out=out)
     assert "2 blob(s)" in out.getvalue(), out.getvalue()
     assert not (settings.storage_root_dir / Digest.parse(digest_of(image.config)).blob_path).exists()
+
+
+async def test_push_naming_a_collected_config_is_refused(make_world: MakeWorld) -> None:
+    """Configs have no layer record, so notifyManifest checks them in storage too: a manifest
+    whose config the collector deleted is refused (the client uploads it again)."""
+    async with make_world() as w:
+        alice = w.account("alice")
+        old = Image(alice, "app", "old", [blob("layer")], blob("cfg"))
+        await w.push(old)
+        await w.delete(old)
+        await w.run_gc(grace=0)
+        again = Image(alice, "app", "again", [blob("other")], old.config)
+        await w.upload(alice, again.layers[0])
+        r = await w.notify(again)
+        assert r.status_code == 400 and r.json()["error"] == "LayerNotStored" and "config" in r.json()["message"]
+        await w.push(again)  # uploads the config again
+        assert all([await w.stored(d) for d in again.blob_digests])
