@@ -218,9 +218,8 @@ async def test_interrupted_run_is_finished_by_the_next(make_world: MakeWorld) ->
         assert await guard.condemned() == []
 
 
+@pytest.mark.parametrize("driver", ["filesystem"])  # one driver is enough for the CLI's in-process path
 async def test_gc_runs_here_when_no_hold_is_running(make_world: MakeWorld, driver: str) -> None:
-    if driver != "filesystem":
-        pytest.skip("one driver is enough for the CLI's in-process path")
     from io import StringIO
 
     from hold.gc.cli import run_gc
