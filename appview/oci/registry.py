@@ -1052,7 +1052,10 @@ class Registry:
         except InvalidDigest:
             raise DigestInvalid(detail={"digest": digest[:200]}) from None
         key = (ref.did, ref.repository, digest, user_did or "")
-        hit = self._locations.get(key)
+        # A push's question ("does my hold have it?") is always asked of the hold: a remembered
+        # yes for a blob the hold's GC has since deleted would make the client skip the upload
+        # and the manifest be refused. Pulls may use the memory (a redirect is checked anyway).
+        hit = None if only else self._locations.get(key)
         if hit is not None and (prefer is None or hit[0] == prefer):
             return hit
         found = await self._locate(ref, digest, user_did=user_did, prefer=prefer, only=only)

@@ -48,3 +48,33 @@ def test_quota_is_denied_naming_the_hold() -> None:
 def test_an_unknown_refusal_from_an_older_hold_does_not_lose_the_push() -> None:
     admit(HoldError(400, "InvalidRequest", "unknown field manifestUri"))
     admit(None)
+
+
+
+def test_a_push_asks_the_hold_afresh_while_pulls_use_the_remembered_location() -> None:
+    from atcr.ttlcache import TtlCache
+
+    registry = Registry.__new__(Registry)
+    registry._locations = TtlCache(ttl=30.0)
+    asked: list[bool] = []
+    answer: list[tuple[str, int] | None] = [(HOLD, 10)]
+
+    async def locate(ref: Any, digest: str, *, user_did: Any, prefer: Any, only: bool = False) -> Any:
+        asked.append(only)
+        return answer[0]
+
+    registry._locate = locate  # type: ignore[method-assign]
+    ref = RepoRef.__new__(RepoRef)
+    object.__setattr__(ref, "did", "did:plc:user")
+    object.__setattr__(ref, "repository", "app")
+    digest = "sha256:" + "a" * 64
+
+    async def run() -> None:
+        assert await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD) == (HOLD, 10)
+        assert await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD) == (HOLD, 10)
+        assert asked == [False]  # the pull's second question came from memory
+        answer[0] = None  # the hold's GC deleted the blob
+        found = await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True)
+        assert found is None and asked == [False, True]  # the push asked the hold, not the memory
+
+    asyncio.run(run())
