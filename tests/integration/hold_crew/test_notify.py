@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from atcr.identity import did_web_for_url
 from atcr.readmodel.keys import stats_rkey
-from atcr.serviceauth import mint_service_token, multikey_of
+from atcr.serviceauth import mint_service_token
 from tests.integration.hold_crew.conftest import ALICE, APPVIEW, BOB, OWNER, CrewHold, MakeHold
-from tests.support.services import free_port
+from tests.support.didweb import serving_did_web
 
 pytestmark = pytest.mark.integration
 
@@ -241,40 +237,8 @@ async def test_stats_without_valkey_say_why(tmp_path: Any) -> None:
 @pytest.fixture
 def appview_did_web() -> Iterator[tuple[str, ec.EllipticCurvePrivateKey]]:
     """An AppView identity served at http://localhost:<port>/.well-known/did.json."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    port = free_port()
-    did = did_web_for_url(f"http://localhost:{port}")
-    doc = json.dumps({
-        "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"],
-        "id": did,
-        "verificationMethod": [
-            {"id": f"{did}#atproto", "type": "Multikey", "controller": did, "publicKeyMultibase": multikey_of(key)}
-        ],
-        "service": [{"id": "#atcr_appview", "type": "AtcrAppView", "serviceEndpoint": f"http://localhost:{port}"}],
-    }).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/.well-known/did.json":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/did+json")
-            self.send_header("Content-Length", str(len(doc)))
-            self.end_headers()
-            self.wfile.write(doc)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield did, key
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_did_web() as served:
+        yield served
 
 
 async def test_pull_counts_signed_by_the_appview_did_web(
