@@ -74,6 +74,11 @@ async def test_failover_to_the_next_url_and_filter_updates(server: JetstreamServ
 
         await eventually(up)
         assert src.status.url == server.url and src.status.reconnects >= 1
+
+        async def greeted() -> bool:  # the server reads the hello in its own thread, a moment later
+            return bool(server.hellos)
+
+        await eventually(greeted)
         assert server.hellos[-1] == {
             "wantedCollections": ["io.atcr.*"],
             "wantedDids": [],
