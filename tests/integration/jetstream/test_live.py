@@ -15,20 +15,24 @@ from tests.support.jetstream_server import JetstreamServer
 pytestmark = pytest.mark.integration
 
 
-async def _connected(consumer: Any) -> None:
+async def _connected(consumer: Any, server: JetstreamServer | None = None, hellos: int = 0) -> None:
+    """Connected, and (given the server and its hello count before) greeted: with requireHello the
+    server starts a cursorless connection's live stream when it reads the hello, in its own thread."""
+
     async def up() -> bool:
-        return all(s.status.connected for s in consumer.sources)
+        return all(s.status.connected for s in consumer.sources) and (server is None or len(server.hellos) > hellos)
 
     await eventually(up, timeout=30)
 
 
 async def test_push_appears_in_the_model_through_the_live_stream(
-    make_consumer: ConsumerFactory, writer: Writer, valkey: Any
+    make_consumer: ConsumerFactory, writer: Writer, valkey: Any, jetstream_server: JetstreamServer
 ) -> None:
     # Backfill is off, so the live stream is the only way in. How fast it arrives is a figure
     # for a benchmark, not for a shared CI machine: the deadlines here only bound a hang.
+    hellos = len(jetstream_server.hellos)
     consumer = await make_consumer(ATCR_BACKFILL_ENABLED="false")
-    await _connected(consumer)
+    await _connected(consumer, jetstream_server, hellos)
     digest = await writer.push("app", "v1")
 
     async def tagged() -> bool:
@@ -58,8 +62,9 @@ async def test_push_appears_in_the_model_through_the_live_stream(
 async def test_cursor_is_saved_and_resumed_with_rewind(
     make_consumer: ConsumerFactory, writer: Writer, valkey: Any, jetstream_server: JetstreamServer
 ) -> None:
+    hellos = len(jetstream_server.hellos)
     consumer = await make_consumer(ATCR_BACKFILL_ENABLED="false", ATCR_JETSTREAM_REWIND="30")
-    await _connected(consumer)
+    await _connected(consumer, jetstream_server, hellos)
     await writer.push("svc", "a")
 
     async def saved() -> bool:

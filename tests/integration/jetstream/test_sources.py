@@ -153,6 +153,11 @@ async def test_status_and_metrics_endpoints(server: JetstreamServer, valkey_url:
             return consumer.sources[0].status.connected
 
         await eventually(up)
+
+        async def greeted() -> bool:  # live events flow from the server's reading of the hello on
+            return bool(server.hellos)
+
+        await eventually(greeted)
         server.inject(tag(DID, "m"))
 
         async def applied() -> bool:
