@@ -1034,28 +1034,45 @@ class Registry:
         return holds
 
     async def blob_size(
-        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None, pushing: bool = False
+        self,
+        ref: RepoRef,
+        digest: str,
+        *,
+        user_did: str | None,
+        prefer: str | None = None,
+        pushing: bool = False,
+        fresh: bool = False,
     ) -> int | None:
         """The blob's size, or None. `pushing` (the owner asking before an upload, or a
         manifest's reference check) asks the push hold alone: an answer from another hold
-        would let the client skip an upload the manifest's hold then lacks."""
+        would let the client skip an upload the manifest's hold then lacks. `fresh` asks the
+        hold even when the answer is remembered (the owner's HEAD before an upload)."""
         if pushing and user_did:
             prefer = prefer or await self.push_hold(user_did)
-        found = await self.locate_blob(ref, digest, user_did=user_did, prefer=prefer, only=pushing)
+        found = await self.locate_blob(ref, digest, user_did=user_did, prefer=prefer, only=pushing, fresh=fresh)
         return None if found is None else found[1]
 
     async def locate_blob(
-        self, ref: RepoRef, digest: str, *, user_did: str | None, prefer: str | None = None, only: bool = False
+        self,
+        ref: RepoRef,
+        digest: str,
+        *,
+        user_did: str | None,
+        prefer: str | None = None,
+        only: bool = False,
+        fresh: bool = False,
     ) -> tuple[str, int] | None:
         try:
             Digest.parse(digest)
         except InvalidDigest:
             raise DigestInvalid(detail={"digest": digest[:200]}) from None
         key = (ref.did, ref.repository, digest, user_did or "")
-        # A push's question ("does my hold have it?") is always asked of the hold: a remembered
-        # yes for a blob the hold's GC has since deleted would make the client skip the upload
-        # and the manifest be refused. Pulls may use the memory (a redirect is checked anyway).
-        hit = None if only else self._locations.get(key)
+        # The HEAD a client sends before uploading is always asked of the hold: a remembered
+        # yes for a blob the hold's GC has since deleted would make the client skip the upload.
+        # The manifest's reference check may use what that push's own HEADs just learned; a
+        # blob deleted in between is caught by the hold's storage check at notifyManifest
+        # (LayerNotStored, so MANIFEST_BLOB_UNKNOWN and the client's retry uploads it).
+        hit = None if fresh else self._locations.get(key)
         if hit is not None and (prefer is None or hit[0] == prefer):
             return hit
         found = await self._locate(ref, digest, user_did=user_did, prefer=prefer, only=only)

@@ -400,7 +400,7 @@ class OciApi:
                 pushing = bool(claims.subject) and claims.subject == repo.did and claims.allows(name, "push")
                 try:
                     size = await self.registry.blob_size(
-                        repo, digest, user_did=claims.subject or None, pushing=pushing
+                        repo, digest, user_did=claims.subject or None, pushing=pushing, fresh=pushing
                     )
                 except Denied:
                     if not pushing:

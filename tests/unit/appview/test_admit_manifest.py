@@ -51,7 +51,7 @@ def test_an_unknown_refusal_from_an_older_hold_does_not_lose_the_push() -> None:
 
 
 
-def test_a_push_asks_the_hold_afresh_while_pulls_use_the_remembered_location() -> None:
+def test_a_push_head_asks_the_hold_afresh_while_other_lookups_use_the_remembered_location() -> None:
     from atcr.ttlcache import TtlCache
 
     registry = Registry.__new__(Registry)
@@ -59,7 +59,7 @@ def test_a_push_asks_the_hold_afresh_while_pulls_use_the_remembered_location() -
     asked: list[bool] = []
     answer: list[tuple[str, int] | None] = [(HOLD, 10)]
 
-    async def locate(ref: Any, digest: str, *, user_did: Any, prefer: Any, only: bool = False) -> Any:
+    async def locate(ref: Any, digest: str, *, user_did: Any, prefer: Any, only: bool = False) -> Any:  # noqa: ARG001
         asked.append(only)
         return answer[0]
 
@@ -73,8 +73,11 @@ def test_a_push_asks_the_hold_afresh_while_pulls_use_the_remembered_location() -
         assert await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD) == (HOLD, 10)
         assert await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD) == (HOLD, 10)
         assert asked == [False]  # the pull's second question came from memory
+        # A manifest's reference check may use what the push's own HEADs just learned.
+        assert await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True) == (HOLD, 10)
+        assert asked == [False]
         answer[0] = None  # the hold's GC deleted the blob
-        found = await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True)
-        assert found is None and asked == [False, True]  # the push asked the hold, not the memory
+        found = await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True, fresh=True)
+        assert found is None and asked == [False, True]  # the HEAD before an upload asked the hold
 
     asyncio.run(run())
