@@ -64,7 +64,7 @@ class PushHolds:
                     if pinned:
                         return pinned.decode() if isinstance(pinned, bytes) else str(pinned)
             except ValkeyError:
-                pass
+                log.info("could not pin the push hold of %s; this request uses %s unpinned", user_did, chosen)
         return chosen
 
     async def choose(self, user_did: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from atcr import credhelper
 from atcr.identity import did_web_for_url
 from atcr.readmodel.keys import tag_rkey
-from tests.e2e.auth.conftest import ARGS, CHROMIUM, pds_sign_in_and_authorize
+from tests.e2e.auth.conftest import pds_sign_in_and_authorize
 from tests.support.fixtures_stack import Pusher
 from tests.support.ocilayout import Layout
 from tests.support.ui_stack import UiStack, skopeo_push
@@ -30,22 +30,6 @@ PHONE = {"width": 375, "height": 740}
 COMPLETE = re.compile(r"(http://\S+/device\?code=([BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}))")
 SBOM = "application/spdx+json"
 GHOST = "sha256:" + "e" * 64  # a manifest nobody pushed
-
-
-@pytest.fixture
-async def browser():  # type: ignore[no-untyped-def]
-    import shutil
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian chromium is required: apt-get install -y --no-install-recommends chromium")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 def _ghost_tag(pds_url: str, pusher: Pusher, repository: str, tag: str) -> None:

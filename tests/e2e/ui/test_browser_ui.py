@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import expect
 
 from atcr import credhelper
-from tests.e2e.auth.conftest import ARGS, CHROMIUM, pds_sign_in_and_authorize
+from tests.e2e.auth.conftest import pds_sign_in_and_authorize
 from tests.support.fixtures_stack import Pusher
 from tests.support.ui_stack import UiStack, push_image
 
@@ -27,22 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "ui"
 CODE = re.compile(r"\b([BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})\b")
 PHONE = {"width": 375, "height": 740}
-
-
-@pytest.fixture
-async def browser():  # type: ignore[no-untyped-def]
-    import shutil
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian chromium is required: apt-get install -y --no-install-recommends chromium")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_sign_in_push_search_star_edit_and_revoke(browser, ui_stack: UiStack, pusher: Pusher,  # type: ignore[no-untyped-def]
