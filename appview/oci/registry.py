@@ -412,7 +412,7 @@ class Registry:
         client = await self._pds(user_did)
         # Retention runs after a tagged push by the owner; its rules are read meanwhile.
         rules = (
-            asyncio.ensure_future(read_policy(client, ref.did, ref.repository))
+            asyncio.ensure_future(self._retention_rules(client, ref))
             if all_tags and user_did == ref.did
             else None
         )
@@ -427,12 +427,22 @@ class Registry:
             await self._apply_retention(ref, client, rules)
         return result
 
-    async def _apply_retention(self, ref: RepoRef, client: XrpcClient, rules: Awaitable[RepoPolicy]) -> None:
+    async def _retention_rules(self, client: XrpcClient, ref: RepoRef) -> RepoPolicy | None:
+        """The repository's rules, or None where it has none to our knowledge and they were
+        looked at recently (appview/policy/schedule.py: a re-tag reads nothing at the PDS)."""
+        schedule = self.retention_schedule
+        if schedule is not None and not await schedule.may_have_retention(ref.did, ref.repository):
+            return None
+        return await read_policy(client, ref.did, ref.repository)
+
+    async def _apply_retention(
+        self, ref: RepoRef, client: XrpcClient, rules: Awaitable[RepoPolicy | None]
+    ) -> None:
         """The repository's retention rules after a push (appview/policy/retention.py). The push
         has succeeded: a failure here is logged, and the next push or run tries again."""
         try:
             policy = await rules
-            if not policy.has_retention:
+            if policy is None or not policy.has_retention:
                 return
             if self.retention_schedule is not None:
                 await self.retention_schedule.remember(ref.did, ref.repository)

@@ -6,12 +6,21 @@ Valkey (``av:retention:repos``). Every ``ATCR_RETENTION_INTERVAL`` seconds one A
 client on their PDS (no session: skipped until they sign in or push again), the rules are read
 there (no retention any more: forgotten), and `Registry.apply_retention` removes what they say.
 So `untaggedOlderThanDays` takes effect without a push.
+
+A push reads the rules only where they may exist (`may_have_retention`): a remembered
+repository, or one whose rules were not looked at in the last ``PROBE_SECONDS``. A re-tag of a
+repository without retention then costs no PDS read (a read that competes with the tag write at
+the PDS). Rules written by our rules page are remembered at once; rules another tool writes take
+effect on the first push after the probe lapses, or at the latest one probe later. Skipping a
+retention pass never removes anything, so a stale "no rules" answer is safe.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
+
+from valkey.exceptions import ValkeyError
 
 from appview.errors import RegistryError
 from appview.policy.store import read_policy
@@ -26,6 +35,8 @@ log = logging.getLogger("appview.policy")
 
 REPOS_KEY = "av:retention:repos"
 LOCK_KEY = "av:retention:lock"
+PROBE_PREFIX = "av:retention:probe:"
+PROBE_SECONDS = 300
 
 
 class Sessions(Protocol):
@@ -42,6 +53,19 @@ class RetentionSchedule:
 
     async def remember(self, did: str, repository: str) -> None:
         await self._valkey.sadd(REPOS_KEY, f"{did}|{repository}")
+
+    async def may_have_retention(self, did: str, repository: str) -> bool:
+        """Whether a push to the repository should read its rules (see the module docstring)."""
+        member = f"{did}|{repository}"
+        try:
+            async with self._valkey.pipeline(transaction=False) as pipe:
+                pipe.sismember(REPOS_KEY, member)
+                pipe.set(PROBE_PREFIX + member, b"1", nx=True, ex=PROBE_SECONDS)
+                remembered, probe = await pipe.execute()
+        except (ValkeyError, OSError) as exc:
+            log.debug("retention probe for %s unavailable (%s): reading the rules", member, exc)
+            return True
+        return bool(remembered) or bool(probe)
 
     async def run_once(self) -> int:
         """One pass over the remembered repositories; how many had their rules applied."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from appview.policy.rules import RepoPolicy
-from appview.policy.schedule import LOCK_KEY, REPOS_KEY, RetentionSchedule
+from appview.policy.schedule import LOCK_KEY, PROBE_PREFIX, PROBE_SECONDS, REPOS_KEY, RetentionSchedule
 from atcr.errors import RecordNotFound
 
 pytestmark = pytest.mark.integration
@@ -61,3 +61,18 @@ async def test_scheduled_runs(valkey: Any) -> None:
     assert await schedule.run_once() == 0  # another run within the interval (any replica) does nothing
     await valkey.delete(LOCK_KEY)
     assert await schedule.run_once() == 1
+
+
+async def test_push_reads_rules_only_where_they_may_exist(valkey: Any) -> None:
+    """A re-tag of a repository without retention reads no rules at the PDS once they were
+    looked at; a remembered repository (rules page save, or a push that found rules) always
+    has them read; a probe that lapsed reads them again (rules another tool wrote)."""
+    schedule = RetentionSchedule(valkey, FakeRegistry(), FakeSessions({}), 60)  # type: ignore[arg-type]
+    assert await schedule.may_have_retention("did:plc:carol", "plain") is True  # never looked at
+    assert await schedule.may_have_retention("did:plc:carol", "plain") is False  # looked at: skip
+    await schedule.remember("did:plc:carol", "kept")
+    for _ in range(2):
+        assert await schedule.may_have_retention("did:plc:carol", "kept") is True
+    await valkey.delete(PROBE_PREFIX + "did:plc:carol|plain")  # the probe lapsed
+    assert await schedule.may_have_retention("did:plc:carol", "plain") is True
+    assert 0 < await valkey.ttl(PROBE_PREFIX + "did:plc:carol|plain") <= PROBE_SECONDS
