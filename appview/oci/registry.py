@@ -468,11 +468,12 @@ class Registry:
         hold_did: str,
         all_tags: Sequence[str],
     ) -> PutResult:
-        known = await self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest)
+        # What the model knows of the manifest and of every tag, in one round of reads.
+        known, seen = await asyncio.gather(
+            self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest),
+            asyncio.gather(*(self.model.peek(ref.did, ref.repository, manifest.digest, t) for t in all_tags)),
+        )
         if known and all_tags:
-            seen = await asyncio.gather(
-                *(self.model.peek(ref.did, ref.repository, manifest.digest, t) for t in all_tags)
-            )
             kept = _kept_record(seen[0][0], known, ref, raw, manifest, hold_did)
             if kept is not None:
                 known_tags = {t: found[1] for t, found in zip(all_tags, seen, strict=True)}
