@@ -29,7 +29,7 @@ def match_version(version: str, kind: str, events: tuple[tuple[str, str], ...], 
     order_scheme = "SEMVER" if kind == "SEMVER" and scheme != "Go" else scheme
     installed = versions.key(order_scheme, version)
     limits = [v for k, v in events if k == "limit" and v != "*"]
-    if limits and all(installed >= versions.key(order_scheme, v) for v in limits):
+    if limits and not any(installed < versions.key(order_scheme, v) for v in limits):
         return False, None
 
     def sort_key(event: tuple[str, str]) -> tuple[int, object, int]:
@@ -42,15 +42,15 @@ def match_version(version: str, kind: str, events: tuple[tuple[str, str], ...], 
     fixed_in: str | None = None
     for kind_, value in sorted((e for e in events if e[0] != "limit"), key=sort_key):
         if kind_ == "introduced":
-            if value == "0" or versions.key(order_scheme, value) <= installed:
+            if value == "0" or not installed < versions.key(order_scheme, value):
                 affected = True
                 fixed_in = None
         elif kind_ == "fixed":
-            if versions.key(order_scheme, value) <= installed:
+            if not installed < versions.key(order_scheme, value):
                 affected = False
             elif affected and fixed_in is None:
                 fixed_in = value
-        elif kind_ == "last_affected" and installed > versions.key(order_scheme, value):
+        elif kind_ == "last_affected" and versions.key(order_scheme, value) < installed:
             affected = False
     return affected, (fixed_in if affected else None)
 
@@ -67,7 +67,7 @@ class _Key:
         return bool(self.value < other.value)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Key) and bool(self.value == other.value)
+        return isinstance(other, _Key) and not self.value < other.value and not other.value < self.value
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -1,9 +1,11 @@
 """Version order per ecosystem, from maintained implementations.
 
 dpkg order comes from python-debian (the Debian project's own Python implementation of
-`dpkg --compare-versions`), PEP 440 from `packaging`, and apk, rpm, semver and Maven from
-`univers` (nexB's collection used by VulnerableCode). Only the dispatch on the OSV ecosystem
-name and the normalisation of Go's `v`/`go` prefixes are written here.
+`dpkg --compare-versions`), PEP 440 from `packaging`, and rpm, semver and Maven from
+`univers` (nexB's collection used by VulnerableCode). apk order is written here
+(apkversion.py says why), as are the dispatch on the OSV ecosystem name and the normalisation
+of Go's `v`/`go` prefixes. Callers use only `<` and `==` on keys: some univers classes derive
+`<=` from their fields rather than from `<`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import packaging.version
 from debian.debian_support import Version as DebianVersion
 from univers import versions as uv
 
+from scanner.analysis.apkversion import apk_key
+
 
 class Comparable(Protocol):
     def __lt__(self, other: Any, /) -> bool: ...
-    def __le__(self, other: Any, /) -> bool: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
@@ -53,7 +56,7 @@ def _parse(scheme: str, version: str) -> Comparable:
     if scheme == "PyPI":
         return packaging.version.Version(version)
     if scheme == "Alpine":
-        return uv.AlpineLinuxVersion(version)
+        return apk_key(version)
     if scheme in ("Red Hat", "Rocky Linux", "AlmaLinux", "openSUSE", "SUSE", "Mageia", "openEuler"):
         return uv.RpmVersion(version)
     if scheme == "Maven":
