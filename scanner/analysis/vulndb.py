@@ -16,7 +16,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +51,11 @@ class Vuln:
         return self._rating
 
 
-@dataclass(frozen=True)
+@dataclass
 class Range:
     kind: str  # ECOSYSTEM or SEMVER
     events: tuple[tuple[str, str], ...]  # (introduced|fixed|last_affected|limit, version)
+    compiled: object = field(default=None, compare=False, repr=False)  # matching's parsed form, on first use
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,78 @@ def test_maven_qualifiers(v: str, n: int) -> None:
 def test_unknown_ecosystem_has_no_order() -> None:
     with pytest.raises(versions.UnorderedVersion):
         versions.key("Hackage", "1.0")
+
+
+# --- the tuple keys (sortkeys.py) order exactly as the maintained libraries do ----------------------
+
+from debian.debian_support import version_compare as debian_compare  # noqa: E402
+from univers.versions import RpmVersion, SemverVersion  # noqa: E402
+
+from scanner.analysis import sortkeys  # noqa: E402
+
+
+def _sign(a: object, b: object) -> int:
+    return (b < a) - (a < b)  # type: ignore[operator]
+
+
+dpkg_upstream = st.builds(
+    lambda head, tail: head + tail,
+    st.text(alphabet="0123456789", min_size=1, max_size=3),
+    st.text(alphabet="0123456789abzAZ.+~", max_size=8),
+)
+dpkg_revision = st.text(alphabet="0123456789abz.+~", min_size=1, max_size=6)
+dpkg_version = st.builds(
+    lambda epoch, upstream, revision: (
+        (f"{epoch}:" if epoch is not None else "") + upstream + (f"-{revision}" if revision else "")
+    ),
+    st.none() | st.integers(0, 3),
+    dpkg_upstream,
+    st.none() | dpkg_revision,
+)
+
+
+@settings(max_examples=150)  # each is checked against the library on every run
+@given(dpkg_version, dpkg_version)
+def test_dpkg_key_orders_as_python_debian(a: str, b: str) -> None:
+    expected = debian_compare(a, b)
+    assert _sign(sortkeys.dpkg_key(a), sortkeys.dpkg_key(b)) == (expected > 0) - (expected < 0)
+
+
+rpm_part = st.text(alphabet="0123456789abAB.~^_", min_size=1, max_size=8).filter(lambda s: any(c.isalnum() for c in s))
+rpm_evr = st.builds(
+    lambda epoch, version, release: (
+        (f"{epoch}:" if epoch is not None else "") + version + (f"-{release}" if release else "")
+    ),
+    st.none() | st.integers(0, 3),
+    rpm_part,
+    st.none() | rpm_part,
+)
+
+
+@settings(max_examples=150)  # each is checked against the library on every run
+@given(rpm_evr, rpm_evr)
+def test_rpm_key_orders_as_univers(a: str, b: str) -> None:
+    assert _sign(sortkeys.rpm_key(a), sortkeys.rpm_key(b)) == _sign(RpmVersion(a), RpmVersion(b))
+
+
+identifier = st.from_regex(r"\A(0|[1-9][0-9]{0,2}|[a-z][a-z0-9-]{0,3})\Z")
+semver_version = st.builds(
+    lambda core, pre, build: (
+        ".".join(map(str, core)) + (f"-{'.'.join(pre)}" if pre else "") + (f"+{build}" if build else "")
+    ),
+    st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(0, 20)),
+    st.lists(identifier, max_size=3),
+    st.none() | st.sampled_from(["build.1", "sha.abc"]),
+)
+
+
+@settings(max_examples=150)  # each is checked against the library on every run
+@given(semver_version, semver_version)
+def test_semver_key_orders_as_univers(a: str, b: str) -> None:
+    assert _sign(sortkeys.semver_key(a), sortkeys.semver_key(b)) == _sign(SemverVersion(a), SemverVersion(b))
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "1.0 2", "1:", ":1.0"])
+def test_dpkg_key_rejects_what_dpkg_rejects(bad: str) -> None:
+    with pytest.raises(ValueError):
+        sortkeys.dpkg_key(bad)
