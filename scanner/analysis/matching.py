@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cmp_to_key
-
-from packageurl import PackageURL
+from urllib.parse import parse_qs
 
 from scanner.analysis import versions
 from scanner.analysis.model import Finding, Package
@@ -125,13 +124,10 @@ def lookup_identity(package: Package) -> tuple[str, str]:
 
 def _source_version(package: Package) -> str | None:
     """The source version dpkg recorded (`Source: name (version)`), carried in the purl's `upstream`."""
-    try:
-        qualifiers = PackageURL.from_string(package.purl).qualifiers
-    except ValueError:
-        return None
-    value = qualifiers.get("upstream") if isinstance(qualifiers, dict) else None
-    if isinstance(value, str) and "@" in value:
-        return value.split("@", 1)[1]
+    _, _, query = package.purl.partition("?")
+    upstream = parse_qs(query.partition("#")[0]).get("upstream")
+    if upstream and "@" in upstream[0]:
+        return upstream[0].split("@", 1)[1]
     return None
 
 

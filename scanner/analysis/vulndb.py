@@ -58,7 +58,7 @@ class Range:
     compiled: object = field(default=None, compare=False, repr=False)  # matching's parsed form, on first use
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Affected:
     """One `affected[]` entry of a record: the package's ranges and explicit versions."""
 
@@ -68,11 +68,14 @@ class Affected:
     versions: frozenset[str]
     severities: tuple[Mapping[str, Any], ...]
     specific: tuple[Mapping[str, Any] | None, ...]
+    _rating: Severity | None = None
 
     def rating(self) -> Severity:
         """This entry's own severity when it has one (OSV allows it per package), else the record's."""
-        own = severity.rate(self.severities, self.specific)
-        return own if own != "unknown" else self.vuln.rating()
+        if self._rating is None:
+            own = severity.rate(self.severities, self.specific) if self.severities or any(self.specific) else "unknown"
+            self._rating = own if own != "unknown" else self.vuln.rating()
+        return self._rating
 
 
 def ecosystem_key(ecosystem: str) -> str:
