@@ -41,6 +41,10 @@ MiB = 1 << 20
 
 
 def rss_mib() -> float:
+    """Peak RSS of this process image (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -32,7 +32,7 @@ from scanner.analysis import gobuild, java
 from scanner.analysis.errors import AnalysisError, LayerError
 from scanner.analysis.model import Package
 
-Kind = Literal["os-release", "dpkg", "apk", "rpmdb", "python", "npm", "go", "jar"]
+Kind = Literal["os-release", "dpkg", "apk", "rpmdb", "python", "python-egg-file", "npm", "go", "jar"]
 
 _CHUNK = 1 << 20
 # Bounds on what is kept in memory from one file: a dpkg status of a large image is a few MiB.
@@ -67,6 +67,8 @@ def classify(path: str) -> Kind | None:
         return "rpmdb"
     if (base == "METADATA" and head.endswith(".dist-info")) or (base == "PKG-INFO" and head.endswith(".egg-info")):
         return "python"
+    if base.endswith(".egg-info") and "-packages/" in path:
+        return "python-egg-file"  # distutils' single-file egg-info, same headers as PKG-INFO
     if base == "package.json" and _is_node_module_dir(head):
         return "npm"
     if base.endswith((".jar", ".war", ".ear")):
