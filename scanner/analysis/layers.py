@@ -109,7 +109,7 @@ def _open_layer(path: Path) -> Iterator[IO[bytes]]:
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield cast(IO[bytes], gz)
         elif magic == b"\x28\xb5\x2f\xfd":
-            with zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK) as zst:
+            with zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK, read_across_frames=True) as zst:
                 yield cast(IO[bytes], zst)
         else:
             yield raw
