@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import cvss
@@ -34,6 +35,7 @@ def from_score(score: float) -> Severity:
     return "low"
 
 
+@lru_cache(maxsize=16384)  # real databases repeat a few thousand distinct vectors; scoring one is ~100 us
 def _vector_rating(kind: str, vector: str) -> Severity | None:
     try:
         if kind == "CVSS_V4":
