@@ -1,8 +1,9 @@
 """Vulnerability data in the OSV schema, indexed by (ecosystem, package name).
 
-Sources: a directory of OSV JSON files (searched recursively), a zip in the layout of osv.dev's
-`all.zip` exports (one `<ID>.json` per record), or an http(s) URL of such a zip, fetched through
-the SSRF-guarded client. Only what matching needs is kept per record; withdrawn records are
+Sources: a zip in the layout of osv.dev's `all.zip` exports (one `<ID>.json` per record), a
+directory searched recursively for OSV JSON files and such zips (e.g. `Debian/all.zip` and
+`PyPI/all.zip` side by side), or an http(s) URL of a zip, fetched through the SSRF-guarded
+client. Only what matching needs is kept per record; withdrawn records are
 dropped at load. `version` is a hash of every record's name and bytes, so it changes exactly
 when the content changes and holds can re-queue scans on it.
 """
@@ -166,19 +167,26 @@ class VulnDB:
         path = Path(source)
         db = cls()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*.json") if p.is_file())
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".zip"))
             for file in files:
-                db.add(file.relative_to(path).as_posix(), file.read_bytes())
+                relative = file.relative_to(path).as_posix()
+                if file.suffix == ".zip":
+                    db._add_zip(file, prefix=relative + "/")
+                else:
+                    db.add(relative, file.read_bytes())
         elif path.is_file():
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    for name, data in _zip_records(archive):
-                        db.add(name, data)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise VulnDBError(f"{path}: not a readable zip of OSV records: {exc}") from None
+            db._add_zip(path, prefix="")
         else:
             raise VulnDBError(f"{source}: no such directory or file")
         return db
+
+    def _add_zip(self, path: Path, *, prefix: str) -> None:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for name, data in _zip_records(archive):
+                    self.add(prefix + name, data)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise VulnDBError(f"{path}: not a readable zip of OSV records: {exc}") from None
 
     def add(self, name: str, data: bytes) -> None:
         """Add one OSV record (`name` is its file name, part of the version hash)."""

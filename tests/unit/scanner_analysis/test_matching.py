@@ -186,3 +186,22 @@ def test_zip_entries_that_are_not_records_are_ignored(tmp_path: Path) -> None:
         )
     db = VulnDB.load(path)
     assert db.records == 1 and db.skipped == 0
+
+
+def test_a_directory_of_per_ecosystem_zips_and_loose_records(tmp_path: Path) -> None:
+    (tmp_path / "db" / "Debian").mkdir(parents=True)
+    (tmp_path / "db" / "PyPI").mkdir()
+    ib.write_osv_zip(
+        tmp_path / "db" / "Debian" / "all.zip", [ib.osv("DSA-1", "Debian:12", "bash", [{"introduced": "0"}])]
+    )
+    ib.write_osv_zip(tmp_path / "db" / "PyPI" / "all.zip", [ib.osv("PYSEC-1", "PyPI", "six", [{"introduced": "0"}])])
+    ib.write_osv_dir(
+        tmp_path / "db" / "local", [ib.osv("LOCAL-1", "npm", "a", [{"introduced": "0"}], range_type="SEMVER")]
+    )
+    db = VulnDB.load(tmp_path / "db")
+    assert db.records == 3
+    assert [f.id for f in findings_for(_pkg("bash", "5.2.15-2", "Debian:12"), db)] == ["DSA-1"]
+    assert [f.id for f in findings_for(_pkg("six", "1.0", "PyPI"), db)] == ["PYSEC-1"]
+    (tmp_path / "db" / "PyPI" / "all.zip").write_bytes(b"corrupt")
+    with pytest.raises(VulnDBError, match="all.zip"):
+        VulnDB.load(tmp_path / "db")
