@@ -154,12 +154,14 @@ class LayerIndex:
                 if base.startswith(_WHITEOUT):
                     deleted.append(posixpath.join(head, base[len(_WHITEOUT) :]))
                     continue
-                replaced.add(path)
+                if path in self.files:
+                    replaced.add(path)  # only paths already captured: the set stays small
+                previous = added.pop(path, None)
+                if previous is not None and previous.spill is not None:
+                    previous.spill.unlink(missing_ok=True)
                 captured = self._capture(tar, member, path)
                 if captured is not None:
                     added[path] = captured
-                else:
-                    added.pop(path, None)
         for path in deleted:
             self._drop(partial(_at_or_under, path))
         for directory in opaque:
