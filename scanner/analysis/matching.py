@@ -53,6 +53,11 @@ def _step_order(a: Step, b: Step) -> int:
 def compile_range(kind: str, events: tuple[tuple[str, str], ...], scheme: str) -> CompiledRange:
     """Parse and sort a range's events; raises versions.UnorderedVersion if one does not parse."""
     order = _order_scheme(kind, scheme)
+    if len(events) == 2 and events[0] == ("introduced", "0") and events[1][0] in ("fixed", "last_affected"):
+        # most records: affected from the start until one fix; nothing to sort
+        return CompiledRange(
+            (("introduced", None, "0"), (events[1][0], versions.key(order, events[1][1]), events[1][1])), ()
+        )
     limits = tuple(versions.key(order, v) for k, v in events if k == "limit" and v != "*")
     steps: list[Step] = []
     for event, value in events:
