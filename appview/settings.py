@@ -152,8 +152,45 @@ class AppViewSettings(NetworkSettings):
         "(empty: holds only)",
     )
 
+    # --- webhooks (docs/webhooks.md) ---
+    webhook_worker: bool = setting(
+        True, "ATCR_WEBHOOK_WORKER", "deliver queued webhook events from this process (replicas share the queue)"
+    )
+    webhook_allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "ATCR_WEBHOOK_ALLOWED_HOSTS",
+        "comma-separated host or host:port webhook URLs may name even when private (an internal receiver); "
+        "every other private address is refused (ATCR_ALLOW_PRIVATE_NETWORKS does not apply to webhooks)",
+    )
+    webhook_retry_base: float = setting(
+        30.0,
+        "ATCR_WEBHOOK_RETRY_BASE",
+        "seconds before a failed delivery's first retry; doubled per retry, capped at 1 h",
+    )
+    webhook_max_age: float = setting(
+        86400.0,
+        "ATCR_WEBHOOK_MAX_AGE",
+        "seconds a delivery is retried before it is dropped and the webhook marked failing",
+    )
+    webhook_timeout: float = setting(10.0, "ATCR_WEBHOOK_TIMEOUT", "seconds a receiver has to answer a delivery")
+    webhook_lease: float = setting(
+        60.0,
+        "ATCR_WEBHOOK_LEASE",
+        "seconds a claimed delivery stays invisible to other workers; a worker that dies holding it delays it "
+        "this long",
+    )
+
     def validate(self) -> None:
         super().validate()
+        for env, value in (
+            ("ATCR_WEBHOOK_RETRY_BASE", self.webhook_retry_base),
+            ("ATCR_WEBHOOK_MAX_AGE", self.webhook_max_age),
+            ("ATCR_WEBHOOK_TIMEOUT", self.webhook_timeout),
+            ("ATCR_WEBHOOK_LEASE", self.webhook_lease),
+        ):
+            check_positive(env, value)
+        if self.webhook_lease <= self.webhook_timeout:
+            raise ConfigError("ATCR_WEBHOOK_LEASE: must be longer than ATCR_WEBHOOK_TIMEOUT")
         check_addr("ATCR_HTTP_ADDR", self.http_addr)
         check_url("ATCR_BASE_URL", self.base_url)
         if not self.default_hold_did:

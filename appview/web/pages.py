@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from appview.settings import AppViewSettings
     from appview.web.auth_routes import AuthWeb, SignIn
     from appview.web.discovery import Discovery
+    from appview.webhooks.service import WebhookService
     from atcr.http import SafeHttpClient
 
 log = logging.getLogger("appview.web.pages")
@@ -156,6 +157,7 @@ class WebUi:
     """The UI routes; construct with the services, mount `handlers()`."""
 
     provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
+    webhooks: WebhookService | None = None  # set by create_app: the webhook settings page
 
     def __init__(
         self,
@@ -503,8 +505,13 @@ class WebUi:
         def static(request: Request[Any, Any, State], name: str) -> Response[Any]:
             return web.static(request, name)
 
+        extra: list[Any] = []
+        if web.webhooks is not None:
+            from appview.web.webhooks_page import WebhooksPage
+
+            extra = WebhooksPage(web, web.webhooks).handlers()
         return [home, search, user, repo, repo_action, settings, settings_hold, settings_revoke_confirm,
-                settings_revoke, favicon, image, static]
+                settings_revoke, favicon, image, static, *extra]
 
 
 def _back_to(request: Request[Any, Any, State]) -> str:
