@@ -24,6 +24,7 @@ from hold.routes_stats import stats_routes
 from hold.routes_upload import upload_routes
 from hold.service import HoldServices
 from hold.settings import HoldSettings
+from hold.userdata import userdata_routes
 from hold.xrpc import exception_handlers
 
 
@@ -77,6 +78,7 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
             stats_routes(services, ledger),
             repo.routes(services.identity.did_document),
             gc.routes(services),
+            userdata_routes(services, ledger),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
