@@ -172,6 +172,16 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     registry.events = webhooks.events  # push, tag and delete events are queued, never delivered inline
     web_ui.webhooks = webhooks.service
 
+    from appview.userdata.page import UserDataPage
+    from appview.userdata.service import UserDataService
+
+    userdata = UserDataService(
+        valkey, loader, holds, devices=sign_in.devices, web_sessions=sign_in.web.web_sessions, pds_sessions=sessions,
+        webhooks=webhooks.store, default_hold_did=settings.default_hold_did,
+        registry_host=webhooks.events.registry_host,
+    )
+    userdata_page = UserDataPage(web_ui, userdata, recent_auth=settings.recent_auth_seconds)
+
     # Retention rules on a schedule for owners with a live session (appview/policy/schedule.py).
     schedule = RetentionSchedule(valkey, registry, sessions, settings.retention_interval)
     registry.retention_schedule = schedule
@@ -209,6 +219,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
             did_json,
             *health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers(),
             *sign_in.web.handlers(), *web_ui.handlers(), *webhooks.api.handlers(),
+            *userdata_page.handlers(),
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: _internal_error},

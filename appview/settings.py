@@ -180,8 +180,15 @@ class AppViewSettings(NetworkSettings):
         "this long",
     )
 
+    recent_auth_seconds: int = setting(
+        600,
+        "ATCR_RECENT_AUTH_SECONDS",
+        "how recent a browser sign-in must be to download or delete the account's data (else: sign in again)",
+    )
+
     def validate(self) -> None:
         super().validate()
+        check_positive("ATCR_RECENT_AUTH_SECONDS", self.recent_auth_seconds)
         for env, value in (
             ("ATCR_WEBHOOK_RETRY_BASE", self.webhook_retry_base),
             ("ATCR_WEBHOOK_MAX_AGE", self.webhook_max_age),

@@ -2,9 +2,9 @@
 
 * ``GET io.atcr.hold.exportUserData`` (the user's service token, ``lxm`` = the method) ->
   ``{exportedAt, holdDid, userDid, isCaptain, crewRecord?, layerRecords[], statsRecords[],
-  blueskyPosts[{uri, text, createdAt}]}``.
+  blueskyPosts[{uri, text, createdAt}], scanRecords[]}`` (``scanRecords`` is ours, not ATCR's).
 * ``POST io.atcr.hold.deleteUserData`` (same) -> ``{success, crewDeleted, layersDeleted,
-  statsDeleted}``: the user's crew records, layer records and stats records go from the hold's
+  statsDeleted, scansDeleted}``: the user's crew, layer, stats and scan records go from the hold's
   repo, and the user's quota usage from Valkey. Blob bytes are **not** deleted here (ATCR's
   behaviour: other users' layer records may name the same digests); blobs no record names any
   more are reclaimed by the hold's garbage collection. The captain cannot delete their crew
@@ -36,6 +36,7 @@ log = logging.getLogger("hold.userdata")
 NSID_EXPORT = "io.atcr.hold.exportUserData"
 NSID_DELETE = "io.atcr.hold.deleteUserData"
 POST_COLLECTION = "app.bsky.feed.post"
+SCAN = "io.atcr.hold.scan"
 PAGE = 500
 WRITES_PER_COMMIT = 200
 
@@ -76,6 +77,9 @@ class UserData:
     async def _stats(self, did: str) -> list[RecordEntry]:
         return [r async for r in _all(self.ledger, STATS) if r.value.get("ownerDid") == did]
 
+    async def _scans(self, did: str) -> list[RecordEntry]:
+        return [r async for r in _all(self.ledger, SCAN) if r.value.get("userDid") == did]
+
     async def posts(self, did: str) -> list[dict[str, Any]]:
         return [
             {"uri": f"at://{self.services.identity.did}/{POST_COLLECTION}/{r.rkey}", "text": r.value.get("text", ""),
@@ -93,6 +97,8 @@ class UserData:
             "layerRecords": [r.value for r in await self._layers(did)],
             "statsRecords": [r.value for r in await self._stats(did)],
             "blueskyPosts": await self.posts(did),
+            # Not in ATCR's output (its clients ignore unknown fields): the scans of the user's manifests.
+            "scanRecords": [r.value for r in await self._scans(did)],
         }
         if crew:
             value = crew[0].value
@@ -108,9 +114,10 @@ class UserData:
         crew = [] if is_captain else await self.ledger.directory.entries(did)
         layers = await self._layers(did)
         stats = await self._stats(did)
+        scans = await self._scans(did)
         writes = [Delete(CREW, e.rkey) for e in crew] + [Delete(LAYER, r.rkey) for r in layers] + [
             Delete(STATS, r.rkey) for r in stats
-        ]
+        ] + [Delete(SCAN, r.rkey) for r in scans]
         repo = self.ledger.repo.get()
         for i in range(0, len(writes), WRITES_PER_COMMIT):
             await repo.apply_writes(writes[i:i + WRITES_PER_COMMIT])
@@ -123,7 +130,7 @@ class UserData:
         log.info("deleteUserData for %s: %d crew, %d layer and %d stats record(s) deleted", did, len(crew),
                  len(layers), len(stats))
         return {"success": True, "crewDeleted": bool(crew), "layersDeleted": len(layers),
-                "statsDeleted": len(stats)}
+                "statsDeleted": len(stats), "scansDeleted": len(scans)}
 
 
 def userdata_routes(services: HoldServices, ledger: Ledger) -> Router:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from atcr.lexicon import validate_xrpc_output
+from hold.repo.repo import Put
 from hold.userdata import NSID_DELETE, NSID_EXPORT
 from tests.integration.hold_crew.conftest import ALICE, BOB, OWNER, CrewHold, MakeHold
 
@@ -27,6 +28,11 @@ async def test_export_then_delete_leaves_other_users_alone(make_hold: MakeHold) 
             assert (await h.push_blob(blob, iss=who)).status_code == 200
             assert (await h.notify_push("tools/app", [blob], iss=who)).status_code == 200
         await h.flush()
+        # A scan record, as the scanner writes them (rkey: the manifest digest's hex).
+        scan = {"$type": "io.atcr.hold.scan", "manifest": f"at://{ALICE}/io.atcr.manifest/abc", "repository": "tools/app",
+                "userDid": ALICE, "critical": 0, "high": 1, "medium": 0, "low": 0, "total": 1,
+                "scannerVersion": "test", "scannedAt": "2026-01-01T00:00:00Z"}
+        await h.ledger.repo.get().apply_writes([Put("io.atcr.hold.scan", "ab" * 32, scan)])
 
         got = await export(h, ALICE)
         validate_xrpc_output(NSID_EXPORT, got)
@@ -34,7 +40,7 @@ async def test_export_then_delete_leaves_other_users_alone(make_hold: MakeHold) 
         assert got["crewRecord"]["role"] == "member" and "blob:write" in got["crewRecord"]["permissions"]
         assert [r["userDid"] for r in got["layerRecords"]] == [ALICE]
         assert [(r["ownerDid"], r["pushCount"]) for r in got["statsRecords"]] == [(ALICE, 1)]
-        assert got["blueskyPosts"] == []
+        assert got["blueskyPosts"] == [] and [s["high"] for s in got["scanRecords"]] == [1]
         usage = await h.query("io.atcr.hold.getQuota", userDid=ALICE)
         assert usage.json()["totalSize"] > 0
 
@@ -45,13 +51,15 @@ async def test_export_then_delete_leaves_other_users_alone(make_hold: MakeHold) 
         r = await h.call(NSID_DELETE, None, iss=ALICE)
         assert r.status_code == 200, r.text
         validate_xrpc_output(NSID_DELETE, r.json())
-        assert r.json() == {"success": True, "crewDeleted": True, "layersDeleted": 1, "statsDeleted": 1}
+        assert r.json() == {"success": True, "crewDeleted": True, "layersDeleted": 1, "statsDeleted": 1,
+                            "scansDeleted": 1}
 
         # Each store, read directly: the repo's records and the Valkey usage index.
         layers = await h.records("io.atcr.hold.layer")
         assert [rec["value"]["userDid"] for rec in layers] == [BOB]
         stats = await h.records("io.atcr.hold.stats")
         assert [rec["value"]["ownerDid"] for rec in stats] == [BOB]
+        assert await h.records("io.atcr.hold.scan") == []
         crew = [rec["value"]["member"] for rec in await h.records("io.atcr.hold.crew")]
         assert ALICE not in crew and BOB in crew
         assert (await h.query("io.atcr.hold.getQuota", userDid=ALICE)).json()["totalSize"] == 0
@@ -68,7 +76,8 @@ async def test_export_then_delete_leaves_other_users_alone(make_hold: MakeHold) 
 
         # A second delete finds nothing; the captain keeps their crew entry.
         again = await h.call(NSID_DELETE, None, iss=ALICE)
-        assert again.json() == {"success": True, "crewDeleted": False, "layersDeleted": 0, "statsDeleted": 0}
+        assert again.json() == {"success": True, "crewDeleted": False, "layersDeleted": 0, "statsDeleted": 0,
+                            "scansDeleted": 0}
         owner = await h.call(NSID_DELETE, None, iss=OWNER)
         assert owner.status_code == 200 and owner.json()["crewDeleted"] is False
         assert (await export(h, OWNER))["isCaptain"] is True
