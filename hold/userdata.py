@@ -4,11 +4,12 @@
   ``{exportedAt, holdDid, userDid, isCaptain, crewRecord?, layerRecords[], statsRecords[],
   blueskyPosts[{uri, text, createdAt}], scanRecords[]}`` (``scanRecords`` is ours, not ATCR's).
 * ``POST io.atcr.hold.deleteUserData`` (same) -> ``{success, crewDeleted, layersDeleted,
-  statsDeleted, scansDeleted}``: the user's crew, layer, stats and scan records go from the hold's
-  repo, and the user's quota usage from Valkey. Blob bytes are **not** deleted here (ATCR's
-  behaviour: other users' layer records may name the same digests); blobs no record names any
-  more are reclaimed by the hold's garbage collection. The captain cannot delete their crew
-  record (the hold would lose its owner's entry), only their layers and stats.
+  statsDeleted, scansDeleted, postsDeleted}`` (the last two are ours): the user's crew, layer,
+  stats and scan records and the hold's posts about their pushes go from the hold's repo, and
+  the user's quota usage from Valkey. Blob bytes are **not** deleted here (ATCR's behaviour:
+  other users' layer records may name the same digests); blobs no record names any more are
+  reclaimed by the hold's garbage collection. The captain cannot delete their crew record (the
+  hold would lose its owner's entry), only the rest.
 
 Both read the whole of the layer and stats collections page by page: a hold's repo is small
 next to its blobs, and these calls are rare.
@@ -58,7 +59,10 @@ async def _all(ledger: Ledger, collection: str) -> AsyncIterator[RecordEntry]:
 
 
 def post_mentions(value: dict[str, Any], did: str) -> bool:
-    """Is `did` mentioned in this post's facets (how the hold's push posts name the pusher)?"""
+    """Is this post about `did`: a mention facet of it (how push posts name the pusher), or, for a
+    pusher whose handle did not resolve, the DID in the text?"""
+    if did in str(value.get("text", "")):
+        return True
     for facet in value.get("facets") or []:
         for feature in facet.get("features") or [] if isinstance(facet, dict) else []:
             if isinstance(feature, dict) and feature.get("did") == did:
@@ -115,9 +119,10 @@ class UserData:
         layers = await self._layers(did)
         stats = await self._stats(did)
         scans = await self._scans(did)
+        posts = [r async for r in _all(self.ledger, POST_COLLECTION) if post_mentions(r.value, did)]
         writes = [Delete(CREW, e.rkey) for e in crew] + [Delete(LAYER, r.rkey) for r in layers] + [
             Delete(STATS, r.rkey) for r in stats
-        ] + [Delete(SCAN, r.rkey) for r in scans]
+        ] + [Delete(SCAN, r.rkey) for r in scans] + [Delete(POST_COLLECTION, r.rkey) for r in posts]
         repo = self.ledger.repo.get()
         for i in range(0, len(writes), WRITES_PER_COMMIT):
             await repo.apply_writes(writes[i:i + WRITES_PER_COMMIT])
@@ -130,7 +135,7 @@ class UserData:
         log.info("deleteUserData for %s: %d crew, %d layer and %d stats record(s) deleted", did, len(crew),
                  len(layers), len(stats))
         return {"success": True, "crewDeleted": bool(crew), "layersDeleted": len(layers),
-                "statsDeleted": len(stats), "scansDeleted": len(scans)}
+                "statsDeleted": len(stats), "scansDeleted": len(scans), "postsDeleted": len(posts)}
 
 
 def userdata_routes(services: HoldServices, ledger: Ledger) -> Router:

@@ -52,7 +52,7 @@ async def test_export_then_delete_leaves_other_users_alone(make_hold: MakeHold) 
         assert r.status_code == 200, r.text
         validate_xrpc_output(NSID_DELETE, r.json())
         assert r.json() == {"success": True, "crewDeleted": True, "layersDeleted": 1, "statsDeleted": 1,
-                            "scansDeleted": 1}
+                            "scansDeleted": 1, "postsDeleted": 0}
 
         # Each store, read directly: the repo's records and the Valkey usage index.
         layers = await h.records("io.atcr.hold.layer")
@@ -77,7 +77,7 @@ async def test_export_then_delete_leaves_other_users_alone(make_hold: MakeHold) 
         # A second delete finds nothing; the captain keeps their crew entry.
         again = await h.call(NSID_DELETE, None, iss=ALICE)
         assert again.json() == {"success": True, "crewDeleted": False, "layersDeleted": 0, "statsDeleted": 0,
-                            "scansDeleted": 0}
+                            "scansDeleted": 0, "postsDeleted": 0}
         owner = await h.call(NSID_DELETE, None, iss=OWNER)
         assert owner.status_code == 200 and owner.json()["crewDeleted"] is False
         assert (await export(h, OWNER))["isCaptain"] is True
