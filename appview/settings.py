@@ -186,8 +186,30 @@ class AppViewSettings(NetworkSettings):
         "how recent a browser sign-in must be to download or delete the account's data (else: sign in again)",
     )
 
+    # --- branding (docs/web-ui.md) ---
+    ui_name: str = setting("ATCR", "ATCR_UI_NAME", "registry name in the header, page titles and footer")
+    ui_logo_url: str = setting(
+        "",
+        "ATCR_UI_LOGO_URL",
+        "logo shown in the header instead of the built-in one: a path on this AppView or an https URL",
+    )
+    ui_accent_color: str = setting(
+        "", "ATCR_UI_ACCENT_COLOR", "accent colour of links and buttons, #rrggbb (empty: built-in)"
+    )
+    ui_footer_links: tuple[str, ...] = setting(
+        (), "ATCR_UI_FOOTER_LINKS", "comma-separated Label=URL links shown in the footer (terms, privacy, status...)"
+    )
+    ui_template_dir: Path | None = setting(
+        None,
+        "ATCR_UI_TEMPLATE_DIR",
+        "directory of templates (and static/ files) that replace the built-in ones of the same name",
+    )
+
     def validate(self) -> None:
         super().validate()
+        from appview.web.branding import Branding
+
+        Branding.from_settings(self)  # ConfigError naming the bad branding setting
         check_positive("ATCR_RECENT_AUTH_SECONDS", self.recent_auth_seconds)
         for env, value in (
             ("ATCR_WEBHOOK_RETRY_BASE", self.webhook_retry_base),

@@ -15,6 +15,8 @@ from tests.support.stack import Service, appview_env, free_port, network_env, st
 from tests.support.ui_stack import _own_valkey
 from tests.support.webhook_receiver import Receiver, running_receiver
 
+LOGO = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><circle cx='16' cy='16' r='14' fill='#7a1fa2'/></svg>"
+
 
 @dataclass
 class WebhooksStack:
@@ -51,6 +53,9 @@ class WebhooksStack:
 def webhooks_stack(tmp_path_factory: pytest.TempPathFactory, registry_stack: RegistryStack) -> Iterator[WebhooksStack]:
     work: Path = tmp_path_factory.mktemp("webhooks")
     net = registry_stack.network
+    brand = work / "brand"
+    (brand / "static").mkdir(parents=True)
+    (brand / "static" / "logo.svg").write_text(LOGO)
     with running_receiver() as receiver, _own_valkey() as url:
         port = free_port()
         env = {
@@ -60,6 +65,12 @@ def webhooks_stack(tmp_path_factory: pytest.TempPathFactory, registry_stack: Reg
             "ATCR_WEBHOOK_RETRY_BASE": "0.2",
             "ATCR_WEBHOOK_LEASE": "3",
             "ATCR_WEBHOOK_TIMEOUT": "2",
+            # Branding too (appview/web/branding.py): these pages double as its end-to-end check.
+            "ATCR_UI_NAME": "Harbor",
+            "ATCR_UI_ACCENT_COLOR": "#7a1fa2",
+            "ATCR_UI_LOGO_URL": "/static/logo.svg",
+            "ATCR_UI_FOOTER_LINKS": "Terms=https://example.com/terms,Status=/status",
+            "ATCR_UI_TEMPLATE_DIR": str(brand),
         }
         stack = WebhooksStack(start_service("webhooks-appview", "appview", env, work, f"http://127.0.0.1:{port}"),
                               url, registry_stack, receiver, work)

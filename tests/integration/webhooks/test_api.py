@@ -157,3 +157,16 @@ def test_appview_killed_with_deliveries_pending_delivers_after_restart(webhooks_
     got = _for(stack, hook["id"], hook["secret"])
     assert {r.headers["webhook-id"] for r, _ in got} == set(ids)
     assert json.loads(got[-1][0].body)["type"] == "test"
+
+
+def test_branding_from_settings_on_the_running_appview(webhooks_stack: WebhooksStack) -> None:
+    stack = webhooks_stack
+    home = httpx.get(f"{stack.url}/", timeout=30)
+    assert home.status_code == 200
+    html = home.text
+    assert "<title>Harbor · container images on the AT Protocol</title>" in html and "<span>Harbor</span>" in html
+    assert '<img src="/static/logo.svg"' in html and "--accent:#7a1fa2;--accent-fg:#ffffff" in html
+    assert '<a href="https://example.com/terms" rel="noopener">Terms</a>' in html
+    logo = httpx.get(f"{stack.url}/static/logo.svg", timeout=30)
+    assert logo.status_code == 200 and logo.headers["content-type"].startswith("image/svg+xml")
+    assert b"#7a1fa2" in logo.content
