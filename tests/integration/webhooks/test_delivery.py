@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,12 +15,32 @@ from appview.webhooks.events import WebhookEvents, emit_scan_event
 from appview.webhooks.store import WebhookStore
 from appview.webhooks.worker import DeliveryWorker, backoff
 from atcr.http import SafeHttpClient, SsrfPolicy
+from atcr.valkey import connect
+from tests.support.ui_stack import _own_valkey
 from tests.support.webhook_receiver import Receiver, await_for, running_receiver
 
 pytestmark = pytest.mark.integration
 
 SECRET = b"k" * 32
 OWNER = "did:plc:owner0000000000000000000"
+
+
+@pytest.fixture(scope="module")
+def own_valkey_url() -> Iterator[str]:
+    """A Valkey of this module's own: every AppView on the session's Valkey runs a delivery
+    worker, which would claim these deliveries (and refuse this test's loopback receiver)."""
+    with _own_valkey() as url:
+        yield url
+
+
+@pytest.fixture
+async def valkey(own_valkey_url: str) -> AsyncIterator[Any]:
+    client = connect(own_valkey_url)
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await client.aclose()
 
 
 @pytest.fixture
@@ -157,65 +173,6 @@ def test_backoff_is_exponential_and_capped_about_a_day_of_retries() -> None:
         n += 1
         total += backoff(n, 30)
     assert 25 <= n <= 35
-
-
-WORKER_SCRIPT = """
-import asyncio, sys
-from appview.auth.sessions import SessionCipher
-from appview.webhooks.store import WebhookStore
-from appview.webhooks.worker import DeliveryWorker
-from atcr.http import SafeHttpClient, SsrfPolicy
-from atcr.valkey import connect
-
-async def main():
-    store = WebhookStore(connect(sys.argv[1]), SessionCipher(b"k" * 32))
-    http = SafeHttpClient(policy=SsrfPolicy(allowed_hosts=frozenset({sys.argv[2]})), timeout=60)
-    worker = DeliveryWorker(store, http, lease=float(sys.argv[3]), poll=0.05)
-    print("ready", flush=True)
-    while True:
-        await worker.run_once()
-        await asyncio.sleep(0.05)
-
-asyncio.run(main())
-"""
-
-
-@pytest.mark.slow
-async def test_deliveries_held_by_a_killed_worker_are_delivered_after_restart(
-    valkey: Any, valkey_url: str, receiver: Receiver, http: SafeHttpClient
-) -> None:
-    store = _store(valkey)
-    hook, secret = await store.create(OWNER, receiver.url, ["push"], None)
-    events = WebhookEvents(store, registry_host="r", base_url="http://r")
-    receiver.hold()  # the first worker's requests hang: it holds the deliveries when it dies
-    for i in range(3):
-        await events.emit("push", OWNER, None, f"app{i}")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER_SCRIPT, valkey_url, f"127.0.0.1:{receiver.port}", "1.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
-    )
-    try:
-        await await_for(lambda: receiver.held >= 3, timeout=60, what="the first worker to hold all 3")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    assert await store.pending_count() == 3  # still queued: nothing was acknowledged
-    first_ids = {r.headers["webhook-id"] for r in receiver.snapshot()}
-    receiver.release()
-    worker = _worker(store, http, lease=1.0)
-    worker.start()
-    try:
-        await await_for(lambda: _drained(store), timeout=60, what="the restarted worker to deliver")
-    finally:
-        await worker.stop()
-    redelivered = [r for r in receiver.snapshot()[3:]]
-    assert {r.headers["webhook-id"] for r in redelivered} == first_ids
-    for r in redelivered:
-        Verifier(secret).verify(r.body, r.headers)
-    assert [e["outcome"] for e in await store.deliveries(hook.id)] == ["delivered"] * 3
 
 
 async def test_a_private_address_is_refused_at_creation_and_at_delivery(
