@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from tests.support.fixtures_stack import Pusher
-from tests.support.ui_stack import push_image
+from tests.support.ui_stack import csrf_of, push_image, sign_in
 from tests.support.webhook_receiver import Received, wait_for
 from tests.support.webhooks_stack import WebhooksStack
 
@@ -170,3 +170,20 @@ def test_branding_from_settings_on_the_running_appview(webhooks_stack: WebhooksS
     logo = httpx.get(f"{stack.url}/static/logo.svg", timeout=30)
     assert logo.status_code == 200 and logo.headers["content-type"].startswith("image/svg+xml")
     assert b"#7a1fa2" in logo.content
+
+
+def test_the_api_accepts_a_web_session_with_its_csrf_token(webhooks_stack: WebhooksStack, pusher: Pusher) -> None:
+    stack = webhooks_stack
+    with httpx.Client(base_url=stack.url, timeout=60, follow_redirects=False) as browser:
+        sign_in(browser, pusher.account, "/settings/webhooks")
+        assert browser.get("/api/webhooks").json() == {"webhooks": []}
+        body = {"url": stack.receiver.url, "events": ["tag"]}
+        refused = browser.post("/api/webhooks", json=body)  # a cookie alone does not write
+        assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "DENIED"
+        foreign = browser.post("/api/webhooks", json=body, headers={
+            "X-CSRF-Token": csrf_of(browser.get("/settings/webhooks").text), "Origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        made = browser.post("/api/webhooks", json=body,
+                            headers={"X-CSRF-Token": csrf_of(browser.get("/settings/webhooks").text)})
+        assert made.status_code == 201, made.text
+        assert [h["id"] for h in browser.get("/api/webhooks").json()["webhooks"]] == [made.json()["id"]]
