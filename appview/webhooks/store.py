@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -33,7 +34,11 @@ from appview.auth.device import awaited
 from appview.auth.sessions import SessionCipher
 from appview.webhooks.errors import WebhookLimit, WebhookUnknown
 
+log = logging.getLogger("appview.webhooks")
+
 LOG_SIZE = 50
+REPLICA_CHECK = 30.0  # seconds between looks at how many replicas the primary has
+REPLICA_WAIT_MS = 500
 MAX_PER_USER = 20
 DUE = "wh:due"
 
@@ -152,6 +157,8 @@ class WebhookStore:
         self._v = valkey
         self._cipher = cipher
         self._clock = clock
+        self._replicas = 0
+        self._replicas_seen = -REPLICA_CHECK
         self._emit = valkey.register_script(_EMIT)
         self._claim = valkey.register_script(_CLAIM)
 
@@ -231,8 +238,23 @@ class WebhookStore:
     async def emit(self, did: str, kind: str, repository: str, event_id: str, body: str, type_: str) -> int:
         """Queue `body` for each of `did`'s webhooks subscribed to `kind` (one script call)."""
         args: list[str | float] = [event_id, kind, repository, body, self._clock(), type_]
-        n = await self._emit(keys=[f"wh:user:{did}", DUE], args=args)
-        return int(n)
+        n = int(await self._emit(keys=[f"wh:user:{did}", DUE], args=args))
+        if n:
+            await self._replicated()
+        return n
+
+    async def _replicated(self) -> None:
+        """With replicas (Sentinel), wait until one has the queued delivery: a failover right after
+        the push then loses nothing. Bounded (REPLICA_WAIT_MS); a replica that lags is logged."""
+        now = time.monotonic()
+        if now - self._replicas_seen >= REPLICA_CHECK:
+            info = await self._v.info("replication")
+            self._replicas = int(info.get("connected_slaves", 0) or 0)
+            self._replicas_seen = now
+        if self._replicas:
+            acked = await self._v.wait(1, REPLICA_WAIT_MS)
+            if int(acked) < 1:
+                log.warning("webhook delivery queued but no replica confirmed it within %d ms", REPLICA_WAIT_MS)
 
     async def enqueue(self, hook_id: str, message_id: str, body: str, type_: str) -> None:
         """Queue one delivery to one webhook now (test events, redelivery)."""
@@ -243,6 +265,7 @@ class WebhookStore:
         })
         pipe.zadd(DUE, {message_id: now})
         await pipe.execute()
+        await self._replicated()
 
     async def claim(self, limit: int, lease: float) -> list[Pending]:
         ids = [_s(i) for i in await self._claim(keys=[DUE], args=[self._clock(), lease, limit])]
