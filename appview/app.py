@@ -19,7 +19,7 @@ from appview.auth.routes import TokenApi
 from appview.auth.sessions import PdsSessionStore, SessionCipher
 from appview.auth.tokens import TokenService
 from appview.cache.loader import Loader, LoaderConfig
-from appview.clientaddr import ClientAddresses
+from appview.clientaddr import ClientAddresses, limit_key
 from appview.holds.client import HoldClient
 from appview.holds.pulls import PullCounter
 from appview.holds.pushhold import PushHolds
@@ -162,6 +162,26 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     )
     web_ui.provenance = provenance  # "published by ... (verified)" on manifest pages
 
+    from appview.webhooks.setup import build_webhooks
+
+    async def basic_login(request: Request[Any, Any, State], username: str, password: str) -> Principal:
+        """`docker login` credentials for the JSON APIs: the token endpoint's verifier and limiter."""
+        return await authenticator.login(username, password, address=limit_key(addresses.of(request)))
+
+    webhooks = build_webhooks(settings, valkey, secret, login=basic_login, web=sign_in.web)
+    registry.events = webhooks.events  # push, tag and delete events are queued, never delivered inline
+    web_ui.webhooks = webhooks.service
+
+    from appview.userdata.page import UserDataPage
+    from appview.userdata.service import UserDataService
+
+    userdata = UserDataService(
+        valkey, loader, holds, devices=sign_in.devices, web_sessions=sign_in.web.web_sessions, pds_sessions=sessions,
+        webhooks=webhooks.store, default_hold_did=settings.default_hold_did,
+        registry_host=webhooks.events.registry_host,
+    )
+    userdata_page = UserDataPage(web_ui, userdata, recent_auth=settings.recent_auth_seconds)
+
     # Retention rules on a schedule for owners with a live session (appview/policy/schedule.py).
     schedule = RetentionSchedule(valkey, registry, sessions, settings.retention_interval)
     registry.retention_schedule = schedule
@@ -175,10 +195,12 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         limiter.start()
         loader.start()
         schedule.start()
+        webhooks.start()
         try:
             yield
         finally:
             await schedule.stop()
+            await webhooks.aclose()
             await pulls.stop()  # the last flush: the hold is still up when the AppView stops first
             await unsent_pulls.save(valkey, pulls)  # what no hold acknowledged waits for the next start
             await limiter.stop()
@@ -196,7 +218,8 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         route_handlers=[
             did_json,
             *health_routes({"valkey": rt.valkey_ready}), *oci.handlers(), *token_api.handlers(),
-            *sign_in.web.handlers(), *web_ui.handlers(),
+            *sign_in.web.handlers(), *web_ui.handlers(), *webhooks.api.handlers(),
+            *userdata_page.handlers(),
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: _internal_error},
@@ -211,4 +234,5 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     app.state.sessions = sessions
     app.state.sign_in = sign_in
     app.state.web_ui = web_ui
+    app.state.webhook_events = webhooks.events  # what the scanner passes to emit_scan_event
     return app

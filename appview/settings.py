@@ -152,8 +152,74 @@ class AppViewSettings(NetworkSettings):
         "(empty: holds only)",
     )
 
+    # --- webhooks (docs/webhooks.md) ---
+    webhook_worker: bool = setting(
+        True, "ATCR_WEBHOOK_WORKER", "deliver queued webhook events from this process (replicas share the queue)"
+    )
+    webhook_allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "ATCR_WEBHOOK_ALLOWED_HOSTS",
+        "comma-separated host or host:port webhook URLs may name even when private (an internal receiver); "
+        "every other private address is refused (ATCR_ALLOW_PRIVATE_NETWORKS does not apply to webhooks)",
+    )
+    webhook_retry_base: float = setting(
+        30.0,
+        "ATCR_WEBHOOK_RETRY_BASE",
+        "seconds before a failed delivery's first retry; doubled per retry, capped at 1 h",
+    )
+    webhook_max_age: float = setting(
+        86400.0,
+        "ATCR_WEBHOOK_MAX_AGE",
+        "seconds a delivery is retried before it is dropped and the webhook marked failing",
+    )
+    webhook_timeout: float = setting(10.0, "ATCR_WEBHOOK_TIMEOUT", "seconds a receiver has to answer a delivery")
+    webhook_lease: float = setting(
+        60.0,
+        "ATCR_WEBHOOK_LEASE",
+        "seconds a claimed delivery stays invisible to other workers; a worker that dies holding it delays it "
+        "this long",
+    )
+
+    recent_auth_seconds: int = setting(
+        600,
+        "ATCR_RECENT_AUTH_SECONDS",
+        "how recent a browser sign-in must be to download or delete the account's data (else: sign in again)",
+    )
+
+    # --- branding (docs/web-ui.md) ---
+    ui_name: str = setting("ATCR", "ATCR_UI_NAME", "registry name in the header, page titles and footer")
+    ui_logo_url: str = setting(
+        "",
+        "ATCR_UI_LOGO_URL",
+        "logo shown in the header instead of the built-in one: a path on this AppView or an https URL",
+    )
+    ui_accent_color: str = setting(
+        "", "ATCR_UI_ACCENT_COLOR", "accent colour of links and buttons, #rrggbb (empty: built-in)"
+    )
+    ui_footer_links: tuple[str, ...] = setting(
+        (), "ATCR_UI_FOOTER_LINKS", "comma-separated Label=URL links shown in the footer (terms, privacy, status...)"
+    )
+    ui_template_dir: Path | None = setting(
+        None,
+        "ATCR_UI_TEMPLATE_DIR",
+        "directory of templates (and static/ files) that replace the built-in ones of the same name",
+    )
+
     def validate(self) -> None:
         super().validate()
+        from appview.web.branding import Branding
+
+        Branding.from_settings(self)  # ConfigError naming the bad branding setting
+        check_positive("ATCR_RECENT_AUTH_SECONDS", self.recent_auth_seconds)
+        for env, value in (
+            ("ATCR_WEBHOOK_RETRY_BASE", self.webhook_retry_base),
+            ("ATCR_WEBHOOK_MAX_AGE", self.webhook_max_age),
+            ("ATCR_WEBHOOK_TIMEOUT", self.webhook_timeout),
+            ("ATCR_WEBHOOK_LEASE", self.webhook_lease),
+        ):
+            check_positive(env, value)
+        if self.webhook_lease <= self.webhook_timeout:
+            raise ConfigError("ATCR_WEBHOOK_LEASE: must be longer than ATCR_WEBHOOK_TIMEOUT")
         check_addr("ATCR_HTTP_ADDR", self.http_addr)
         check_url("ATCR_BASE_URL", self.base_url)
         if not self.default_hold_did:

@@ -265,5 +265,34 @@ class SafeHttpClient:
         return await self.request("POST", url, **kwargs)
 
 
+async def check_destination(url: str, policy: SsrfPolicy, *, timeout: float = 5.0) -> None:
+    """Refuse now a URL the guarded client would refuse when it is fetched later (a webhook
+    target is checked when it is saved, and again by the transport on every delivery).
+
+    `BlockedAddress` for a scheme other than http(s), credentials in the URL, or a host that
+    resolves to a non-public address; `UpstreamUnavailable` when it does not resolve.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise BlockedAddress("not a valid URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BlockedAddress("only http:// and https:// URLs with a host are allowed")
+    if parsed.userinfo:
+        raise BlockedAddress("credentials in the URL are not allowed")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if policy.host_allowed(parsed.host, port):
+        return
+    try:
+        addrs = await asyncio.wait_for(_resolve(parsed.host, port), timeout=timeout)
+    except TimeoutError:
+        raise UpstreamUnavailable(f"cannot resolve {parsed.host}: timed out") from None
+    if not addrs:
+        raise UpstreamUnavailable(f"{parsed.host} has no address")
+    for addr in addrs:
+        if not policy.address_allowed(addr):
+            raise BlockedAddress(f"{parsed.host} resolves to a non-public address")
+
+
 def policy_from(allow_private: bool, allowed_hosts: Iterable[str] = ()) -> SsrfPolicy:
     return SsrfPolicy(allow_private=allow_private, allowed_hosts=frozenset(allowed_hosts))

@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 
+from atcr.errors import AtcrError
 from atcr.runtime import Runtime
 from atcr.server import health_routes
 from hold.gc.service import GcService
 from hold.ledger import Ledger
+from hold.posts import PushPoster
 from hold.repo.service import RepoService
 from hold.repo.signing import EcKeySigner
 from hold.routes_blob import blob_routes
@@ -24,6 +26,7 @@ from hold.routes_stats import stats_routes
 from hold.routes_upload import upload_routes
 from hold.service import HoldServices
 from hold.settings import HoldSettings
+from hold.userdata import userdata_routes
 from hold.xrpc import exception_handlers
 
 
@@ -34,6 +37,17 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     repo = RepoService(settings, services.identity.did, EcKeySigner(services.identity.key))
     # Crew, quotas and stats live in the repo; this also points the blob services' auth at the crew.
     ledger = Ledger.build(settings, services, repo)
+
+    async def handle_of(did: str) -> str | None:
+        try:
+            return (await rt.resolver.resolve_did(did)).handle
+        except AtcrError:
+            return None
+
+    ledger.poster = PushPoster(
+        repo.get, ledger.directory.captain_record, handle_of, rt.valkey, hold_did=services.identity.did,
+        appview_url=settings.appview_url, interval=settings.bluesky_post_interval,
+    )
     # Online garbage collection (hold/gc/): pushes lease their blobs through its guard.
     gc = GcService.build(services, ledger, rt)
     if ledger.notifications is not None:
@@ -77,6 +91,7 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
             stats_routes(services, ledger),
             repo.routes(services.identity.did_document),
             gc.routes(services),
+            userdata_routes(services, ledger),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),

@@ -19,6 +19,7 @@ from atcr.digest import Digest
 from hold.auth import Captain
 from hold.crew import CrewService, RepoCrew
 from hold.notify import Notifications
+from hold.posts import PushPoster
 from hold.quota import QuotaPolicy, QuotaService, UsageIndex
 from hold.repo.service import RepoService
 from hold.service import HoldServices
@@ -42,6 +43,7 @@ class Ledger:
     notifications: Notifications | None
     delete_blob: Callable[[str], Awaitable[bool]] | None = None
     sweep_lock: Callable[[int], Awaitable[bool]] | None = None
+    poster: PushPoster | None = None  # set by the app: posts about pushes (hold/posts.py)
 
     @classmethod
     def build(cls, settings: HoldSettings, services: HoldServices, repo: RepoService) -> Ledger:

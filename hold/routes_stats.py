@@ -107,6 +107,8 @@ def stats_routes(services: HoldServices, ledger: Ledger) -> Router:
         result = await notifications().push(
             owner, repository, body["manifestDigest"], body.get("manifest"), manifest_uri=body.get("manifestUri")
         )
+        if ledger.poster is not None:
+            ledger.poster.pushed(owner, repository, body.get("tag"))
         return {"success": True, "operation": "push", "statsUpdated": True, "layersCreated": result.layers_created}
 
     @get(f"/xrpc/{NSID_GET_STATS}")

@@ -107,9 +107,26 @@ class HoldSettings(NetworkSettings):
         5.0, "HOLD_STATS_FLUSH_INTERVAL", "seconds between moves of pending pull/push counts into stats records"
     )
 
+    bluesky_posts: bool = setting(
+        False,
+        "HOLD_BLUESKY_POSTS",
+        "first start only: the captain record's enableBlueskyPosts (post app.bsky.feed.post about pushes from the "
+        "hold's account); afterwards the record decides",
+    )
+    appview_url: str = setting(
+        "", "HOLD_APPVIEW_URL", "AppView whose repository pages the push posts link to (empty: posts carry no link)"
+    )
+    bluesky_post_interval: float = setting(
+        3600.0, "HOLD_BLUESKY_POST_INTERVAL", "seconds between two posts about the same repository (0: every push)"
+    )
+
     def validate(self) -> None:
         super().validate()
         check_addr("HOLD_HTTP_ADDR", self.http_addr)
+        if self.appview_url:
+            check_url("HOLD_APPVIEW_URL", self.appview_url)
+        if self.bluesky_post_interval < 0:
+            raise ConfigError("HOLD_BLUESKY_POST_INTERVAL: must be 0 or more")
         check_url("HOLD_PUBLIC_URL", self.public_url)
         if self.owner:
             check_did("HOLD_OWNER", self.owner)

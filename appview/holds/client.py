@@ -399,6 +399,20 @@ class HoldClient:
         runs = out.get("runs") if isinstance(out, dict) else None
         return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
 
+    async def export_user_data(self, hold_did: str, user_did: str) -> dict[str, Any]:
+        """`io.atcr.hold.exportUserData` as the user (their service token, minted at their PDS)."""
+        out: dict[str, Any] = self._check(
+            await self._call("GET", hold_did, "io.atcr.hold.exportUserData", user_did=user_did)
+        )
+        return out
+
+    async def delete_user_data(self, hold_did: str, user_did: str) -> dict[str, Any]:
+        """`io.atcr.hold.deleteUserData` as the user."""
+        out: dict[str, Any] = self._check(
+            await self._call("POST", hold_did, "io.atcr.hold.deleteUserData", user_did=user_did, json_body={})
+        )
+        return out
+
     async def request_crew(self, hold_did: str, user_did: str) -> dict[str, Any]:
         out: dict[str, Any] = self._check(
             await self._call("POST", hold_did, "io.atcr.hold.requestCrew", user_did=user_did, json_body={})

@@ -16,7 +16,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from appview.errors import (
@@ -45,6 +45,9 @@ from appview.policy import retention
 from appview.policy.rules import RepoPolicy, check_delete, check_move
 from appview.policy.schedule import RetentionSchedule
 from appview.policy.store import read_policy
+
+if TYPE_CHECKING:
+    from appview.webhooks.events import WebhookEvents
 from atcr.digest import Digest, InvalidDigest
 from atcr.errors import (
     AtcrError,
@@ -350,6 +353,7 @@ class Registry:
         self.uploads = uploads
         self.default_hold_did = default_hold_did
         self.retention_schedule: RetentionSchedule | None = None  # set by the app (appview/policy/schedule.py)
+        self.events: WebhookEvents | None = None  # set by the app: webhook events (appview/webhooks/)
 
     # --- names --------------------------------------------------------------------------------
 
@@ -425,6 +429,13 @@ class Registry:
             raise
         if rules is not None:
             await self._apply_retention(ref, client, rules)
+        if self.events is not None and all_tags:
+            # A push by digest only (an index's children) is part of a tagged push: no event of its own.
+            await self.events.emit(
+                "push", ref.did, ref.handle, ref.repository, actor_did=user_did,
+                actor_handle=ref.handle if user_did == ref.did else None, tag=all_tags[0], digest=result.digest,
+                media_type=manifest.media_type, tags=list(result.tags),
+            )
         return result
 
     async def _retention_rules(self, client: XrpcClient, ref: RepoRef) -> RepoPolicy | None:
@@ -813,6 +824,9 @@ class Registry:
                 ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **record}, cid=out.get("cid"),
                 rev=_rev(out),
             )
+            if self.events is not None and previous != digest:
+                await self.events.emit("tag", ref.did, ref.handle, ref.repository, tag=tag, digest=digest,
+                                       previousDigest=previous)
             return previous
         raise Unavailable("tag is being updated concurrently; retry", headers={"Retry-After": "1"})
 
@@ -945,6 +959,9 @@ class Registry:
                 raise ManifestUnknown(detail={"tag": reference})
             check_delete(await read_policy(client, ref.did, ref.repository), ref.name, [reference])
             await self._delete(client, ref.did, TAG_COLLECTION, tag.rkey)
+            if self.events is not None:
+                await self.events.emit("tag:deleted", ref.did, ref.handle, ref.repository, actor_did=user_did,
+                                       tag=reference, digest=tag.digest)
             return
         digest, _ = await self._digest_for(ref, reference)
         entry = await self._guard(self.model.manifest_in(ref.did, ref.repository, digest))
@@ -958,6 +975,9 @@ class Registry:
             if t.digest == digest:
                 await self._delete(client, ref.did, TAG_COLLECTION, t.rkey)
         await self._delete_manifest_records(client, ref, digest)
+        if self.events is not None:
+            await self.events.emit("manifest:deleted", ref.did, ref.handle, ref.repository, actor_did=user_did,
+                                   digest=digest, media_type=entry.media_type, tags=sorted(pointing))
 
     async def _delete_manifest_records(self, client: XrpcClient, ref: RepoRef, digest: str) -> None:
         """Delete every record holding `digest` in this repository, and only those: a record

@@ -47,6 +47,7 @@ from appview.auth.oauth.session import STATE_TTL
 from appview.clientaddr import ClientAddresses
 from appview.errors import CsrfRejected, RegistryError, SignInError, Unauthorized
 from appview.web import humanize
+from appview.web.branding import DEFAULT_BRANDING, Branding
 from appview.web.csrf import CSRF_COOKIE, FORM_FIELD, HEADER, CsrfGuard, new_binding
 from appview.web.websession import COOKIE_NAME, WebSession, WebSessionStore
 from atcr import jsonbound
@@ -153,6 +154,12 @@ class AuthWeb:
         )
         self.env.filters["isotime"] = _isotime
         self.env.filters.update(humanize.FILTERS)  # "3 minutes ago" on the device pages, like the UI's
+        self.env.globals["brand"] = DEFAULT_BRANDING
+        self.page_headers: dict[str, str] = dict(PAGE_HEADERS)
+
+    def brand(self, branding: Branding) -> None:
+        branding.install(self.env)
+        self.page_headers = branding.headers(dict(PAGE_HEADERS))
 
     # --- request helpers ------------------------------------------------------------------------
 
@@ -215,7 +222,7 @@ class AuthWeb:
             html,
             status_code=status,
             media_type="text/html",  # litestar appends "; charset=utf-8"
-            headers=PAGE_HEADERS,
+            headers=self.page_headers,
             cookies=[*(cookies or []), *extra],
         )
 

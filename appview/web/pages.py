@@ -49,6 +49,7 @@ from valkey.exceptions import ValkeyError
 from appview.web import humanize
 from appview.web.actions import Actions
 from appview.web.blobs import BlobProxy
+from appview.web.branding import DEFAULT_BRANDING, Branding
 from appview.web.csrf import FORM_FIELD, HEADER
 from appview.web.errors import (
     BadInput,
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from appview.settings import AppViewSettings
     from appview.web.auth_routes import AuthWeb, SignIn
     from appview.web.discovery import Discovery
+    from appview.webhooks.service import WebhookService
     from atcr.http import SafeHttpClient
 
 log = logging.getLogger("appview.web.pages")
@@ -156,6 +158,7 @@ class WebUi:
     """The UI routes; construct with the services, mount `handlers()`."""
 
     provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
+    webhooks: WebhookService | None = None  # set by create_app: the webhook settings page
 
     def __init__(
         self,
@@ -190,8 +193,20 @@ class WebUi:
         self.env.filters["urlpart"] = lambda s: quote(str(s), safe="/:@")
         self.env.filters["breakable"] = breakable
         self.env.globals["static"] = self.static_url
+        self.env.globals["brand"] = DEFAULT_BRANDING
+        self.page_headers: dict[str, str] = dict(PAGE_HEADERS)
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def brand(self, branding: Branding) -> None:
+        """Apply the AppView's branding (appview/web/branding.py) to these pages and the sign-in pages."""
+        branding.install(self.env)
+        self.page_headers = branding.headers(dict(PAGE_HEADERS))
+        for name, data in branding.static_overrides().items():
+            if Path(name).suffix in STATIC_TYPES:
+                self.static_bytes[name] = data
+                self.versions[name] = hashlib.sha256(data).hexdigest()[:12]
+        self.auth.brand(branding)
 
     def static_url(self, name: str) -> str:
         return f"/static/{name}?v={self.versions.get(name, '0')}"
@@ -217,7 +232,7 @@ class WebUi:
             user=session, csrf_token=token, path=request.url.path, **context
         )
         # litestar adds "; charset=utf-8" itself (naming it here too sent it twice).
-        return Response(html, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
+        return Response(html, status_code=status, media_type="text/html", headers=self.page_headers)
 
     def error_page(self, request: Request[Any, Any, State], session: WebSession | None, exc: UiError) -> Response[Any]:
         if _wants_json(request):
@@ -503,8 +518,13 @@ class WebUi:
         def static(request: Request[Any, Any, State], name: str) -> Response[Any]:
             return web.static(request, name)
 
+        extra: list[Any] = []
+        if web.webhooks is not None:
+            from appview.web.webhooks_page import WebhooksPage
+
+            extra = WebhooksPage(web, web.webhooks).handlers()
         return [home, search, user, repo, repo_action, settings, settings_hold, settings_revoke_confirm,
-                settings_revoke, favicon, image, static]
+                settings_revoke, favicon, image, static, *extra]
 
 
 def _back_to(request: Request[Any, Any, State]) -> str:
@@ -591,10 +611,12 @@ def build_web_ui(
     discovery = Discovery(
         valkey, http, loader, holds=[settings.default_hold_did], relay=settings.ui_discovery_relay or None
     )
-    return WebUi(
+    web = WebUi(
         ui, Actions(loader, sessions, registry), BlobProxy(valkey, http, loader), sign_in.web, sign_in.devices,
         discovery,
     )
+    web.brand(Branding.from_settings(settings))
+    return web
 
 
 __all__ = ["RepoPath", "WebUi", "build_web_ui", "html_error", "parse_repo_path", "wants_html"]

@@ -54,6 +54,7 @@ async def ensure_bootstrapped(
     public: bool,
     allow_all_crew: bool,
     *,
+    bluesky_posts: bool = False,
     now: datetime | None = None,
 ) -> Bootstrap | None:
     """Create the captain and the owner's crew record if the hold has no captain yet.
@@ -70,7 +71,7 @@ async def ensure_bootstrapped(
         "owner": owner_did,
         "public": public,
         "allowAllCrew": allow_all_crew,
-        "enableBlueskyPosts": False,
+        "enableBlueskyPosts": bluesky_posts,
         "deployedAt": stamp,
     }
     crew: dict[str, Any] = {

@@ -48,7 +48,8 @@ class RepoService:
         try:
             if self.settings.owner:
                 created = await ensure_bootstrapped(
-                    repo, self.settings.owner, self.settings.public, self.settings.allow_all_crew
+                    repo, self.settings.owner, self.settings.public, self.settings.allow_all_crew,
+                    bluesky_posts=self.settings.bluesky_posts,
                 )
                 if created is not None:
                     log.info("hold repo: created captain and owner crew records (rev %s)", created.commit.rev)

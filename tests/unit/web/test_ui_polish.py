@@ -236,9 +236,12 @@ def test_search_page_has_one_search_box() -> None:
 def device_env() -> Any:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+    from appview.web.branding import DEFAULT_BRANDING
+
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
     env.filters["isotime"] = humanize.iso
     env.filters.update(humanize.FILTERS)
+    env.globals["brand"] = DEFAULT_BRANDING  # as AuthWeb's environment has it
     return env
 
 
