@@ -39,6 +39,21 @@ PROBE_PREFIX = "av:retention:probe:"
 PROBE_SECONDS = 300
 
 
+async def forget_account(valkey: Any, did: str) -> int:
+    """Drop what retention keeps about an account (its remembered repositories and probes),
+    for "delete my data"; how many entries went."""
+    prefix = f"{did}|"
+    members = [
+        m for m in await valkey.smembers(REPOS_KEY) if (m.decode() if isinstance(m, bytes) else m).startswith(prefix)
+    ]
+    probes = [k async for k in valkey.scan_iter(match=PROBE_PREFIX + prefix.replace("[", "\\[") + "*", count=500)]
+    if members:
+        await valkey.srem(REPOS_KEY, *members)
+    if probes:
+        await valkey.delete(*probes)
+    return len(members) + len(probes)
+
+
 class Sessions(Protocol):
     async def client(self, did: str) -> XrpcClient | None: ...
 
