@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from appview.holds.client import HoldClient
     from appview.oci.registry import Registry
     from appview.provenance import ProvenanceService
+    from appview.scans import ScanResults
     from appview.settings import AppViewSettings
     from appview.web.auth_routes import AuthWeb, SignIn
     from appview.web.discovery import Discovery
@@ -156,6 +157,7 @@ class WebUi:
     """The UI routes; construct with the services, mount `handlers()`."""
 
     provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
+    scans: ScanResults | None = None  # set by create_app: vulnerability badges and findings
 
     def __init__(
         self,
