@@ -1,0 +1,194 @@
+"""Scanning end to end, with real processes: a hold (S3 on moto) whose tier has scanOnPush, an
+AppView, and `atcr scanner` processes against a fixture OSV database.
+
+skopeo pushes an image with known dpkg, Python and npm contents; the first scanner is killed
+while it downloads a layer (the download hangs in a fault proxy in front of S3, so "mid-job"
+is a state the test observes, not a moment it guesses); a second scanner completes the job.
+Then: the `io.atcr.hold.scan` record has the expected counts, the referrers API lists the SBOM
+and the report, they download through the registry API, oras-py pulls the SBOM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from atcr.identity import did_web_for_url
+from tests.support.faultproxy import FaultProxy, Rule, wait_until
+from tests.support.fixtures_stack import Pusher
+from tests.support.ocilayout import Layout
+from tests.support.pdsnet import TestNetwork
+from tests.support.scanimage import EXPECTED_IDS, build_image, write_osv_db
+from tests.support.services import S3Endpoint
+from tests.support.stack import Service, appview_env, free_port, hold_env, network_env, start_service
+
+pytestmark = [pytest.mark.e2e]
+
+SECRET = "e2e-scanner-secret"
+SBOM = "application/spdx+json"
+REPORT = "application/vnd.atcr.vulnerabilities+json"
+TIERS = "tiers:\n  scanned: {quota: 1GB, scan_on_push: true}\ndefaults:\n  new_crew_tier: scanned\n"
+
+
+@dataclass
+class ScanStack:
+    hold: Service
+    hold_did: str
+    appview: Service
+    s3_proxy: FaultProxy
+    work: Path
+    net: dict[str, str]
+
+    def scanner(self, name: str) -> Service:
+        port = free_port()
+        env = {
+            **self.net,
+            "SCANNER_HTTP_ADDR": f"127.0.0.1:{port}",
+            "SCANNER_HOLDS": self.hold.url,
+            "SCANNER_SECRET": SECRET,
+            "SCANNER_VULN_DB": str(self.work / "osv"),
+            "SCANNER_WORK_DIR": str(self.work / name),
+            "SCANNER_LAYER_TIMEOUT": "120",
+        }
+        return start_service(name, "scanner", env, self.work, f"http://127.0.0.1:{port}")
+
+    def status(self, digest: str) -> dict[str, object]:
+        r = httpx.get(f"{self.hold.url}/xrpc/io.atcr.hold.getScanStatus", params={"digest": digest}, timeout=10)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+@pytest.fixture(scope="module")
+def scan_stack(
+    tmp_path_factory: pytest.TempPathFactory, valkey_url: str, pds_network: TestNetwork, s3_endpoint: S3Endpoint
+) -> Iterator[ScanStack]:
+    work = tmp_path_factory.mktemp("scan")
+    write_osv_db(work / "osv")
+    (work / "quotas.yaml").write_text(TIERS)
+    bucket = f"scan-{uuid.uuid4().hex[:10]}"
+    s3_endpoint.client().create_bucket(Bucket=bucket)
+    proxy = FaultProxy(s3_endpoint.url).start()
+    net = network_env(valkey_url, pds_network.plc_url, pds_network.pds_url)
+    hold_port, app_port = free_port(), free_port()
+    s3 = {**s3_endpoint.hold_env(bucket), "S3_ENDPOINT": proxy.url}
+    hold_cfg = {
+        **net, **hold_env(work, hold_port, s3=s3),
+        "HOLD_QUOTAS_PATH": str(work / "quotas.yaml"), "HOLD_SCANNER_SECRET": SECRET,
+    }
+    hold = start_service("hold", "hold", hold_cfg, work, f"http://127.0.0.1:{hold_port}")
+    hold_did = did_web_for_url(f"http://localhost:{hold_port}")
+    try:
+        appview = start_service(
+            "appview", "appview", {**net, **appview_env(work, app_port, hold_did)}, work, f"http://127.0.0.1:{app_port}"
+        )
+    except BaseException:
+        hold.stop()
+        proxy.stop()
+        raise
+    try:
+        yield ScanStack(hold, hold_did, appview, proxy, work, net)
+    finally:
+        appview.stop()
+        hold.stop()
+        proxy.stop()
+
+
+def presigned_get(req: object) -> bool:
+    return getattr(req, "method", "") == "GET" and "X-Amz-Signature" in getattr(req, "query", "")
+
+
+def test_a_pushed_image_is_scanned_even_when_its_scanner_dies_and_results_are_oci_referrers(
+    scan_stack: ScanStack, pusher: Pusher, tmp_path: Path
+) -> None:
+    stack = scan_stack
+    layout = Layout(tmp_path / "layout")
+    desc = build_image(layout, "1")
+    digest = str(desc["digest"])
+    host = stack.appview.url.removeprefix("http://")
+    repo = f"{pusher.handle}/scanned"
+
+    # The first scanner hangs in its first layer download (S3 behind the fault proxy).
+    stack.s3_proxy.add(Rule(presigned_get, hang=True))
+    first = stack.scanner("scanner-a")
+    second: Service | None = None
+    try:
+        push = subprocess.run(
+            ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+             f"--dest-creds={pusher.handle}:{pusher.app_password}",
+             f"oci:{layout.root}:1", f"docker://{host}/{repo}:1"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert push.returncode == 0, push.stderr
+        wait_until(lambda: stack.s3_proxy.count("GET") > 0 and stack.status(digest)["state"] == "scanning", 30,
+                   "the first scanner downloading a layer")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        stack.s3_proxy.clear()
+        # The hold saw the connection go: the job is queued again, and a new scanner does it.
+        wait_until(lambda: stack.status(digest)["state"] == "queued", 30, "the job back in the queue")
+        second = stack.scanner("scanner-b")
+        wait_until(lambda: stack.status(digest)["state"] == "done", 60, "the scan done by the second scanner")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert not list((stack.work / "scanner-b").glob("job-*"))  # the job's layers are deleted after it
+
+    scan = stack.status(digest)["scan"]
+    assert isinstance(scan, dict)
+    assert {k: scan[k] for k in ("critical", "high", "medium", "low", "total", "repository", "userDid")} == {
+        "critical": 2, "high": 0, "medium": 1, "low": 0, "total": 3, "repository": "scanned", "userDid": pusher.did,
+    }
+    assert str(scan["scannerVersion"]).startswith("atcr-scanner/")
+    record = httpx.get(f"{stack.hold.url}/xrpc/com.atproto.repo.getRecord",
+                       params={"repo": stack.hold_did, "collection": "io.atcr.hold.scan", "rkey": digest[7:]}, timeout=10)
+    assert record.status_code == 200 and record.json()["value"] == scan
+
+    # The referrers API lists the SBOM and the report; both download through /v2.
+    token = httpx.get(f"{stack.appview.url}/auth/token", params={"service": host, "scope": f"repository:{repo}:pull"},
+                      timeout=30).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    v2 = f"{stack.appview.url}/v2/{repo}"
+    listing = httpx.get(f"{v2}/referrers/{digest}", headers=auth, timeout=30)
+    assert listing.status_code == 200, listing.text
+    found = {d["artifactType"]: d for d in listing.json()["manifests"]}
+    assert set(found) >= {SBOM, REPORT}, listing.json()
+    again = httpx.get(f"{v2}/referrers/{digest}", headers=auth, timeout=30).json()["manifests"]
+    assert {d["artifactType"]: d["digest"] for d in again if d["artifactType"] in (SBOM, REPORT)} == {
+        t: found[t]["digest"] for t in (SBOM, REPORT)
+    }  # stable digests
+    only = httpx.get(f"{v2}/referrers/{digest}?artifactType={quote(SBOM)}", headers=auth, timeout=30)
+    assert [d["artifactType"] for d in only.json()["manifests"]] == [SBOM]
+    assert only.headers["OCI-Filters-Applied"] == "artifactType"
+
+    docs = {}
+    for kind in (SBOM, REPORT):
+        m = httpx.get(f"{v2}/manifests/{found[kind]['digest']}", headers={**auth, "Accept": "*/*"}, timeout=30)
+        assert m.status_code == 200 and m.headers["Docker-Content-Digest"] == found[kind]["digest"]
+        manifest = m.json()
+        assert manifest["subject"]["digest"] == digest and manifest["artifactType"] == kind
+        layer = manifest["layers"][0]
+        blob = httpx.get(f"{v2}/blobs/{layer['digest']}", headers=auth, timeout=30, follow_redirects=True)
+        assert blob.status_code == 200 and len(blob.content) == layer["size"]
+        docs[kind] = json.loads(blob.content)
+    assert {v["id"] for v in docs[REPORT]["vulnerabilities"]} == EXPECTED_IDS
+    assert docs[SBOM]["spdxVersion"] == "SPDX-2.3"
+    assert {p["name"] for p in docs[SBOM]["packages"]} >= {"libexample1", "safe-tool", "Requests", "lodash"}
+
+    # A real OCI client pulls the SBOM by the digest the listing gave.
+    import oras.client
+
+    client = oras.client.OrasClient(hostname=host, insecure=True)
+    client.auth.set_basic_auth(pusher.handle, pusher.app_password)
+    files = client.pull(target=f"{host}/{repo}@{found[SBOM]['digest']}", outdir=str(tmp_path / "pulled"))
+    assert [Path(f).name for f in files] == ["sbom.spdx.json"]
+    assert json.loads((tmp_path / "pulled" / "sbom.spdx.json").read_bytes()) == docs[SBOM]
