@@ -31,6 +31,7 @@ repository component) marks where the repository name ends.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -60,6 +61,7 @@ from appview.web.errors import (
     UpstreamDown,
 )
 from appview.web.rules import RepoRules, RulesForm
+from appview.web.scanview import badges, sbom_document, scan_view
 from appview.web.ui import UiService, Viewer
 from appview.web.websession import WebSession
 from atcr.syntax import is_oci_repository
@@ -292,12 +294,21 @@ class WebUi:
         viewer = self.viewer(session)
         if where.digest is not None:
             manifest = await self.ui.manifest(where.owner, where.repository, where.digest, viewer)
+            hold_did = manifest.hold.did if manifest.hold is not None else None
+            if request.query_params.get("download") == "sbom":
+                return await self._sbom_download(manifest.owner.did, manifest.repository, manifest.digest, hold_did)
             published = await self.provenance.badge(manifest.owner.did, manifest.repository, manifest.digest) \
                 if self.provenance is not None else None
-            return self.render(request, "manifest.html", session, page=manifest, published=published)
+            scan = await scan_view(
+                self.scans, manifest.owner.did, manifest.repository, manifest.digest, hold_did,
+                sort=request.query_params.get("sort", "severity"), package_filter=request.query_params.get("pkg", ""),
+            )
+            return self.render(request, "manifest.html", session, page=manifest, published=published, scan=scan)
         if where.action is None:
             page = await self.ui.repo(where.owner, where.repository, viewer)
-            return self.render(request, "repo.html", session, page=page,
+            scan_badges = await badges(self.scans, page.owner.did, page.repository,
+                                       [(t.digest, t.hold_did) for t in page.tags])
+            return self.render(request, "repo.html", session, page=page, scan_badges=scan_badges,
                                message=_message(request.query_params.get("done")))
         if where.action not in ("edit", "delete", "rules"):
             raise PageNotFound()
@@ -319,6 +330,14 @@ class WebUi:
         if not tag and not digest:
             raise BadInput("Name the tag or the manifest to delete.")
         return self.render(request, "confirm_delete.html", session, page=page, tag=tag, digest=digest)
+
+    async def _sbom_download(self, did: str, repository: str, digest: str, hold_did: str | None) -> Response[Any]:
+        doc = await sbom_document(self.scans, did, repository, digest, hold_did)
+        if doc is None:
+            raise PageNotFound("This manifest has no SBOM (it was not scanned, or its hold did not answer).")
+        name = f"{repository.replace('/', '_')}-{digest.removeprefix('sha256:')[:12]}.spdx.json"
+        return Response(json.dumps(doc, indent=2), media_type="application/spdx+json",
+                        headers={**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
 
     async def repo_post(self, request: Request[Any, Any, State], rest: str) -> Response[Any]:
         where = parse_repo_path(rest)

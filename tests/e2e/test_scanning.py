@@ -10,6 +10,7 @@ and the report, they download through the registry API, oras-py pulls the SBOM.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -17,12 +18,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
 from atcr.identity import did_web_for_url
+from tests.e2e.auth.conftest import chromium  # noqa: F401  (the Debian chromium fixture)
 from tests.support.faultproxy import FaultProxy, Rule, wait_until
 from tests.support.fixtures_stack import Pusher
 from tests.support.ocilayout import Layout
@@ -32,6 +35,8 @@ from tests.support.services import S3Endpoint
 from tests.support.stack import Service, appview_env, free_port, hold_env, network_env, start_service
 
 pytestmark = [pytest.mark.e2e]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "scanning"
 
 SECRET = "e2e-scanner-secret"
 SBOM = "application/spdx+json"
@@ -106,10 +111,60 @@ def presigned_get(req: object) -> bool:
     return getattr(req, "method", "") == "GET" and "X-Amz-Signature" in getattr(req, "query", "")
 
 
-def test_a_pushed_image_is_scanned_even_when_its_scanner_dies_and_results_are_oci_referrers(
-    scan_stack: ScanStack, pusher: Pusher, tmp_path: Path
+async def test_a_pushed_image_is_scanned_even_when_its_scanner_dies_and_results_are_oci_referrers(
+    scan_stack: ScanStack, pusher: Pusher, tmp_path: Path, chromium: Any  # noqa: F811
 ) -> None:
-    stack = scan_stack
+    """Async only for the browser: the rest is the synchronous steps a user would take."""
+    await asyncio.to_thread(_scan_and_fetch, scan_stack, pusher, tmp_path)
+    digest = (tmp_path / "digest").read_text()
+    await _pages(scan_stack, pusher, digest, chromium)
+
+
+async def _pages(stack: ScanStack, pusher: Pusher, digest: str, browser: Any) -> None:
+    """The repository page's badges and the manifest page's findings, packages and SBOM download."""
+    base = f"{stack.appview.url}/r/{pusher.handle}/scanned"
+    async with httpx.AsyncClient(timeout=30) as client:
+        repo_html = (await client.get(base)).text
+        assert 'data-scan="done" data-critical="2" data-high="0" data-medium="1" data-low="0"' in repo_html
+        page = await client.get(f"{base}/manifest/{digest}")
+        assert page.status_code == 200
+        filtered = (await client.get(f"{base}/manifest/{digest}", params={"pkg": "lod"})).text
+        assert "pkg:npm/lodash@4.17.20" in filtered and "pkg:pypi/requests" not in filtered
+        sbom = await client.get(f"{base}/manifest/{digest}", params={"download": "sbom"})
+        assert sbom.status_code == 200 and "attachment" in sbom.headers["content-disposition"]
+        assert sbom.json()["spdxVersion"] == "SPDX-2.3"
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        tab = await context.new_page()
+        await tab.goto(base)
+        badge = tab.locator('#tags [data-scan="done"]')
+        assert (await badge.inner_text()).split() == ["2C", "1M"]
+        await tab.screenshot(path=str(ARTIFACTS / "repository.png"), full_page=True)
+        await badge.click()
+        await tab.wait_for_url(f"**/manifest/{digest}*")
+        rows = tab.locator("#vulnerabilities tbody tr")
+        assert await rows.count() == 3
+        severities = [await r.get_attribute("data-severity") for r in await rows.all()]
+        assert severities == ["critical", "critical", "medium"]  # sorted by severity
+        ids = await tab.locator("#vulnerabilities tbody tr td:first-child a").all_inner_texts()
+        assert set(ids) == EXPECTED_IDS
+        await tab.locator("#vulnerabilities th >> text=Package").click()
+        await tab.wait_for_url("**sort=package*")
+        packages = await tab.locator("#vulnerabilities tbody td[data-label=Package]").all_inner_texts()
+        assert packages == sorted(packages, key=str.lower)
+        await tab.fill("#pkg-filter", "safe")
+        await tab.locator("#sbom form button, #sbom button[type=submit]").first.click()
+        await tab.wait_for_url("**pkg=safe*")
+        assert await tab.locator("#packages tbody tr").all_inner_texts() != []
+        assert "safe-tool" in await tab.locator("#packages").inner_text()
+        await tab.screenshot(path=str(ARTIFACTS / "manifest.png"), full_page=True)
+    finally:
+        await context.close()
+
+
+def _scan_and_fetch(stack: ScanStack, pusher: Pusher, tmp_path: Path) -> None:
     layout = Layout(tmp_path / "layout")
     desc = build_image(layout, "1")
     digest = str(desc["digest"])
@@ -192,3 +247,4 @@ def test_a_pushed_image_is_scanned_even_when_its_scanner_dies_and_results_are_oc
     files = client.pull(target=f"{host}/{repo}@{found[SBOM]['digest']}", outdir=str(tmp_path / "pulled"))
     assert [Path(f).name for f in files] == ["sbom.spdx.json"]
     assert json.loads((tmp_path / "pulled" / "sbom.spdx.json").read_bytes()) == docs[SBOM]
+    (tmp_path / "digest").write_text(digest)
