@@ -183,14 +183,14 @@ class LayerIndex:
             return None
         with stream:
             if kind is None:
-                found = gobuild.scan_stream(stream, path)
+                found = gobuild.scan_stream(stream, "/" + path)
                 return Captured("go", packages=found) if found else None
             if kind == "rpmdb":
                 return Captured(kind, spill=self._spill(stream))
             if kind == "jar":
                 spill = self._spill(stream)
                 try:
-                    return Captured(kind, packages=java.scan_archive(spill, path))
+                    return Captured(kind, packages=java.scan_archive(spill, "/" + path))
                 finally:
                     spill.unlink(missing_ok=True)
             limit = _MAX_DB_BYTES if kind in ("dpkg", "apk") else _MAX_SMALL_BYTES

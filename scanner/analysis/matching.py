@@ -3,6 +3,7 @@
 Range evaluation follows the OSV schema's reference algorithm: events sorted by version,
 `introduced` opens, `fixed` (exclusive) and `last_affected` (inclusive) close, and `limit`
 bounds the whole range from above. A version listed in `versions` is affected regardless.
+Each range is parsed and sorted once, on first use, and kept on the database's range object.
 Debian, Ubuntu and Alpine records name source packages, so those are looked up by the
 package's source name and compared with the source's version when dpkg records one.
 """
@@ -10,15 +11,76 @@ package's source name and compared with the source's version when dpkg records o
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from packageurl import PackageURL
+from dataclasses import dataclass
+from functools import cmp_to_key
+from urllib.parse import parse_qs
 
 from scanner.analysis import versions
 from scanner.analysis.model import Finding, Package
 from scanner.analysis.vulndb import Affected, Range, VulnDB
 
 _SOURCE_KEYED = ("Debian", "Ubuntu", "Alpine")
-_ORDER = {"introduced": 0, "fixed": 1, "last_affected": 2, "limit": 3}
+_ORDER = {"introduced": 0, "fixed": 1, "last_affected": 2}
+
+Step = tuple[str, versions.Comparable | None, str]  # (event kind, version key or None for "0", version)
+
+
+@dataclass(frozen=True)
+class CompiledRange:
+    """A range's events sorted by version with their keys parsed, ready to evaluate many times."""
+
+    steps: tuple[Step, ...]
+    limits: tuple[versions.Comparable, ...]
+
+
+_UNORDERED = object()  # marks a range whose versions do not parse: it never matches
+
+
+def _order_scheme(kind: str, scheme: str) -> str:
+    return "SEMVER" if kind == "SEMVER" and scheme != "Go" else scheme
+
+
+def _step_order(a: Step, b: Step) -> int:
+    if a[1] is None or b[1] is None:
+        return (b[1] is None) - (a[1] is None)
+    if a[1] < b[1]:
+        return -1
+    if b[1] < a[1]:
+        return 1
+    return _ORDER[a[0]] - _ORDER[b[0]]
+
+
+def compile_range(kind: str, events: tuple[tuple[str, str], ...], scheme: str) -> CompiledRange:
+    """Parse and sort a range's events; raises versions.UnorderedVersion if one does not parse."""
+    order = _order_scheme(kind, scheme)
+    limits = tuple(versions.key(order, v) for k, v in events if k == "limit" and v != "*")
+    steps: list[Step] = []
+    for event, value in events:
+        if event in _ORDER:
+            is_zero = event == "introduced" and value == "0"
+            steps.append((event, None if is_zero else versions.key(order, value), value))
+    steps.sort(key=cmp_to_key(_step_order))
+    return CompiledRange(tuple(steps), limits)
+
+
+def evaluate(compiled: CompiledRange, installed: versions.Comparable) -> tuple[bool, str | None]:
+    """Whether an installed version key falls in the range, and the fix that ends its span."""
+    if compiled.limits and not any(installed < limit for limit in compiled.limits):
+        return False, None
+    affected = False
+    fixed_in: str | None = None
+    for event, key, value in compiled.steps:
+        if event == "introduced":
+            if key is None or not installed < key:
+                affected, fixed_in = True, None
+        elif event == "fixed" and key is not None:
+            if not installed < key:
+                affected = False
+            elif affected and fixed_in is None:
+                fixed_in = value
+        elif event == "last_affected" and key is not None and key < installed:
+            affected = False
+    return affected, (fixed_in if affected else None)
 
 
 def match_version(version: str, kind: str, events: tuple[tuple[str, str], ...], scheme: str) -> tuple[bool, str | None]:
@@ -26,78 +88,34 @@ def match_version(version: str, kind: str, events: tuple[tuple[str, str], ...], 
 
     Raises versions.UnorderedVersion when a version of the range (or `version`) does not parse.
     """
-    order_scheme = "SEMVER" if kind == "SEMVER" and scheme != "Go" else scheme
-    installed = versions.key(order_scheme, version)
-    limits = [v for k, v in events if k == "limit" and v != "*"]
-    if limits and all(installed >= versions.key(order_scheme, v) for v in limits):
+    return evaluate(compile_range(kind, events, scheme), versions.key(_order_scheme(kind, scheme), version))
+
+
+def _range_hit(rng: Range, version: str, scheme: str) -> tuple[bool, str | None]:
+    if rng.compiled is None:
+        try:
+            rng.compiled = compile_range(rng.kind, rng.events, scheme)
+        except versions.UnorderedVersion:
+            rng.compiled = _UNORDERED
+    if not isinstance(rng.compiled, CompiledRange):
         return False, None
-
-    def sort_key(event: tuple[str, str]) -> tuple[int, object, int]:
-        kind_, value = event
-        if kind_ == "introduced" and value == "0":
-            return (0, 0, 0)
-        return (1, _Key(versions.key(order_scheme, value)), _ORDER.get(kind_, 9))
-
-    affected = False
-    fixed_in: str | None = None
-    for kind_, value in sorted((e for e in events if e[0] != "limit"), key=sort_key):
-        if kind_ == "introduced":
-            if value == "0" or versions.key(order_scheme, value) <= installed:
-                affected = True
-                fixed_in = None
-        elif kind_ == "fixed":
-            if versions.key(order_scheme, value) <= installed:
-                affected = False
-            elif affected and fixed_in is None:
-                fixed_in = value
-        elif kind_ == "last_affected" and installed > versions.key(order_scheme, value):
-            affected = False
-    return affected, (fixed_in if affected else None)
-
-
-class _Key:
-    """Wraps a version key so sort() can compare keys of one scheme inside a tuple."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: versions.Comparable) -> None:
-        self.value = value
-
-    def __lt__(self, other: _Key) -> bool:
-        return bool(self.value < other.value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Key) and bool(self.value == other.value)
-
-    __hash__ = None  # type: ignore[assignment]
+    try:
+        installed = versions.key(_order_scheme(rng.kind, scheme), version)
+    except versions.UnorderedVersion:
+        return False, None
+    return evaluate(rng.compiled, installed)
 
 
 def _affects(entry: Affected, version: str, scheme: str) -> tuple[bool, str | None]:
-    if version in entry.versions:
-        return True, _first_fix(entry, version, scheme)
     for rng in entry.ranges:
-        try:
-            hit, fixed_in = match_version(version, rng.kind, rng.events, scheme)
-        except versions.UnorderedVersion:
-            continue
+        hit, fixed_in = _range_hit(rng, version, scheme)
         if hit:
             return True, fixed_in
-    return False, None
-
-
-def _first_fix(entry: Affected, version: str, scheme: str) -> str | None:
-    for rng in entry.ranges:
-        try:
-            hit, fixed_in = match_version(version, rng.kind, rng.events, scheme)
-        except versions.UnorderedVersion:
-            continue
-        if hit and fixed_in:
-            return fixed_in
-    return None
+    return version in entry.versions, None
 
 
 def lookup_identity(package: Package) -> tuple[str, str]:
-    """The (name, version) records are keyed and compared by: the source package for distros that key by it."""
+    """The (name, version) records are keyed and compared by: the source package for distros keyed by it."""
     scheme = versions.ecosystem_base(package.ecosystem)
     if scheme in _SOURCE_KEYED and package.source:
         return package.source, _source_version(package) or package.version
@@ -105,22 +123,18 @@ def lookup_identity(package: Package) -> tuple[str, str]:
 
 
 def _source_version(package: Package) -> str | None:
-    try:
-        upstream = PackageURL.from_string(package.purl).qualifiers
-    except ValueError:
-        return None
-    value = upstream.get("upstream") if isinstance(upstream, dict) else None
-    if isinstance(value, str) and "@" in value:
-        return value.split("@", 1)[1]
+    """The source version dpkg recorded (`Source: name (version)`), carried in the purl's `upstream`."""
+    _, _, query = package.purl.partition("?")
+    upstream = parse_qs(query.partition("#")[0]).get("upstream")
+    if upstream and "@" in upstream[0]:
+        return upstream[0].split("@", 1)[1]
     return None
 
 
 def findings_for(package: Package, db: VulnDB) -> list[Finding]:
-    """Findings for one package, one per record; a record aliased by another already reported is skipped."""
+    """Findings for one package, one per record; a record aliased by one already reported is skipped."""
     name, version = lookup_identity(package)
     scheme = versions.ecosystem_base(package.ecosystem)
-    out: list[Finding] = []
-    seen: set[str] = set()
     hits: dict[str, tuple[Affected, str | None]] = {}
     for entry in db.lookup(package.ecosystem, name):
         if entry.vuln.id in hits:
@@ -128,10 +142,12 @@ def findings_for(package: Package, db: VulnDB) -> list[Finding]:
         hit, fixed_in = _affects(entry, version, scheme)
         if hit:
             hits[entry.vuln.id] = (entry, fixed_in)
+    out: list[Finding] = []
+    seen: set[str] = set()
     for vuln_id in sorted(hits):
-        entry, fixed_in = hits[vuln_id]
         if vuln_id in seen:
             continue
+        entry, fixed_in = hits[vuln_id]
         seen.add(vuln_id)
         seen.update(entry.vuln.aliases)
         out.append(
@@ -153,6 +169,3 @@ def match_all(packages: Iterable[Package], db: VulnDB) -> list[Finding]:
     for package in packages:
         found.extend(findings_for(package, db))
     return found
-
-
-__all__ = ["Range", "findings_for", "match_all", "match_version"]

@@ -1,9 +1,11 @@
-"""Version order per ecosystem, from maintained implementations.
+"""Version order per ecosystem.
 
-dpkg order comes from python-debian (the Debian project's own Python implementation of
-`dpkg --compare-versions`), PEP 440 from `packaging`, and apk, rpm, semver and Maven from
-`univers` (nexB's collection used by VulnerableCode). Only the dispatch on the OSV ecosystem
-name and the normalisation of Go's `v`/`go` prefixes are written here.
+PEP 440 comes from `packaging` and Maven from `univers` (nexB's collection used by
+VulnerableCode). dpkg, rpm and semver order are tuple keys from sortkeys.py, checked against
+python-debian and univers by property tests (sortkeys.py says why); apk order is apkversion.py
+(which says why univers' is not used). Written here: the dispatch on the OSV ecosystem name and
+the normalisation of Go's `v`/`go` prefixes. Callers use only `<` on keys: some univers classes
+derive `<=` and `==` from their fields rather than from the version order.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import packaging.version
-from debian.debian_support import Version as DebianVersion
 from univers import versions as uv
+
+from scanner.analysis import sortkeys
+from scanner.analysis.apkversion import apk_key
 
 
 class Comparable(Protocol):
     def __lt__(self, other: Any, /) -> bool: ...
-    def __le__(self, other: Any, /) -> bool: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
@@ -49,19 +52,19 @@ def _go_semver(version: str) -> str:
 
 def _parse(scheme: str, version: str) -> Comparable:
     if scheme in ("Debian", "Ubuntu"):
-        return DebianVersion(version)
+        return sortkeys.dpkg_key(version)
     if scheme == "PyPI":
         return packaging.version.Version(version)
     if scheme == "Alpine":
-        return uv.AlpineLinuxVersion(version)
+        return apk_key(version)
     if scheme in ("Red Hat", "Rocky Linux", "AlmaLinux", "openSUSE", "SUSE", "Mageia", "openEuler"):
-        return uv.RpmVersion(version)
+        return sortkeys.rpm_key(version)
     if scheme == "Maven":
         return uv.MavenVersion(version)
     if scheme == "Go":
-        return uv.SemverVersion(_go_semver(version))
+        return sortkeys.semver_key(_go_semver(version))
     if scheme in ("npm", "SEMVER", "crates.io"):
-        return uv.SemverVersion(version.removeprefix("v"))
+        return sortkeys.semver_key(version.removeprefix("v"))
     raise UnorderedVersion(f"no version order for {scheme}")
 
 
@@ -82,4 +85,4 @@ def key(scheme: str, version: str) -> Comparable:
 def compare(scheme: str, a: str, b: str) -> int:
     """-1, 0 or 1 as `a` sorts before, equal to or after `b`."""
     ka, kb = key(scheme, a), key(scheme, b)
-    return -1 if ka < kb else 0 if ka == kb else 1
+    return -1 if ka < kb else 1 if kb < ka else 0

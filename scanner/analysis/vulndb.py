@@ -16,7 +16,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,14 @@ class Vuln:
         return self._rating
 
 
-@dataclass(frozen=True)
+@dataclass
 class Range:
     kind: str  # ECOSYSTEM or SEMVER
     events: tuple[tuple[str, str], ...]  # (introduced|fixed|last_affected|limit, version)
+    compiled: object = field(default=None, compare=False, repr=False)  # matching's parsed form, on first use
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Affected:
     """One `affected[]` entry of a record: the package's ranges and explicit versions."""
 
@@ -67,11 +68,14 @@ class Affected:
     versions: frozenset[str]
     severities: tuple[Mapping[str, Any], ...]
     specific: tuple[Mapping[str, Any] | None, ...]
+    _rating: Severity | None = None
 
     def rating(self) -> Severity:
         """This entry's own severity when it has one (OSV allows it per package), else the record's."""
-        own = severity.rate(self.severities, self.specific)
-        return own if own != "unknown" else self.vuln.rating()
+        if self._rating is None:
+            own = severity.rate(self.severities, self.specific) if self.severities or any(self.specific) else "unknown"
+            self._rating = own if own != "unknown" else self.vuln.rating()
+        return self._rating
 
 
 def ecosystem_key(ecosystem: str) -> str:
