@@ -1,4 +1,4 @@
-"""Scan results of the holds, as OCI referrers and for the web UI (docs/scanning.md)."""
+"""Scan results of the holds, as OCI referrers and for the web UI (docs/scanning-service.md)."""
 
 from appview.scans.service import REPORT_TYPE, SBOM_TYPE, ScanResults
 

@@ -3,7 +3,7 @@
 They are not layer blobs: keeping them out of the blob store keeps them out of quotas and of
 the garbage collector, which deletes what no layer record references. A blob is named by its
 raw CIDv1 (sha2-256), so its `sha256:` OCI digest is the same hash: the AppView serves it as
-a referrer blob by that digest (docs/scanning.md). Written atomically (temp file + rename).
+a referrer blob by that digest (docs/scanning-service.md). Written atomically (temp file + rename).
 """
 
 from __future__ import annotations
