@@ -166,6 +166,9 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     )
     web_ui.provenance = provenance  # "published by ... (verified)" on manifest pages
     web_ui.scans = scans  # vulnerability badges, findings and SBOM packages (appview/scans)
+    from appview.web.signatures import Signatures
+
+    web_ui.signatures = Signatures(rt.http, holds)  # "signed by ..." from signature referrers
 
     # Retention rules on a schedule for owners with a live session (appview/policy/schedule.py).
     schedule = RetentionSchedule(valkey, registry, sessions, settings.retention_interval)

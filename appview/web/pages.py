@@ -62,6 +62,7 @@ from appview.web.errors import (
 )
 from appview.web.rules import RepoRules, RulesForm
 from appview.web.scanview import badges, sbom_document, scan_view
+from appview.web.signatures import Signatures, signature_infos
 from appview.web.ui import UiService, Viewer
 from appview.web.websession import WebSession
 from atcr.syntax import is_oci_repository
@@ -160,6 +161,7 @@ class WebUi:
 
     provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
     scans: ScanResults | None = None  # set by create_app: vulnerability badges and findings
+    signatures: Signatures | None = None  # set by create_app: who signed, as the signature referrers say
 
     def __init__(
         self,
@@ -303,7 +305,10 @@ class WebUi:
                 self.scans, manifest.owner.did, manifest.repository, manifest.digest, hold_did,
                 sort=request.query_params.get("sort", "severity"), package_filter=request.query_params.get("pkg", ""),
             )
-            return self.render(request, "manifest.html", session, page=manifest, published=published, scan=scan)
+            signed = await signature_infos(self.signatures, self.ui.loader, manifest.owner.did, manifest.repository,
+                                           manifest.referrers)
+            return self.render(request, "manifest.html", session, page=manifest, published=published, scan=scan,
+                               signed=signed)
         if where.action is None:
             page = await self.ui.repo(where.owner, where.repository, viewer)
             scan_badges = await badges(self.scans, page.owner.did, page.repository,

@@ -248,3 +248,111 @@ def _scan_and_fetch(stack: ScanStack, pusher: Pusher, tmp_path: Path) -> None:
     assert [Path(f).name for f in files] == ["sbom.spdx.json"]
     assert json.loads((tmp_path / "pulled" / "sbom.spdx.json").read_bytes()) == docs[SBOM]
     (tmp_path / "digest").write_text(digest)
+
+
+def _self_signed(email: str, issuer: str) -> Any:
+    """A Fulcio-shaped certificate: the signer's e-mail as SAN, the OIDC issuer as extension."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigstore.dev")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    return (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
+        .add_extension(x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.57264.1.1"), issuer.encode()),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_signatures_pushed_as_referrers_show_as_signed_with_their_signer(scan_stack: ScanStack, pusher: Pusher) -> None:
+    """cosign (simplesigning + Fulcio certificate), Notation (JWS with x5c) and an in-toto DSSE
+    attestation, pushed over /v2 as referrers of an image: the manifest page says who signed."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.support.ocilayout import tar_layer
+
+    stack = scan_stack
+    host = stack.appview.url.removeprefix("http://")
+    repo = f"{pusher.handle}/signed"
+    token = httpx.get(f"{stack.appview.url}/auth/token", auth=(pusher.handle, pusher.app_password),
+                      params={"service": host, "scope": f"repository:{repo}:pull,push"}, timeout=30).json()["token"]
+    client = httpx.Client(base_url=f"{stack.appview.url}/v2/{repo}", headers={"Authorization": f"Bearer {token}"},
+                          timeout=30)
+
+    def blob(data: bytes) -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        started = client.post("/blobs/uploads/")
+        assert started.status_code == 202, started.text
+        done = client.put(httpx.URL(stack.appview.url).join(started.headers["Location"]), params={"digest": digest},
+                          content=data,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert done.status_code == 201, done.text
+        return {"digest": digest, "size": len(data)}
+
+    def manifest(doc: dict[str, Any], tag: str) -> dict[str, Any]:
+        raw = json.dumps(doc).encode()
+        r = client.put(f"/manifests/{tag}", content=raw,
+                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 201, r.text
+        return {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "sha256:" + hashlib.sha256(raw).hexdigest(), "size": len(raw)}
+
+    empty = {"mediaType": "application/vnd.oci.empty.v1+json", **blob(b"{}")}
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json",
+              **blob(json.dumps({"architecture": "amd64", "os": "linux"}).encode())}
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", **blob(tar_layer({"a.txt": b"a"}))}
+    subject = manifest({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": config, "layers": [layer]}, "1")
+
+    def referrer(artifact_type: str, media_type: str, payload: bytes, tag: str,
+                 annotations: dict[str, str] | None = None) -> None:
+        item = {"mediaType": media_type, **blob(payload)}
+        if annotations:
+            item["annotations"] = annotations
+        manifest({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "artifactType": artifact_type, "config": empty, "layers": [item], "subject": subject}, tag)
+
+    cert = _self_signed("alice@example.com", "https://accounts.example.com")
+    simple = {"critical": {"identity": {"docker-reference": f"{host}/{repo}"},
+                           "image": {"docker-manifest-digest": subject["digest"]},
+                           "type": "cosign container image signature"}, "optional": {"ci-run": "42"}}
+    referrer("application/vnd.dev.cosign.artifact.sig.v1+json", "application/vnd.dev.cosign.simplesigning.v1+json",
+             json.dumps(simple).encode(), "cosign",
+             {"dev.sigstore.cosign/certificate": cert.public_bytes(Encoding.PEM).decode(),
+              "dev.cosignproject.cosign/signature": "MEUCIQ=="})
+    notary_cert = _self_signed("release@example.org", "https://ca.example.org")
+    protected = base64.urlsafe_b64encode(json.dumps(
+        {"alg": "ES256", "cty": "application/vnd.cncf.notary.payload.v1+json",
+         "io.cncf.notary.signingTime": "2026-12-01T00:00:00Z"}).encode()).decode().rstrip("=")
+    jws = {"payload": "e30", "protected": protected, "signature": "c2ln",
+           "header": {"x5c": [base64.b64encode(notary_cert.public_bytes(Encoding.DER)).decode()]}}
+    referrer("application/vnd.cncf.notary.signature", "application/jose+json", json.dumps(jws).encode(), "notation")
+    statement = {"_type": "https://in-toto.io/Statement/v1", "predicateType": "https://slsa.dev/provenance/v1",
+                 "subject": [{"name": f"{host}/{repo}", "digest": {"sha256": subject["digest"][7:]}}], "predicate": {}}
+    envelope = {"payloadType": "application/vnd.in-toto+json",
+                "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
+                "signatures": [{"keyid": "SHA256:builder-key", "sig": "c2ln"}]}
+    referrer("application/vnd.in-toto+json", "application/vnd.dsse.envelope.v1+json", json.dumps(envelope).encode(),
+             "attestation")
+    client.close()
+
+    page = httpx.get(f"{stack.appview.url}/r/{repo}/manifest/{subject['digest']}", timeout=30)
+    assert page.status_code == 200
+    html = page.text
+    assert html.count('<span class="badge ok">signed</span>') == 3, html
+    assert 'data-scheme="cosign"' in html and "alice@example.com (issuer https://accounts.example.com)" in html
+    assert f"{host}/{repo}" in html and "ci-run" in html
+    assert 'data-scheme="notation"' in html and "release@example.org" in html and "2026-12-01T00:00:00Z" in html
+    assert 'data-scheme="in-toto"' in html and "key SHA256:builder-key" in html
+    assert "https://slsa.dev/provenance/v1" in html
