@@ -169,6 +169,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     from appview.web.signatures import Signatures
 
     web_ui.signatures = Signatures(rt.http, holds)  # "signed by ..." from signature referrers
+    web_ui.request_scan = holds.request_scan  # the owner's "scan again" (io.atcr.hold.requestScan)
 
     # Retention rules on a schedule for owners with a live session (appview/policy/schedule.py).
     schedule = RetentionSchedule(valkey, registry, sessions, settings.retention_interval)

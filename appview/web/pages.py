@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -47,6 +48,7 @@ from litestar.response import Redirect
 from markupsafe import Markup
 from valkey.exceptions import ValkeyError
 
+from appview.holds.client import HoldError as HoldClientError
 from appview.web import humanize
 from appview.web.actions import Actions
 from appview.web.blobs import BlobProxy
@@ -162,6 +164,7 @@ class WebUi:
     provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
     scans: ScanResults | None = None  # set by create_app: vulnerability badges and findings
     signatures: Signatures | None = None  # set by create_app: who signed, as the signature referrers say
+    request_scan: Callable[[str, str, str], Awaitable[dict[str, Any]]] | None = None  # HoldClient.request_scan
 
     def __init__(
         self,
@@ -308,7 +311,7 @@ class WebUi:
             signed = await signature_infos(self.signatures, self.ui.loader, manifest.owner.did, manifest.repository,
                                            manifest.referrers)
             return self.render(request, "manifest.html", session, page=manifest, published=published, scan=scan,
-                               signed=signed)
+                               signed=signed, message=_message(request.query_params.get("done")))
         if where.action is None:
             page = await self.ui.repo(where.owner, where.repository, viewer)
             scan_badges = await badges(self.scans, page.owner.did, page.repository,
@@ -344,13 +347,29 @@ class WebUi:
         return Response(json.dumps(doc, indent=2), media_type="application/spdx+json",
                         headers={**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
 
+    async def _rescan(self, viewer: Viewer, owner: str, repository: str, digest: str, base: str) -> Response[Any]:
+        """The owner's "scan again": the hold that stores the manifest queues it (their service token)."""
+        manifest = await self.ui.manifest(owner, repository, digest, viewer)
+        if not manifest.is_owner:
+            raise NotOwner()
+        if manifest.hold is None or self.request_scan is None:
+            raise BadInput("The hold storing this manifest did not answer; try again shortly.")
+        try:
+            await self.request_scan(manifest.hold.did, viewer.did, manifest.digest)
+        except HoldClientError as exc:
+            raise BadInput(f"The hold did not queue a scan: {exc.message or exc.error}") from None
+        return Redirect(path=f"{base}/manifest/{manifest.digest}?done=rescan", status_code=303,
+                        headers={"Cache-Control": "no-store"})
+
     async def repo_post(self, request: Request[Any, Any, State], rest: str) -> Response[Any]:
         where = parse_repo_path(rest)
-        if where.action not in ("star", "edit", "delete", "rules") or where.digest is not None:
+        if where.action not in ("star", "edit", "delete", "rules", "rescan") or where.digest is not None:
             raise PageNotFound()
         session, form = await self._signed_in(request)
         viewer = Viewer(session.did, session.handle)
         base = f"/r/{where.owner}/{where.repository}"
+        if where.action == "rescan":
+            return await self._rescan(viewer, where.owner, where.repository, str(form.get("digest") or ""), base)
         if where.action == "rules":
             rules_form = RulesForm.from_post(form)
             policy = rules_form.policy(where.repository)
@@ -566,6 +585,7 @@ MESSAGES: Final = {
     "revoked": "The device was revoked; its credentials stopped working.",
     "revoke-missing": "That device was already gone.",
     "rules-saved": "The rules were saved. Pushes follow them from now on.",
+    "rescan": "A new scan was queued; this page shows it when it is done.",
 }
 
 

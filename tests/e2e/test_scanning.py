@@ -118,6 +118,24 @@ async def test_a_pushed_image_is_scanned_even_when_its_scanner_dies_and_results_
     await asyncio.to_thread(_scan_and_fetch, scan_stack, pusher, tmp_path)
     digest = (tmp_path / "digest").read_text()
     await _pages(scan_stack, pusher, digest, chromium)
+    await asyncio.to_thread(_owner_rescans, scan_stack, pusher, digest)
+
+
+def _owner_rescans(stack: ScanStack, pusher: Pusher, digest: str) -> None:
+    """The owner, signed in through their PDS, presses "Scan again": the hold queues the manifest."""
+    from tests.support.ui_stack import csrf_of, sign_in
+
+    page = f"/r/{pusher.handle}/scanned/manifest/{digest}"
+    with httpx.Client(base_url=stack.appview.url, timeout=30) as client:
+        anonymous = client.get(page).text
+        assert 'id="rescan-form"' not in anonymous
+        sign_in(client, pusher.account, next_path=page)
+        html = client.get(page).text
+        assert 'id="rescan-form"' in html
+        r = client.post(f"/r/{pusher.handle}/scanned/-/rescan", data={"digest": digest, "csrf_token": csrf_of(html)})
+        assert r.status_code == 303 and r.headers["location"].endswith(f"{page}?done=rescan"), r.text[-3000:]
+        assert "A new scan was queued" in client.get(r.headers["location"]).text
+    assert stack.status(digest)["state"] == "queued"
 
 
 async def _pages(stack: ScanStack, pusher: Pusher, digest: str, browser: Any) -> None:
