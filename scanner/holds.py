@@ -127,7 +127,12 @@ class HoldSubscription:
         self.active.add(digest)
         try:
             started = time.monotonic()
-            result = await run_job(job, hold_url=self.hold_url, http=self.http, db=db, settings=self.settings)
+            try:
+                result = await run_job(job, hold_url=self.hold_url, http=self.http, db=db, settings=self.settings)
+            except Exception as exc:  # a bug or a full disk here: the job must still get an answer
+                log.exception("scanner: %s: unexpected failure", digest)
+                result = {"type": "scan_result", "digest": digest, "summary": {}, "sbom": None, "vulnReport": None,
+                          "scannerVersion": SCANNER_VERSION, "error": f"scanner error: {type(exc).__name__}"}
             await ws.send(json.dumps(result, separators=(",", ":")))
             self.jobs_done += 1
             log.info("scanner: %s scanned in %.2f s: %s", digest, time.monotonic() - started,
