@@ -103,7 +103,7 @@ def findings_of(report: Any) -> list[Finding]:
         return []
     out: list[Finding] = []
     for v in report.get("vulnerabilities") or []:  # ours
-        if isinstance(v, dict) and isinstance(v.get("package"), dict):
+        if isinstance(v, dict) and isinstance(v.get("package"), dict) and v.get("id"):
             p = v["package"]
             out.append(Finding(str(v.get("id", "")), v.get("url") if isinstance(v.get("url"), str) else None,
                                str(p.get("name", "")), str(p.get("version", "")),
@@ -112,8 +112,8 @@ def findings_of(report: Any) -> list[Finding]:
     for m in report.get("matches") or []:  # Grype's
         if not isinstance(m, dict):
             continue
-        vuln, art = m.get("vulnerability") or {}, m.get("artifact") or {}
-        if not isinstance(vuln, dict) or not isinstance(art, dict):
+        vuln, art = m.get("vulnerability"), m.get("artifact")
+        if not isinstance(vuln, dict) or not isinstance(art, dict) or not vuln.get("id"):
             continue
         fix = vuln.get("fix") if isinstance(vuln.get("fix"), dict) else {}
         versions = fix.get("versions") if isinstance(fix, dict) else None
