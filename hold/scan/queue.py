@@ -4,8 +4,9 @@ A job is keyed by manifest digest (one scan per digest at a time). `lease` moves
 `pending` to `leased` with a deadline and a fresh lease token; only the holder of the current
 token may finish it (`complete`/`fail`), so a job a slow scanner held too long and that was
 handed to another one is recorded once. Expired leases go back to `pending` (first in line)
-on the next `lease` call by any hold process; after `max_attempts` leases that all expired
-the job is marked failed instead (an image that kills every scanner must not loop forever).
+on the next `lease` call by any hold process, and a job whose scanner disconnected goes back at
+once (`release`); after `max_attempts` leases that ended either way the job is marked failed
+instead (an image that kills every scanner must not loop forever).
 Every step is one Lua script, so several hold processes and scanners never see half a move.
 """
 
@@ -78,10 +79,17 @@ return 1
 """
 
 _FINISH = """
--- KEYS: job, lease, state, token, attempts, pending ; ARGV: digest, token, state json, requeue
+-- KEYS: job, lease, state, token, attempts, pending
+-- ARGV: digest, token, state json, requeue, max attempts, failed json (when a requeue is one too many)
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
+if ARGV[4] == '1' and tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0') >= tonumber(ARGV[5]) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+  return 1
+end
 if ARGV[4] == '1' then
   redis.call('ZADD', KEYS[6], 0, ARGV[1])
 else
@@ -169,7 +177,9 @@ class ScanQueue:
 
     async def _end(self, digest: str, token: int, state: str, requeue: bool) -> bool:
         keys = [self.k_job, self.k_lease, self.k_state, self.k_token, self.k_attempts, self.k_pending]
-        return bool(await self._finish(keys=keys, args=[digest, token, state, "1" if requeue else "0"]))
+        failed = self._state(FAILED, error="the scan did not finish (no scanner completed it)")
+        args = [digest, token, state, "1" if requeue else "0", self._max_attempts, failed]
+        return bool(await self._finish(keys=keys, args=args))
 
     async def complete(self, digest: str, token: int, **extra: Any) -> bool:
         return await self._end(digest, token, self._state(DONE, **extra), False)
@@ -178,7 +188,8 @@ class ScanQueue:
         return await self._end(digest, token, self._state(FAILED, error=error[:500]), False)
 
     async def release(self, digest: str, token: int) -> bool:
-        """Give a leased job back at once (its scanner disconnected): first in line again."""
+        """Give a leased job back at once (its scanner disconnected): first in line again, unless
+        it was handed out `max_attempts` times already (then it is marked failed)."""
         return await self._end(digest, token, self._state(QUEUED), True)
 
     async def state(self, digest: str) -> dict[str, Any] | None:

@@ -61,3 +61,14 @@ async def test_pushes_go_before_rescans_and_a_job_being_scanned_is_not_queued_tw
     assert await q.release(nxt.digest, nxt.token)
     back = await q.lease()
     assert back is not None and back.digest == job(1)["digest"]
+
+
+async def test_a_job_released_too_often_fails(valkey: Any) -> None:
+    q = ScanQueue(valkey, "did:web:h3", max_attempts=2, clock=Clock())
+    await q.enqueue(job(1))
+    for _ in range(2):
+        leased = await q.lease()
+        assert leased is not None
+        assert await q.release(leased.digest, leased.token)
+    state = await q.state(job(1)["digest"]) or {}
+    assert state["state"] == "failed" and await q.lease() is None
