@@ -133,7 +133,8 @@ class HoldSubscription:
                 log.exception("scanner: %s: unexpected failure", digest)
                 result = {"type": "scan_result", "digest": digest, "summary": {}, "sbom": None, "vulnReport": None,
                           "scannerVersion": SCANNER_VERSION, "error": f"scanner error: {type(exc).__name__}"}
-            await ws.send(json.dumps(result, separators=(",", ":")))
+            text = await asyncio.to_thread(json.dumps, result, separators=(",", ":"))
+            await ws.send(text)
             self.jobs_done += 1
             log.info("scanner: %s scanned in %.2f s: %s", digest, time.monotonic() - started,
                      result.get("error") or result.get("summary"))

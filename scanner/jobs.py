@@ -13,6 +13,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +44,30 @@ async def run_job(
         work = Path(tempfile.mkdtemp(prefix="job-", dir=settings.work_dir))
         try:
             paths = []
+            started = time.monotonic()
+            fetched = 0
             for i, layer in enumerate(layers):
                 path = work / f"{i:04d}.layer"
-                await fetch_layer(
+                fetched += await fetch_layer(
                     http, hold_url, str(job.get("holdDid", "")), layer, path,
                     secret=settings.secret, timeout=settings.layer_timeout,
                 )
                 paths.append(path)
+            downloaded = time.monotonic()
             analysis = await asyncio.to_thread(analyze_layers, paths, db)
+            log.info("scanner: %s: %d layer(s), %.1f MiB downloaded in %.2f s, analysed in %.2f s: %d package(s)",
+                     digest, len(paths), fetched / 2**20, downloaded - started, time.monotonic() - downloaded,
+                     len(analysis.packages))
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
         name = f"{job.get('repository', '')}@{digest}"
         namespace = f"{hold_url.rstrip('/')}/spdx/{job.get('userDid', '')}/{job.get('repository', '')}/{digest}"
-        return _result(
-            digest,
-            summary=analysis.counts(),
-            sbom=analysis.spdx(name=name, namespace=namespace),
-            vulnReport=analysis.vuln_report(),
-        )
+
+        def documents() -> dict[str, Any]:  # tens of thousands of findings take seconds: off the loop
+            return _result(digest, summary=analysis.counts(), sbom=analysis.spdx(name=name, namespace=namespace),
+                           vulnReport=analysis.vuln_report())
+
+        return await asyncio.to_thread(documents)
     except (ScannerError, AnalysisError) as exc:
         log.warning("scanner: %s failed: %s", digest, exc)
         return _result(digest, summary={}, sbom=None, vulnReport=None, error=str(exc)[:500] or type(exc).__name__)

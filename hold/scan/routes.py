@@ -42,6 +42,14 @@ POLL_SECONDS = 0.5
 MAX_CONCURRENCY = 8
 
 
+async def _parse(raw: str | bytes) -> Any:
+    """A message as JSON; a large one (a result with its documents) is parsed off the loop."""
+    try:
+        return json.loads(raw) if len(raw) < 65536 else await asyncio.to_thread(json.loads, raw)
+    except ValueError:
+        return None
+
+
 def _concurrency(raw: str | None) -> int:
     try:
         return max(1, min(MAX_CONCURRENCY, int(raw or "1")))
@@ -86,10 +94,7 @@ class ScannerSession:
             if message["type"] == "websocket.disconnect":
                 return
             raw = message.get("text") or message.get("bytes")
-            try:
-                msg = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
-            except ValueError:
-                msg = None
+            msg = await _parse(raw) if isinstance(raw, str | bytes) and raw else None
             if not isinstance(msg, dict):
                 await self.send_error("InvalidRequest", "messages are JSON objects")
                 continue

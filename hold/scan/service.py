@@ -221,8 +221,9 @@ class ScanService:
         if not isinstance(summary, dict):
             raise InvalidScanResult("summary must be an object")
         counts = {name: _count(summary, name) for name in (*SEVERITIES, "total")}
-        sbom = _document(msg.get("sbom"), "sbom")
-        report = _document(msg.get("vulnReport"), "vulnReport")
+        # Large documents (tens of thousands of findings) take a while to re-encode: off the loop.
+        sbom = await asyncio.to_thread(_document, msg.get("sbom"), "sbom")
+        report = await asyncio.to_thread(_document, msg.get("vulnReport"), "vulnReport")
         version = msg.get("scannerVersion")
         job = lease.job
         record: dict[str, Any] = {
