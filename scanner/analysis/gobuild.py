@@ -113,7 +113,9 @@ def parse_blob(blob: bytes, location: str) -> tuple[Package, ...]:
             current = [fields[1], fields[2]]
             modules.append(current)
         elif fields[0] == "=>" and current is not None and len(fields) >= 3:
-            current[0], current[1] = fields[1], fields[2]  # a replace directive: the code that was built
+            # a replace directive names the code that was built; a directory has no version
+            local = fields[1].startswith((".", "/"))
+            current[0], current[1] = (current[0], "(devel)") if local else (fields[1], fields[2])
     for path, version in modules:
         found.append(_package(path, version, location))
     return tuple(found)

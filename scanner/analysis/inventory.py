@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from scanner.analysis import langpkgs, ospkgs, osrelease, rpmdb
 from scanner.analysis.layers import LayerIndex
 from scanner.analysis.model import Package
@@ -29,8 +31,9 @@ def packages_of(index: LayerIndex, os_release: dict[str, str] | None) -> list[Pa
             found.extend(ospkgs.apk(captured.data, location, os_release))
         elif captured.kind == "rpmdb" and captured.spill is not None:
             found.extend(ospkgs.rpm(rpmdb.read_database(captured.spill), location, os_release))
-        elif captured.kind == "python":
-            package = langpkgs.python_dist(captured.data, location)
+        elif captured.kind in ("python", "python-egg-file"):
+            where = location if captured.kind == "python-egg-file" else posixpath.dirname(location)
+            package = langpkgs.python_dist(captured.data, where)
             if package is not None:
                 found.append(package)
         elif captured.kind == "npm":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 from email.parser import BytesHeaderParser
 
@@ -13,16 +12,17 @@ from scanner.analysis.model import Package
 
 
 def python_dist(data: bytes, location: str) -> Package | None:
-    """A Python distribution from its `*.dist-info/METADATA` or `*.egg-info/PKG-INFO` headers."""
+    """A Python distribution from its `*.dist-info/METADATA` or `*.egg-info/PKG-INFO` headers.
+
+    `location` is the metadata directory; for a single-file `*.egg-info` it is that file.
+    """
     headers = BytesHeaderParser().parsebytes(data.split(b"\n\n", 1)[0])
     name, version = headers.get("Name"), headers.get("Version")
     if not name or not version:
         return None
     name, version = str(name).strip(), str(version).strip()
     purl = PackageURL(type="pypi", name=normalize_pypi(name), version=version).to_string()
-    return Package(
-        name=name, version=version, ecosystem="PyPI", purl=purl, source=None, location=posixpath.dirname(location)
-    )
+    return Package(name=name, version=version, ecosystem="PyPI", purl=purl, source=None, location=location)
 
 
 def normalize_pypi(name: str) -> str:

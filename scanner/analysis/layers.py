@@ -32,7 +32,7 @@ from scanner.analysis import gobuild, java
 from scanner.analysis.errors import AnalysisError, LayerError
 from scanner.analysis.model import Package
 
-Kind = Literal["os-release", "dpkg", "apk", "rpmdb", "python", "npm", "go", "jar"]
+Kind = Literal["os-release", "dpkg", "apk", "rpmdb", "python", "python-egg-file", "npm", "go", "jar"]
 
 _CHUNK = 1 << 20
 # Bounds on what is kept in memory from one file: a dpkg status of a large image is a few MiB.
@@ -67,6 +67,8 @@ def classify(path: str) -> Kind | None:
         return "rpmdb"
     if (base == "METADATA" and head.endswith(".dist-info")) or (base == "PKG-INFO" and head.endswith(".egg-info")):
         return "python"
+    if base.endswith(".egg-info") and "-packages/" in path:
+        return "python-egg-file"  # distutils' single-file egg-info, same headers as PKG-INFO
     if base == "package.json" and _is_node_module_dir(head):
         return "npm"
     if base.endswith((".jar", ".war", ".ear")):
@@ -107,7 +109,7 @@ def _open_layer(path: Path) -> Iterator[IO[bytes]]:
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield cast(IO[bytes], gz)
         elif magic == b"\x28\xb5\x2f\xfd":
-            with zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK) as zst:
+            with zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK, read_across_frames=True) as zst:
                 yield cast(IO[bytes], zst)
         else:
             yield raw
@@ -152,12 +154,14 @@ class LayerIndex:
                 if base.startswith(_WHITEOUT):
                     deleted.append(posixpath.join(head, base[len(_WHITEOUT) :]))
                     continue
-                replaced.add(path)
+                if path in self.files:
+                    replaced.add(path)  # only paths already captured: the set stays small
+                previous = added.pop(path, None)
+                if previous is not None and previous.spill is not None:
+                    previous.spill.unlink(missing_ok=True)
                 captured = self._capture(tar, member, path)
                 if captured is not None:
                     added[path] = captured
-                else:
-                    added.pop(path, None)
         for path in deleted:
             self._drop(partial(_at_or_under, path))
         for directory in opaque:

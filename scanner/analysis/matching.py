@@ -53,6 +53,11 @@ def _step_order(a: Step, b: Step) -> int:
 def compile_range(kind: str, events: tuple[tuple[str, str], ...], scheme: str) -> CompiledRange:
     """Parse and sort a range's events; raises versions.UnorderedVersion if one does not parse."""
     order = _order_scheme(kind, scheme)
+    if len(events) == 2 and events[0] == ("introduced", "0") and events[1][0] in ("fixed", "last_affected"):
+        # most records: affected from the start until one fix; nothing to sort
+        return CompiledRange(
+            (("introduced", None, "0"), (events[1][0], versions.key(order, events[1][1]), events[1][1])), ()
+        )
     limits = tuple(versions.key(order, v) for k, v in events if k == "limit" and v != "*")
     steps: list[Step] = []
     for event, value in events:
@@ -64,23 +69,22 @@ def compile_range(kind: str, events: tuple[tuple[str, str], ...], scheme: str) -
 
 
 def evaluate(compiled: CompiledRange, installed: versions.Comparable) -> tuple[bool, str | None]:
-    """Whether an installed version key falls in the range, and the fix that ends its span."""
+    """Whether an installed version key falls in the range, and the fix that ends its span.
+
+    Events above the installed version cannot change the answer; the first of them is the end
+    of the span the version is in, which is its fix when it is a `fixed` event.
+    """
     if compiled.limits and not any(installed < limit for limit in compiled.limits):
         return False, None
     affected = False
-    fixed_in: str | None = None
     for event, key, value in compiled.steps:
+        if key is not None and installed < key:
+            return affected, (value if affected and event == "fixed" else None)
         if event == "introduced":
-            if key is None or not installed < key:
-                affected, fixed_in = True, None
-        elif event == "fixed" and key is not None:
-            if not installed < key:
-                affected = False
-            elif affected and fixed_in is None:
-                fixed_in = value
-        elif event == "last_affected" and key is not None and key < installed:
+            affected = True
+        elif event == "fixed" or (event == "last_affected" and key is not None and key < installed):
             affected = False
-    return affected, (fixed_in if affected else None)
+    return affected, None
 
 
 def match_version(version: str, kind: str, events: tuple[tuple[str, str], ...], scheme: str) -> tuple[bool, str | None]:

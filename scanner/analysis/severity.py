@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import cvss
@@ -34,6 +35,7 @@ def from_score(score: float) -> Severity:
     return "low"
 
 
+@lru_cache(maxsize=16384)  # real databases repeat a few thousand distinct vectors; scoring one is ~100 us
 def _vector_rating(kind: str, vector: str) -> Severity | None:
     try:
         if kind == "CVSS_V4":
@@ -51,24 +53,23 @@ def _word(value: Any) -> Severity | None:
     return _WORDS.get(value.strip().lower()) if isinstance(value, str) else None
 
 
-def rate(severities: Iterable[Mapping[str, Any]], specifics: Iterable[Mapping[str, Any] | None]) -> Severity:
-    """Severity from OSV `severity[]` entries (CVSS first, then an ecosystem's own word such as
-    Ubuntu's), else from a `database_specific`/`ecosystem_specific` `severity` or `urgency`."""
-    entries = [e for e in severities if isinstance(e, Mapping)]
+def rate(vectors: Iterable[tuple[str, str]], words: Iterable[str]) -> Severity:
+    """Severity from OSV `severity[]` (type, score) pairs: a CVSS vector first (v3, v4, v2),
+    then an ecosystem's own word given as a score (Ubuntu's); else the first known word among
+    a record's `database_specific`/`ecosystem_specific` `severity` or `urgency`."""
+    entries = list(vectors)
     for kind in _PREFERENCE:
-        for entry in entries:
-            if entry.get("type") == kind and isinstance(entry.get("score"), str):
-                rating = _vector_rating(kind, entry["score"])
+        for entry_kind, score in entries:
+            if entry_kind == kind:
+                rating = _vector_rating(kind, score)
                 if rating is not None:
                     return rating
-    for entry in entries:
-        rating = _word(entry.get("score"))
+    for _, score in entries:
+        rating = _word(score)
         if rating is not None:
             return rating
-    for specific in specifics:
-        if isinstance(specific, Mapping):
-            for field in ("severity", "urgency"):
-                rating = _word(specific.get(field))
-                if rating is not None:
-                    return rating
+    for word in words:
+        rating = _word(word)
+        if rating is not None:
+            return rating
     return "unknown"

@@ -1,8 +1,9 @@
 """Vulnerability data in the OSV schema, indexed by (ecosystem, package name).
 
-Sources: a directory of OSV JSON files (searched recursively), a zip in the layout of osv.dev's
-`all.zip` exports (one `<ID>.json` per record), or an http(s) URL of such a zip, fetched through
-the SSRF-guarded client. Only what matching needs is kept per record; withdrawn records are
+Sources: a zip in the layout of osv.dev's `all.zip` exports (one `<ID>.json` per record), a
+directory searched recursively for OSV JSON files and such zips (e.g. `Debian/all.zip` and
+`PyPI/all.zip` side by side), or an http(s) URL of a zip, fetched through the SSRF-guarded
+client. Only what matching needs is kept per record; withdrawn records are
 dropped at load. `version` is a hash of every record's name and bytes, so it changes exactly
 when the content changes and holds can re-queue scans on it.
 """
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,48 +33,51 @@ _MAX_RECORD = 16 << 20
 DEFAULT_MAX_DOWNLOAD = 4 << 30
 
 
-@dataclass
+Vectors = tuple[tuple[str, str], ...]  # OSV `severity[]` as (type, score) pairs
+Words = tuple[str, ...]  # `severity`/`urgency` words of `database_specific`/`ecosystem_specific`
+
+
+@dataclass(slots=True, eq=False)
 class Vuln:
-    """The parts of one OSV record a finding reports."""
+    """The parts of one OSV record a finding reports (only these are kept, to bound memory)."""
 
     id: str
     aliases: tuple[str, ...]
     summary: str
     url: str | None
-    severities: tuple[Mapping[str, Any], ...]
-    database_specific: Mapping[str, Any] | None
+    vectors: Vectors
+    words: Words
     _rating: Severity | None = None
 
     def rating(self) -> Severity:
         """The record-level severity, computed once (scoring a CVSS vector is not free)."""
         if self._rating is None:
-            self._rating = severity.rate(self.severities, (self.database_specific,))
+            self._rating = severity.rate(self.vectors, self.words)
         return self._rating
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Range:
     kind: str  # ECOSYSTEM or SEMVER
     events: tuple[tuple[str, str], ...]  # (introduced|fixed|last_affected|limit, version)
-    compiled: object = field(default=None, compare=False, repr=False)  # matching's parsed form, on first use
+    compiled: object = None  # matching's parsed form, filled on first use
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Affected:
     """One `affected[]` entry of a record: the package's ranges and explicit versions."""
 
     vuln: Vuln
-    ecosystem: str
     ranges: tuple[Range, ...]
     versions: frozenset[str]
-    severities: tuple[Mapping[str, Any], ...]
-    specific: tuple[Mapping[str, Any] | None, ...]
+    vectors: Vectors
+    words: Words
     _rating: Severity | None = None
 
     def rating(self) -> Severity:
         """This entry's own severity when it has one (OSV allows it per package), else the record's."""
         if self._rating is None:
-            own = severity.rate(self.severities, self.specific) if self.severities or any(self.specific) else "unknown"
+            own = severity.rate(self.vectors, self.words) if self.vectors or self.words else "unknown"
             self._rating = own if own != "unknown" else self.vuln.rating()
         return self._rating
 
@@ -102,8 +106,22 @@ def _url(record: Mapping[str, Any]) -> str | None:
     return str(refs[0]["url"]) if refs else None
 
 
-def _mapping(value: Any) -> Mapping[str, Any] | None:
-    return value if isinstance(value, Mapping) else None
+def _vectors(value: Any) -> Vectors:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        (str(e.get("type")), e["score"]) for e in value if isinstance(e, Mapping) and isinstance(e.get("score"), str)
+    )
+
+
+def _words(*specifics: Any) -> Words:
+    return tuple(
+        s[field]
+        for s in specifics
+        if isinstance(s, Mapping)
+        for field in ("severity", "urgency")
+        if isinstance(s.get(field), str)
+    )
 
 
 class VulnDB:
@@ -149,19 +167,26 @@ class VulnDB:
         path = Path(source)
         db = cls()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*.json") if p.is_file())
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".zip"))
             for file in files:
-                db.add(file.relative_to(path).as_posix(), file.read_bytes())
+                relative = file.relative_to(path).as_posix()
+                if file.suffix == ".zip":
+                    db._add_zip(file, prefix=relative + "/")
+                else:
+                    db.add(relative, file.read_bytes())
         elif path.is_file():
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    for name, data in _zip_records(archive):
-                        db.add(name, data)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise VulnDBError(f"{path}: not a readable zip of OSV records: {exc}") from None
+            db._add_zip(path, prefix="")
         else:
             raise VulnDBError(f"{source}: no such directory or file")
         return db
+
+    def _add_zip(self, path: Path, *, prefix: str) -> None:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for name, data in _zip_records(archive):
+                    self.add(prefix + name, data)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise VulnDBError(f"{path}: not a readable zip of OSV records: {exc}") from None
 
     def add(self, name: str, data: bytes) -> None:
         """Add one OSV record (`name` is its file name, part of the version hash)."""
@@ -184,8 +209,8 @@ class VulnDB:
             aliases=tuple(a for a in record.get("aliases") or () if isinstance(a, str)),
             summary=summary if isinstance(summary, str) else "",
             url=_url(record),
-            severities=tuple(s for s in record.get("severity") or () if isinstance(s, Mapping)),
-            database_specific=_mapping(record.get("database_specific")),
+            vectors=_vectors(record.get("severity")),
+            words=_words(record.get("database_specific")),
         )
         for entry in record.get("affected") or ():
             self._add_affected(vuln, entry)
@@ -210,9 +235,8 @@ class VulnDB:
         versions = frozenset(v for v in entry.get("versions") or () if isinstance(v, str))
         if not ranges and not versions:
             return
-        specific = (_mapping(entry.get("ecosystem_specific")), _mapping(entry.get("database_specific")))
-        own = tuple(s for s in entry.get("severity") or () if isinstance(s, Mapping))
-        affected = Affected(vuln, ecosystem, tuple(ranges), versions, own, specific)
+        words = _words(entry.get("ecosystem_specific"), entry.get("database_specific"))
+        affected = Affected(vuln, tuple(ranges), versions, _vectors(entry.get("severity")), words)
         base = ecosystem.split(":")[0]
         self._index.setdefault((ecosystem_key(ecosystem), name_key(base, name)), []).append(affected)
 

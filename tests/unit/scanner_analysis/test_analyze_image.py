@@ -72,6 +72,7 @@ LANGUAGE_RECORDS = [
     ib.osv("PYSEC-jinja", "PyPI", "jinja2", [{"introduced": "0"}, {"fixed": "3.1.3"}]),  # installed as "Jinja2"
     ib.osv("PYSEC-urllib3", "PyPI", "urllib3", versions=["2.0.6"]),  # 2.0.7 is not listed
     ib.osv("PYSEC-pyyaml", "PyPI", "pyyaml", [{"introduced": "0"}, {"fixed": "5.4"}]),  # whited out
+    ib.osv("PYSEC-six", "PyPI", "six", [{"introduced": "0"}, {"fixed": "1.16.0"}]),  # a single-file egg-info
     ib.osv(
         "GHSA-lodash",
         "npm",
@@ -138,6 +139,7 @@ def _debian_image(tmp_path: Path) -> list[Path]:
         .file(f"{site}/requests-2.31.0.dist-info/METADATA", ib.dist_info_metadata("requests", "2.31.0"))
         .file(f"{site}/Jinja2-3.1.2.dist-info/METADATA", ib.dist_info_metadata("Jinja2", "3.1.2"))
         .file(f"{site}/urllib3-2.0.7.egg-info/PKG-INFO", ib.dist_info_metadata("urllib3", "2.0.7"))
+        .file("usr/lib/python3/site-packages/six-1.15.0.egg-info", ib.dist_info_metadata("six", "1.15.0"))
         .file("app/node_modules/lodash/package.json", ib.package_json("lodash", "4.17.20"))
         .file("app/node_modules/@babel/traverse/package.json", ib.package_json("@babel/traverse", "7.23.2"))
         .file("app/node_modules/lodash/node_modules/x/lib/package.json", ib.package_json("not-a-module", "1.0.0"))
@@ -194,6 +196,7 @@ def test_findings_are_exactly_the_expected_ones(debian_analysis: Analysis) -> No
         ("DEBIAN-CVE-2024-0008", "zlib1g", None),
         ("GHSA-requests", "requests", "2.32.0"),
         ("PYSEC-jinja", "Jinja2", "3.1.3"),
+        ("PYSEC-six", "six", "1.16.0"),
         ("GHSA-lodash", "lodash", "4.17.21"),
         ("GO-2023-net", "golang.org/x/net", "0.17.0"),
         ("GO-2023-stdlib", "stdlib", "1.21.3"),
@@ -209,7 +212,7 @@ def test_severities_come_from_cvss_vectors_and_the_records_own_rating(debian_ana
     assert by_id["GO-2023-net"] == "medium"  # CVSS v4 vector
     assert by_id["GHSA-requests"] == "medium"  # database_specific MODERATE
     assert by_id["PYSEC-jinja"] == "unknown"
-    assert debian_analysis.counts() == {"critical": 3, "high": 1, "medium": 2, "low": 0, "unknown": 6, "total": 12}
+    assert debian_analysis.counts() == {"critical": 3, "high": 1, "medium": 2, "low": 0, "unknown": 7, "total": 13}
 
 
 def test_inventory_honours_whiteouts_and_replaced_files(debian_analysis: Analysis) -> None:
@@ -236,6 +239,7 @@ def test_package_urls_and_locations(debian_analysis: Analysis) -> None:
     assert purls["libssl3"].location == "/var/lib/dpkg/status"
     assert purls["Jinja2"].purl == "pkg:pypi/jinja2@3.1.2"
     assert purls["Jinja2"].location == "/usr/lib/python3/dist-packages/Jinja2-3.1.2.dist-info"
+    assert purls["six"].location == "/usr/lib/python3/site-packages/six-1.15.0.egg-info"
     assert purls["@babel/traverse"].purl == "pkg:npm/%40babel/traverse@7.23.2"
     assert purls["golang.org/x/net"].purl == "pkg:golang/golang.org/x/net@v0.15.0"
     assert purls["github.com/foo/bar"].version == "v1.0.1"  # the replacement is what was built

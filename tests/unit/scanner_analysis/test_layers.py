@@ -143,3 +143,28 @@ def test_corrupt_rpmdb_gives_no_packages(tmp_path: Path) -> None:
     path = tmp_path / "rpmdb.sqlite"
     path.write_bytes(b"SQLite format 3\0" + b"\xff" * 4000)
     assert rpmdb.read_database(path) == []
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_multi_frame_layers_are_read_to_the_end(tmp_path: Path, compression: str) -> None:
+    """estargz (gzip members) and zstd:chunked (zstd frames) split a layer into many frames."""
+    import gzip
+
+    import zstandard
+
+    tar = (
+        ib.Layer()
+        .file("srv/node_modules/a/package.json", ib.package_json("a", "1.0.0"))
+        .file("srv/filler.bin", bytes(100_000))
+        .file("srv/node_modules/b/package.json", ib.package_json("b", "2.0.0"))
+        .tar_bytes()
+    )
+    half = len(tar) // 2
+    if compression == "gzip":
+        data = gzip.compress(tar[:half]) + gzip.compress(tar[half:])
+    else:
+        data = zstandard.ZstdCompressor().compress(tar[:half]) + zstandard.ZstdCompressor().compress(tar[half:])
+    path = tmp_path / "layer"
+    path.write_bytes(data)
+    db = VulnDB.load(ib.write_osv_dir(tmp_path / "osv", []))
+    assert sorted(p.name for p in analyze_layers([path], db).packages) == ["a", "b"]

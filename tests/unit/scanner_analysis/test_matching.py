@@ -7,6 +7,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scanner.analysis import Package, VulnDB, VulnDBError
 from scanner.analysis.matching import findings_for, match_version
@@ -48,6 +50,44 @@ def test_range_with_several_spans(version: str, expected: tuple[bool, str | None
         {"fixed": "2.1"},
     ]  # unsorted on purpose: the schema does not order events
     assert _in(version, events) == expected
+
+
+@st.composite
+def well_formed_range(draw: st.DrawFn) -> tuple[list[tuple[int, int | None, str]], list[dict[str, str]]]:
+    """Spans over integer versions: sorted distinct bounds, each introduced closed by fixed or
+    last_affected, the last one possibly open. Returns the spans and the events, shuffled."""
+    bounds = sorted(draw(st.sets(st.integers(1, 40), min_size=1, max_size=8)))
+    open_end = draw(st.booleans()) or len(bounds) % 2 == 1
+    if len(bounds) % 2 == 0 and open_end:
+        bounds = bounds[:-1]
+    spans: list[tuple[int, int | None, str]] = []
+    events: list[dict[str, str]] = []
+    for i in range(0, len(bounds), 2):
+        start = bounds[i]
+        introduced = "0" if i == 0 and draw(st.booleans()) else str(start)
+        events.append({"introduced": introduced})
+        start = 0 if introduced == "0" else start
+        if i + 1 < len(bounds):
+            close = draw(st.sampled_from(["fixed", "last_affected"]))
+            events.append({close: str(bounds[i + 1])})
+            spans.append((start, bounds[i + 1], close))
+        else:
+            spans.append((start, None, "open"))
+    return spans, draw(st.permutations(events))
+
+
+@given(well_formed_range(), st.integers(0, 45))
+def test_range_evaluation_matches_the_spans(
+    case: tuple[list[tuple[int, int | None, str]], list[dict[str, str]]], v: int
+) -> None:
+    spans, events = case
+    expected: tuple[bool, str | None] = (False, None)
+    for start, end, close in spans:
+        if end is None and v >= start:
+            expected = (True, None)
+        elif end is not None and start <= v and (v < end if close == "fixed" else v <= end):
+            expected = (True, str(end) if close == "fixed" else None)
+    assert _in(str(v), events) == expected, (spans, events, v)
 
 
 def test_limit_bounds_the_range() -> None:
@@ -186,3 +226,22 @@ def test_zip_entries_that_are_not_records_are_ignored(tmp_path: Path) -> None:
         )
     db = VulnDB.load(path)
     assert db.records == 1 and db.skipped == 0
+
+
+def test_a_directory_of_per_ecosystem_zips_and_loose_records(tmp_path: Path) -> None:
+    (tmp_path / "db" / "Debian").mkdir(parents=True)
+    (tmp_path / "db" / "PyPI").mkdir()
+    ib.write_osv_zip(
+        tmp_path / "db" / "Debian" / "all.zip", [ib.osv("DSA-1", "Debian:12", "bash", [{"introduced": "0"}])]
+    )
+    ib.write_osv_zip(tmp_path / "db" / "PyPI" / "all.zip", [ib.osv("PYSEC-1", "PyPI", "six", [{"introduced": "0"}])])
+    ib.write_osv_dir(
+        tmp_path / "db" / "local", [ib.osv("LOCAL-1", "npm", "a", [{"introduced": "0"}], range_type="SEMVER")]
+    )
+    db = VulnDB.load(tmp_path / "db")
+    assert db.records == 3
+    assert [f.id for f in findings_for(_pkg("bash", "5.2.15-2", "Debian:12"), db)] == ["DSA-1"]
+    assert [f.id for f in findings_for(_pkg("six", "1.0", "PyPI"), db)] == ["PYSEC-1"]
+    (tmp_path / "db" / "PyPI" / "all.zip").write_bytes(b"corrupt")
+    with pytest.raises(VulnDBError, match="all.zip"):
+        VulnDB.load(tmp_path / "db")
