@@ -98,6 +98,8 @@ def test_update_db_without_a_running_scanner_loads_and_reports(tmp_path: Path, c
     assert update_db(settings(tmp_path)) == 0
     out = capsys.readouterr().out
     assert out.startswith("sha256:") and "5 records" in out and "no scanner running" in out
+    assert update_db(settings(tmp_path, SCANNER_VULN_DB=str(tmp_path / "missing"))) == 1
+    assert "missing: no such directory or file" in capsys.readouterr().err
 
 
 def test_configuration_errors_name_the_setting(tmp_path: Path) -> None:
