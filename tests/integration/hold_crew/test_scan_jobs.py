@@ -208,3 +208,32 @@ async def test_scanning_is_off_without_a_secret(make_hold: MakeHold) -> None:
         with pytest.raises(InvalidStatus):
             async with scanner(h):
                 pass
+
+
+async def test_malformed_messages_and_results_are_refused_by_name(make_hold: MakeHold, scan_env: dict[str, Any]) -> None:
+    async with make_hold(**scan_env) as h:
+        digest, _ = await push(h, "a")
+        async with scanner(h) as ws:
+            job = await next_job(ws)
+            await ws.send("not json")
+            assert json.loads(await ws.recv())["error"] == "InvalidRequest"
+            await ws.send(json.dumps({"type": "gossip"}))
+            assert json.loads(await ws.recv())["error"] == "InvalidRequest"
+            bad = {**ATCR_RESULT, "digest": job["digest"], "summary": {"critical": -1, "total": 0}}
+            await ws.send(json.dumps(bad))
+            refused = json.loads(await ws.recv())
+            assert refused["error"] == "InvalidScanResult" and "summary.critical" in refused["message"]
+            failed = await until_state(h, digest, "failed")
+        assert failed["error"].startswith("InvalidScanResult") and "scan" not in failed
+        assert await h.records("io.atcr.hold.scan") == []
+        assert not (h.hold.settings.data_dir / "repo-blobs").exists()  # nothing half-written
+
+
+def test_hold_scan_settings_are_checked(tmp_path: Path) -> None:
+    from atcr.errors import ConfigError
+    from atcr.settings import load
+    from hold.settings import HoldSettings
+
+    for env in ({"HOLD_SCAN_LEASE": "0"}, {"HOLD_SCAN_MAX_ATTEMPTS": "0"}):
+        with pytest.raises(ConfigError, match=next(iter(env))):
+            load(HoldSettings, {"HOLD_DATA_DIR": str(tmp_path), **env})
