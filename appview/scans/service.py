@@ -141,7 +141,9 @@ class ScanResults:
         cid = str(Cid(bytes((1, RAW, SHA2_256, 32)) + bytes.fromhex(digest.removeprefix("sha256:"))))
         try:
             base = await self._endpoint(hold_did)
-            resp = await self._http.get(f"{base}/xrpc/com.atproto.sync.getBlob", params={"did": hold_did, "cid": cid})
+            # Bounded, and redirects followed (through the guard): an ATCR hold may answer with one.
+            resp = await self._http.request("GET", f"{base}/xrpc/com.atproto.sync.getBlob",
+                                            params={"did": hold_did, "cid": cid}, max_bytes=MAX_DOCUMENT)
         except AtcrError as exc:
             log.info("scan document %s on %s: %s", digest, hold_did, exc)
             return None

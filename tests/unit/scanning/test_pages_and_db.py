@@ -103,3 +103,29 @@ async def test_the_database_reloads_and_announces_only_a_changed_version(tmp_pat
     with pytest.raises(VulnDBError):
         await db.reload()
     assert db.version == kept and heard[-1] == kept
+
+
+def test_referrer_artifacts_are_stable_and_only_for_raw_sha256_blobs() -> None:
+    from appview.scans.service import REPORT_TYPE, SBOM_TYPE, artifact, blob_digest
+    from atcr.dagcbor import Cid
+    from hold.scan.blobs import cid_of, cid_to_digest, digest_to_cid
+
+    data = b'{"spdxVersion":"SPDX-2.3"}'
+    cid = cid_of(data)
+    digest = cid_to_digest(cid)
+    assert digest is not None and digest_to_cid(digest) == cid
+    assert blob_digest({"ref": {"$link": cid}, "size": len(data)}) == (digest, len(data))
+    assert blob_digest({"ref": {"$link": str(Cid.for_block(data))}, "size": 1}) is None  # dag-cbor, not raw
+    assert blob_digest({"ref": {"$link": "nonsense"}, "size": 1}) is None and blob_digest(None) is None
+    assert cid_to_digest("nonsense") is None
+
+    record = {"scannedAt": "2026-12-06T00:00:00.000Z", "scannerVersion": "atcr-scanner/0.1",
+              "sbomBlob": {"$type": "blob", "ref": {"$link": cid}, "mimeType": SBOM_TYPE, "size": len(data)}}
+    subject = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "0" * 64, "size": 9}
+    one = artifact(subject, record, "sbomBlob", SBOM_TYPE, "sbom.spdx.json", "did:web:hold")
+    assert one is not None and one == artifact(dict(subject), dict(record), "sbomBlob", SBOM_TYPE, "sbom.spdx.json",
+                                               "did:web:hold")
+    doc = json.loads(one)
+    assert doc["artifactType"] == SBOM_TYPE and doc["subject"] == subject
+    assert doc["layers"][0]["digest"] == digest and doc["layers"][0]["size"] == len(data)
+    assert artifact(subject, record, "vulnReportBlob", REPORT_TYPE, "v.json", "did:web:hold") is None
