@@ -146,6 +146,9 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         valkey, rt.http, rt.resolver, plc_url=settings.plc_url, timeout=settings.http_timeout,
         referrers=settings.provenance_referrers,
     )
+    from appview.scans import ScanResults
+
+    scans = ScanResults(valkey, rt.http, holds.endpoint)
     oci = OciApi(
         registry,
         Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),
@@ -153,6 +156,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         limiter=limiter,
         addresses=addresses,
         provenance=provenance,
+        scans=scans,
     )
     token_api = TokenApi(tokens, authenticator, owner_of, after_login=ensure_profile, addresses=addresses)
 
@@ -161,6 +165,11 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         sign_in=sign_in,
     )
     web_ui.provenance = provenance  # "published by ... (verified)" on manifest pages
+    web_ui.scans = scans  # vulnerability badges, findings and SBOM packages (appview/scans)
+    from appview.web.signatures import Signatures
+
+    web_ui.signatures = Signatures(rt.http, holds)  # "signed by ..." from signature referrers
+    web_ui.request_scan = holds.request_scan  # the owner's "scan again" (io.atcr.hold.requestScan)
 
     from appview.webhooks.setup import build_webhooks
 

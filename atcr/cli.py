@@ -1,4 +1,5 @@
-"""The `atcr` command: run the AppView, the hold, the Jetstream consumer, or all three (`dev`).
+"""The `atcr` command: run the AppView, the hold, the Jetstream consumer, the scanner, or all of
+them together (`dev`).
 
 The CLI is the only place that reads the environment: it turns env + flags into each
 service's frozen settings object and hands it to the service. Services are imported
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +54,13 @@ SERVICES: dict[str, ServiceSpec] = {
         "jetstream.settings:JetstreamSettings",
         "jetstream.app:create_app",
         "status_addr",
+    ),
+    "scanner": ServiceSpec(
+        "scanner",
+        "Scan images for vulnerabilities: take jobs from holds (subscribeScanJobs), answer SBOMs and reports.",
+        "scanner.settings:ScannerSettings",
+        "scanner.app:create_app",
+        "http_addr",
     ),
 }
 
@@ -131,6 +140,7 @@ def _factory(name: str) -> Callable[[], Any]:
 _factory_appview = _factory("appview")
 _factory_hold = _factory("hold")
 _factory_jetstream = _factory("jetstream")
+_factory_scanner = _factory("scanner")
 
 
 # --- atcr dev -----------------------------------------------------------------------------------
@@ -144,8 +154,13 @@ def dev_environment(
     appview_port: int,
     hold_port: int,
     jetstream_port: int,
+    scanner_port: int = 5002,
+    scanner_secret: str = "",
 ) -> dict[str, str]:
-    """Zero-configuration defaults for the three services; the real environment still wins."""
+    """Zero-configuration defaults for the four services; the real environment still wins.
+
+    The scanner runs when SCANNER_VULN_DB names vulnerability data; then the hold scans every
+    push (a dev hold has no tiers) and both sides share `scanner_secret`."""
     from atcr.identity import did_web_for_url
 
     # did:web of an IP literal is refused by the reference PDS as a service-auth audience, so a
@@ -166,7 +181,13 @@ def dev_environment(
         "STORAGE_DRIVER": "filesystem",
         "STORAGE_ROOT_DIR": str(data_dir / "hold" / "blobs"),
         "ATCR_JETSTREAM_STATUS_ADDR": f"127.0.0.1:{jetstream_port}",
+        "SCANNER_HTTP_ADDR": f"127.0.0.1:{scanner_port}",
+        "SCANNER_HOLDS": f"http://127.0.0.1:{hold_port}",
+        "SCANNER_WORK_DIR": str(data_dir / "scanner"),
     }
+    if environ.get("SCANNER_VULN_DB"):
+        secret = environ.get("HOLD_SCANNER_SECRET") or environ.get("SCANNER_SECRET") or scanner_secret
+        defaults.update({"HOLD_SCANNER_SECRET": secret, "SCANNER_SECRET": secret, "HOLD_SCAN_ALL_PUSHES": "true"})
     return {**defaults, **{k: v for k, v in environ.items() if v != "" or k not in defaults}}
 
 
@@ -191,13 +212,17 @@ def _run_dev(ns: argparse.Namespace) -> None:
             appview_port=ns.appview_port,
             hold_port=ns.hold_port,
             jetstream_port=ns.jetstream_port,
+            scanner_port=ns.scanner_port,
+            scanner_secret=secrets.token_urlsafe(32),
         )
+        scanning = bool(env.get("SCANNER_VULN_DB"))
         served = []
         urls = {}
         # Also the stop order (serve_all stops them one after another): the AppView first, so its
         # last pull counts reach a hold that still answers; the hold next, so its shutdown flush
-        # still has Valkey; the consumer last; the embedded Valkey after all of them (below).
-        for name in ("appview", "hold", "jetstream"):
+        # still has Valkey; the consumer last; the embedded Valkey after all of them (below). The
+        # scanner, when there is one, goes before them all: its jobs go back to a hold still up.
+        for name in (*(("scanner",) if scanning else ()), "appview", "hold", "jetstream"):
             spec = SERVICES[name]
             env_for = dict(env)
             if name == "appview":
@@ -217,7 +242,9 @@ def _run_dev(ns: argparse.Namespace) -> None:
                 f"  AppView    {urls['appview']}\n"
                 f"  hold       {urls['hold']}  ({env['ATCR_DEFAULT_HOLD_DID']})\n"
                 f"  consumer   {urls['jetstream']}/status\n"
-                f"  valkey     {'embedded' if embedded else 'external'}\n"
+                + (f"  scanner    {urls['scanner']}/status  (SCANNER_VULN_DB={env['SCANNER_VULN_DB']})\n"
+                   if scanning else "  scanner    off (set SCANNER_VULN_DB to a directory, zip or URL of OSV data)\n")
+                + f"  valkey     {'embedded' if embedded else 'external'}\n"
                 f"  data dir   {data_dir}\n"
                 "Press Ctrl-C to stop.",
                 flush=True,
@@ -239,7 +266,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"atcr {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{appview,hold,jetstream,dev,verify}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{appview,hold,jetstream,scanner,dev,verify}")
     for spec in SERVICES.values():
         cls = _resolve(spec.settings)
         p = sub.add_parser(
@@ -257,6 +284,11 @@ def make_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--grace", type=int, default=None, help="gc: seconds a blob must be unreferenced")
             p.add_argument("--dry-run", action="store_true", help="gc: report what would be deleted, delete nothing")
+        if spec.name == "scanner":
+            p.add_argument(
+                "scanner_action", nargs="?", choices=("update-db",), default=None,
+                help="update-db: make the running scanner reload SCANNER_VULN_DB now (else load and check it here)",
+            )
         if spec.name == "jetstream":
             p.add_argument(
                 "--status", dest="show_status", action="store_true",
@@ -266,16 +298,18 @@ def make_parser() -> argparse.ArgumentParser:
         "dev",
         help="Run AppView + hold + consumer together with zero configuration.",
         description=(
-            "Run the AppView, the hold and the Jetstream consumer in one process with an embedded "
+            "Run the AppView, the hold, the Jetstream consumer and (with SCANNER_VULN_DB) the scanner in "
+            "one process with an embedded "
             "Valkey (unless VALKEY_URL is set) and the hold on local disk under the data directory. "
             "Every service setting can still be given through its environment variable "
-            "(see `atcr appview --help`, `atcr hold --help`, `atcr jetstream --help`)."
+            "(see `atcr appview --help`, `atcr hold --help`, `atcr jetstream --help`, `atcr scanner --help`)."
         ),
     )
     dev.add_argument("--data-dir", default=None, help=f"data directory (ATCR_DATA_DIR; default {default_data_dir()})")
     dev.add_argument("--appview-port", type=int, default=5000, help="AppView port (default 5000)")
     dev.add_argument("--hold-port", type=int, default=8080, help="hold port (default 8080)")
     dev.add_argument("--jetstream-port", type=int, default=5001, help="consumer status port (default 5001)")
+    dev.add_argument("--scanner-port", type=int, default=5002, help="scanner status port (default 5002)")
     from atcr import verifycmd
 
     verify = sub.add_parser(
@@ -305,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             _configure_logging(settings.log_level)
             _resolve("hold.gc.cli:main")(settings, dry_run=ns.dry_run, grace=ns.grace)
             return
+        if getattr(ns, "scanner_action", None) == "update-db":
+            _configure_logging(settings.log_level)
+            raise SystemExit(_resolve("scanner.cli:update_db")(settings))
         if getattr(ns, "show_status", False):
             _resolve("jetstream.status:print_status")(settings)
             return

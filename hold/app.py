@@ -24,6 +24,9 @@ from hold.routes_identity import identity_routes
 from hold.routes_quota import quota_routes
 from hold.routes_stats import stats_routes
 from hold.routes_upload import upload_routes
+from hold.scan.blobs import RepoBlobs
+from hold.scan.routes import scan_routes
+from hold.scan.service import ScanService
 from hold.service import HoldServices
 from hold.settings import HoldSettings
 from hold.userdata import userdata_routes
@@ -50,9 +53,13 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     )
     # Online garbage collection (hold/gc/): pushes lease their blobs through its guard.
     gc = GcService.build(services, ledger, rt)
+    # Vulnerability scanning (hold/scan/): jobs queued on push, results from subscribed scanners.
+    scans = ScanService.build(settings, services, repo.get, ledger.quota)
     if ledger.notifications is not None:
         ledger.notifications.guard = gc.guard
         ledger.notifications.forget_cached = services.catalog.forget
+        if scans is not None:
+            ledger.notifications.after_push = scans.on_push
 
     async def storage_ready() -> None:
         if settings.storage_driver == "filesystem":
@@ -85,13 +92,14 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
             *health_routes(checks),
             identity_routes(services.identity),
             upload_routes(services, ledger.quota, gc.guard),
-            blob_routes(services),
+            blob_routes(services, atproto_blobs=RepoBlobs(settings.data_dir / "repo-blobs")),
             crew_routes(services, ledger),
             quota_routes(ledger),
             stats_routes(services, ledger),
             repo.routes(services.identity.did_document),
             gc.routes(services),
             userdata_routes(services, ledger),
+            scan_routes(services, scans, settings.scanner_secret, settings.scan_lease),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
@@ -104,4 +112,5 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     app.state.repo = repo
     app.state.ledger = ledger
     app.state.gc = gc
+    app.state.scans = scans
     return app

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ log = logging.getLogger("hold.notify")
 
 DEFAULT_LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 RepoProvider = Callable[[], Repo]
+AfterPush = Callable[..., Awaitable[Any]]  # (user, repository, digest, summary, *, manifest_uri, tag)
 SizeOf = Callable[[Digest], Any]  # async (digest) -> int | None
 
 
@@ -122,6 +123,8 @@ class Notifications:
         # Set by the app when garbage collection runs (hold/gc/guard.py): a push leases its blobs.
         self.guard: GcGuard | None = None
         self.forget_cached: Callable[[Digest], None] = lambda d: None
+        # Set by the app when scanning is on (hold/scan/): queues a scan of a recorded push.
+        self.after_push: AfterPush | None = None
 
     async def _stored_sizes(self, layers: Sequence[LayerRef]) -> list[LayerRef]:
         """The layers with their sizes as stored here. A layer this hold does not store is
@@ -170,7 +173,16 @@ class Notifications:
                 raise LayerNotStored(f"the config blob {digest} is not in this hold's storage; upload it first")
 
     async def push(
-        self, user: str, repository: str, manifest_digest: str, summary: Any, *, manifest_uri: str | None = None
+        self, user: str, repository: str, manifest_digest: str, summary: Any, *, manifest_uri: str | None = None,
+        tag: str | None = None,
+    ) -> PushResult:
+        result = await self._push_checked(user, repository, manifest_digest, summary, manifest_uri)
+        if self.after_push is not None:
+            await self.after_push(user, repository, manifest_digest, summary, manifest_uri=manifest_uri, tag=tag)
+        return result
+
+    async def _push_checked(
+        self, user: str, repository: str, manifest_digest: str, summary: Any, manifest_uri: str | None
     ) -> PushResult:
         """Quota check, layer records, usage, one push counted; QuotaExceeded changes nothing.
 

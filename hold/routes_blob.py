@@ -5,7 +5,7 @@
 so the AppView can send the client straight to storage and bytes never pass through it.
 ``HEAD`` answers existence and size (``Content-Length`` and ``X-Blob-Size``) without a URL.
 Public holds serve anyone; private holds want a service token (``lxm`` = getBlob) from a DID
-that may read.
+that may read, or the scanners' shared secret in ``X-Scanner-Secret`` (hold/scan/).
 
 A ``cid`` that is not an OCI digest is an atproto blob of the hold's own repo; those are
 served by an `AtprotoBlobs` source when the repo provides one.
@@ -16,6 +16,7 @@ served by an `AtprotoBlobs` source when the repo provides one.
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,9 +75,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def blob_routes(services: HoldServices, *, atproto_blobs: AtprotoBlobs | None = None) -> Router:
+    secret = services.settings.scanner_secret.encode()
+
     async def reader(request: Request[Any, Any, Any]) -> None:
         if await services.auth.is_public():
             return
+        given = request.headers.get("x-scanner-secret")
+        if secret and given and hmac.compare_digest(given.encode(), secret):
+            return  # a subscribed scanner pulls the layers of the jobs it was sent
         token = bearer_token(request)
         did = await services.auth.authenticate(token, lxm=NSID_GET_BLOB) if token else None
         await services.auth.require_read(did)

@@ -105,7 +105,8 @@ def stats_routes(services: HoldServices, ledger: Ledger) -> Router:
             raise UserMismatch(f"the token is {issuer}'s, but userDid is {owner}")
         await services.auth.require_write(issuer)
         result = await notifications().push(
-            owner, repository, body["manifestDigest"], body.get("manifest"), manifest_uri=body.get("manifestUri")
+            owner, repository, body["manifestDigest"], body.get("manifest"), manifest_uri=body.get("manifestUri"),
+            tag=body.get("tag") if isinstance(body.get("tag"), str) else None,
         )
         if ledger.poster is not None:
             ledger.poster.pushed(owner, repository, body.get("tag"))

@@ -106,6 +106,21 @@ class HoldSettings(NetworkSettings):
     stats_flush_interval: float = setting(
         5.0, "HOLD_STATS_FLUSH_INTERVAL", "seconds between moves of pending pull/push counts into stats records"
     )
+    scanner_secret: str = setting(
+        "",
+        "HOLD_SCANNER_SECRET",
+        "shared secret scanners present to subscribeScanJobs (X-Scanner-Secret); empty: scanning is off",
+        secret=True,
+    )
+    scan_all_pushes: bool = setting(
+        False, "HOLD_SCAN_ALL_PUSHES", "scan every push, not only pushes by users whose tier has scanOnPush"
+    )
+    scan_lease: int = setting(
+        300, "HOLD_SCAN_LEASE", "seconds a scan job stays leased to a scanner the hold lost contact with"
+    )
+    scan_max_attempts: int = setting(
+        3, "HOLD_SCAN_MAX_ATTEMPTS", "leases of one scan job that may run out before the scan is marked failed"
+    )
 
     bluesky_posts: bool = setting(
         False,
@@ -165,6 +180,8 @@ class HoldSettings(NetworkSettings):
         for did in self.trusted_appviews:
             check_did("HOLD_TRUSTED_APPVIEWS", did)
         check_positive("HOLD_STATS_FLUSH_INTERVAL", self.stats_flush_interval)
+        check_positive("HOLD_SCAN_LEASE", self.scan_lease)
+        check_positive("HOLD_SCAN_MAX_ATTEMPTS", self.scan_max_attempts)
         check_positive("S3_MAX_ATTEMPTS", self.s3_max_attempts)
         check_positive("S3_READ_TIMEOUT", self.s3_read_timeout)
         if self.s3_retry_base_delay < 0 or self.s3_retry_max_delay < self.s3_retry_base_delay:

@@ -17,6 +17,7 @@ from atcr.config import NetworkSettings  # noqa: E402
 from atcr.settings import describe  # noqa: E402
 from hold.settings import HoldSettings  # noqa: E402
 from jetstream.settings import JetstreamSettings  # noqa: E402
+from scanner.settings import ScannerSettings  # noqa: E402
 
 BEGIN, END = "<!-- settings-table begin -->", "<!-- settings-table end -->"
 
@@ -39,7 +40,8 @@ def main() -> None:
     rows = ["| variable | service | default | meaning |", "|---|---|---|---|"]
     for info in describe(NetworkSettings):
         rows.append(f"| `{info.env}` | all | {fmt_default(info)} | {info.help} |")
-    for name, cls in (("appview", AppViewSettings), ("hold", HoldSettings), ("jetstream", JetstreamSettings)):
+    for name, cls in (("appview", AppViewSettings), ("hold", HoldSettings), ("jetstream", JetstreamSettings),
+                      ("scanner", ScannerSettings)):
         for info in describe(cls):
             if info.env not in shared:
                 rows.append(f"| `{info.env}` | {name} | {fmt_default(info)} | {info.help} |")

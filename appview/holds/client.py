@@ -413,6 +413,14 @@ class HoldClient:
         )
         return out
 
+    async def request_scan(self, hold_did: str, user_did: str, digest: str) -> dict[str, Any]:
+        """Ask the hold to scan a manifest of `user_did`'s again (`io.atcr.hold.requestScan`)."""
+        out: dict[str, Any] = self._check(
+            await self._call("POST", hold_did, "io.atcr.hold.requestScan", user_did=user_did,
+                             json_body={"digest": digest})
+        )
+        return out
+
     async def request_crew(self, hold_did: str, user_did: str) -> dict[str, Any]:
         out: dict[str, Any] = self._check(
             await self._call("POST", hold_did, "io.atcr.hold.requestCrew", user_did=user_did, json_body={})

@@ -45,6 +45,8 @@ from appview.oci.registry import MAX_MANIFEST_BYTES, Registry, RepoRef, split_na
 from appview.provenance import ProvenanceService
 from appview.provenance.oci import proof_blob, proof_manifest, proof_referrers
 from appview.ratelimit import RateLimiter
+from appview.scans import ScanResults
+from appview.scans.oci import scan_blob, scan_manifest, scan_referrers
 from atcr.oci import OCI_INDEX
 
 log = logging.getLogger("appview.oci")
@@ -218,8 +220,10 @@ class OciApi:
         limiter: RateLimiter | None = None,
         addresses: ClientAddresses | None = None,
         provenance: ProvenanceService | None = None,
+        scans: ScanResults | None = None,
     ) -> None:
         self.provenance = provenance  # the publisher's repo proof as a referrer (appview/provenance)
+        self.scans = scans  # the holds' SBOMs and vulnerability reports as referrers (appview/scans)
         self.registry = registry
         self.auth = auth
         self.max_blob_size = max_blob_size
@@ -337,6 +341,8 @@ class OciApi:
         except ManifestUnknown:
             served = await proof_manifest(self.provenance, repo, ref, head=head)
             if served is None:
+                served = await scan_manifest(self.scans, repo, ref, head=head)
+            if served is None:
                 raise
             return served
         headers = {
@@ -409,6 +415,8 @@ class OciApi:
                 if size is None:
                     # Never for a push's "do you have it?": the blob must then go to the hold.
                     served = None if pushing else await proof_blob(self.provenance, repo, digest, head=True)
+                    if served is None and not pushing:
+                        served = await scan_blob(self.scans, repo, digest, head=True)
                     if served is not None:
                         return served
                     raise BlobUnknown(detail={"digest": digest})
@@ -419,6 +427,8 @@ class OciApi:
                 url, size = await self.registry.blob_redirect(repo, digest, claims.subject or None)
             except BlobUnknown:
                 served = await proof_blob(self.provenance, repo, digest, head=False)
+                if served is None:
+                    served = await scan_blob(self.scans, repo, digest, head=False)
                 if served is None:
                     raise
                 return served
@@ -556,6 +566,7 @@ class OciApi:
         artifact_type = request.query_params.get("artifactType")
         manifests = await self.registry.referrers(repo, digest, artifact_type)
         manifests += await proof_referrers(self.provenance, self.registry, repo, digest, artifact_type)
+        manifests += await scan_referrers(self.scans, self.registry, repo, digest, artifact_type)
         headers = dict(API_VERSION)
         if artifact_type:
             headers["OCI-Filters-Applied"] = "artifactType"

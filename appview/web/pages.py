@@ -31,9 +31,11 @@ repository component) marks where the repository name ends.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -46,6 +48,7 @@ from litestar.response import Redirect
 from markupsafe import Markup
 from valkey.exceptions import ValkeyError
 
+from appview.holds.client import HoldError as HoldClientError
 from appview.web import humanize
 from appview.web.actions import Actions
 from appview.web.blobs import BlobProxy
@@ -61,6 +64,8 @@ from appview.web.errors import (
     UpstreamDown,
 )
 from appview.web.rules import RepoRules, RulesForm
+from appview.web.scanview import badges, sbom_document, scan_view
+from appview.web.signatures import Signatures, signature_infos
 from appview.web.ui import UiService, Viewer
 from appview.web.websession import WebSession
 from atcr.syntax import is_oci_repository
@@ -74,6 +79,7 @@ if TYPE_CHECKING:
     from appview.holds.client import HoldClient
     from appview.oci.registry import Registry
     from appview.provenance import ProvenanceService
+    from appview.scans import ScanResults
     from appview.settings import AppViewSettings
     from appview.web.auth_routes import AuthWeb, SignIn
     from appview.web.discovery import Discovery
@@ -159,6 +165,9 @@ class WebUi:
 
     provenance: ProvenanceService | None = None  # set by create_app: the manifest page's publisher verdict
     webhooks: WebhookService | None = None  # set by create_app: the webhook settings page
+    scans: ScanResults | None = None  # set by create_app: vulnerability badges and findings
+    signatures: Signatures | None = None  # set by create_app: who signed, as the signature referrers say
+    request_scan: Callable[[str, str, str], Awaitable[dict[str, Any]]] | None = None  # HoldClient.request_scan
 
     def __init__(
         self,
@@ -305,12 +314,24 @@ class WebUi:
         viewer = self.viewer(session)
         if where.digest is not None:
             manifest = await self.ui.manifest(where.owner, where.repository, where.digest, viewer)
+            hold_did = manifest.hold.did if manifest.hold is not None else None
+            if request.query_params.get("download") == "sbom":
+                return await self._sbom_download(manifest.owner.did, manifest.repository, manifest.digest, hold_did)
             published = await self.provenance.badge(manifest.owner.did, manifest.repository, manifest.digest) \
                 if self.provenance is not None else None
-            return self.render(request, "manifest.html", session, page=manifest, published=published)
+            scan = await scan_view(
+                self.scans, manifest.owner.did, manifest.repository, manifest.digest, hold_did,
+                sort=request.query_params.get("sort", "severity"), package_filter=request.query_params.get("pkg", ""),
+            )
+            signed = await signature_infos(self.signatures, self.ui.loader, manifest.owner.did, manifest.repository,
+                                           manifest.referrers)
+            return self.render(request, "manifest.html", session, page=manifest, published=published, scan=scan,
+                               signed=signed, message=_message(request.query_params.get("done")))
         if where.action is None:
             page = await self.ui.repo(where.owner, where.repository, viewer)
-            return self.render(request, "repo.html", session, page=page,
+            scan_badges = await badges(self.scans, page.owner.did, page.repository,
+                                       [(t.digest, t.hold_did) for t in page.tags])
+            return self.render(request, "repo.html", session, page=page, scan_badges=scan_badges,
                                message=_message(request.query_params.get("done")))
         if where.action not in ("edit", "delete", "rules"):
             raise PageNotFound()
@@ -333,13 +354,37 @@ class WebUi:
             raise BadInput("Name the tag or the manifest to delete.")
         return self.render(request, "confirm_delete.html", session, page=page, tag=tag, digest=digest)
 
+    async def _sbom_download(self, did: str, repository: str, digest: str, hold_did: str | None) -> Response[Any]:
+        doc = await sbom_document(self.scans, did, repository, digest, hold_did)
+        if doc is None:
+            raise PageNotFound("This manifest has no SBOM (it was not scanned, or its hold did not answer).")
+        name = f"{repository.replace('/', '_')}-{digest.removeprefix('sha256:')[:12]}.spdx.json"
+        return Response(json.dumps(doc, indent=2), media_type="application/spdx+json",
+                        headers={**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+
+    async def _rescan(self, viewer: Viewer, owner: str, repository: str, digest: str, base: str) -> Response[Any]:
+        """The owner's "scan again": the hold that stores the manifest queues it (their service token)."""
+        manifest = await self.ui.manifest(owner, repository, digest, viewer)
+        if not manifest.is_owner:
+            raise NotOwner()
+        if manifest.hold is None or self.request_scan is None:
+            raise BadInput("The hold storing this manifest did not answer; try again shortly.")
+        try:
+            await self.request_scan(manifest.hold.did, viewer.did, manifest.digest)
+        except HoldClientError as exc:
+            raise BadInput(f"The hold did not queue a scan: {exc.message or exc.error}") from None
+        return Redirect(path=f"{base}/manifest/{manifest.digest}?done=rescan", status_code=303,
+                        headers={"Cache-Control": "no-store"})
+
     async def repo_post(self, request: Request[Any, Any, State], rest: str) -> Response[Any]:
         where = parse_repo_path(rest)
-        if where.action not in ("star", "edit", "delete", "rules") or where.digest is not None:
+        if where.action not in ("star", "edit", "delete", "rules", "rescan") or where.digest is not None:
             raise PageNotFound()
         session, form = await self._signed_in(request)
         viewer = Viewer(session.did, session.handle)
         base = f"/r/{where.owner}/{where.repository}"
+        if where.action == "rescan":
+            return await self._rescan(viewer, where.owner, where.repository, str(form.get("digest") or ""), base)
         if where.action == "rules":
             rules_form = RulesForm.from_post(form)
             policy = rules_form.policy(where.repository)
@@ -560,6 +605,7 @@ MESSAGES: Final = {
     "revoked": "The device was revoked; its credentials stopped working.",
     "revoke-missing": "That device was already gone.",
     "rules-saved": "The rules were saved. Pushes follow them from now on.",
+    "rescan": "A new scan was queued; this page shows it when it is done.",
 }
 
 

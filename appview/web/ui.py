@@ -198,6 +198,7 @@ class TagRow:
     size: int | None
     pushed_at: str
     artifact_type: str | None = None
+    hold_did: str | None = None  # where its layers (and its scan record) are
 
 
 @dataclass(frozen=True)
@@ -674,6 +675,7 @@ class UiService:
                     size=_record_size(hit, by_digest) if hit else None,
                     pushed_at=t.updated_at or (hit.created_at if hit else ""),
                     artifact_type=hit.artifact_type if hit else None,
+                    hold_did=hit.hold_did if hit else None,
                 )
             )
         tag_rows.sort(key=lambda r: (r.pushed_at, r.tag), reverse=True)

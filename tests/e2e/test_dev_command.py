@@ -1,4 +1,4 @@
-"""`atcr dev` as a user runs it: zero configuration, three services, clean Ctrl-C."""
+"""`atcr dev` as a user runs it: zero configuration, three services (four with SCANNER_VULN_DB), clean Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from atcr.readmodel.keys import stats_rkey
 from tests.support.fixtures_stack import Pusher
 from tests.support.ocilayout import OCI_MANIFEST, Layout
 from tests.support.pdsnet import TestNetwork
+from tests.support.scanimage import write_osv_db
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -38,19 +39,21 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_atcr_dev_serves_all_three_and_stops_cleanly(tmp_path: Path) -> None:
+def test_atcr_dev_serves_all_four_and_stops_cleanly(tmp_path: Path) -> None:
+    """With SCANNER_VULN_DB set, the scanner is the fourth service, subscribed to the dev hold."""
     data = tmp_path / "data"
-    ports = {"appview": free_port(), "hold": free_port(), "jetstream": free_port()}
+    ports = {"appview": free_port(), "hold": free_port(), "jetstream": free_port(), "scanner": free_port()}
+    osv = write_osv_db(tmp_path / "osv")
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "atcr.cli", "dev", "--data-dir", str(data),
             "--appview-port", str(ports["appview"]), "--hold-port", str(ports["hold"]),
-            "--jetstream-port", str(ports["jetstream"]),
+            "--jetstream-port", str(ports["jetstream"]), "--scanner-port", str(ports["scanner"]),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SCANNER_VULN_DB": str(osv)},
     )
     try:
         deadline = time.monotonic() + 30
@@ -61,11 +64,18 @@ def test_atcr_dev_serves_all_three_and_stops_cleanly(tmp_path: Path) -> None:
             line = proc.stdout.readline()
             assert line or proc.poll() is None, output
             output += line
+        assert f"scanner    http://127.0.0.1:{ports['scanner']}/status  (SCANNER_VULN_DB={osv})" in output
         for name, port in ports.items():
             assert f"http://127.0.0.1:{port}" in output
-            for path in ("/livez", "/readyz"):
-                r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
-                assert r.status_code == 200, (name, path, r.text)
+            assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).status_code == 200
+            # Ready: the scanner once its database is loaded and the hold accepted its subscription.
+            ready = time.monotonic() + 30
+            while (r := httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)).status_code != 200:
+                assert time.monotonic() < ready, (name, r.text)
+                time.sleep(0.1)
+        status = httpx.get(f"http://127.0.0.1:{ports['scanner']}/status", timeout=5).json()
+        assert status["holds"] == [{"url": f"http://127.0.0.1:{ports['hold']}", "connected": True, "jobsDone": 0,
+                                    "active": []}]
         # The embedded Valkey is a child process of `atcr dev`.
         children = _children(proc.pid)
         assert children, "embedded valkey not found"

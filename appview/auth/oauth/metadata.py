@@ -51,6 +51,7 @@ HOLD_METHODS = (
     "io.atcr.hold.notifyManifest",
     "io.atcr.hold.requestCrew",
     "io.atcr.hold.listGcRuns",  # the settings page shows a hold's captain its garbage-collection runs
+    "io.atcr.hold.requestScan",  # the manifest page's "Scan again" for its owner (hold/scan/)
 )
 PERMISSION_SET = "io.atcr.authFullApp"
 
