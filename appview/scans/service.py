@@ -44,6 +44,14 @@ def _key(did: str, kind: str, rest: str) -> str:
     return f"{PREFIX}scan:{{{did}}}:{kind}:{rest}"
 
 
+async def forget_account(valkey: Any, did: str) -> int:
+    """Drop the account's cached scan records and synthesized artifacts ("delete my data")."""
+    found = [k async for k in valkey.scan_iter(match=f"{PREFIX}scan:{{{did}}}:*", count=500)]
+    for key in found:  # one key at a time: a cluster client needs no cross-slot delete
+        await valkey.delete(key)
+    return len(found)
+
+
 def blob_digest(blob: Any) -> tuple[str, int] | None:
     """(sha256 digest, size) of a record's blob object with a raw sha2-256 CID, else None."""
     if not isinstance(blob, dict):

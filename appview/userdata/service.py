@@ -29,6 +29,7 @@ from appview.auth.device import DeviceFlowService, awaited
 from appview.auth.sessions import PdsSessionStore
 from appview.holds.client import HoldClient, HoldError
 from appview.policy.schedule import forget_account
+from appview.scans.service import forget_account as forget_scans
 from appview.web.websession import WebSessionStore
 from appview.webhooks.store import WebhookStore
 from atcr import errors
@@ -201,7 +202,10 @@ class UserDataService:
         await self.pds_sessions.drop(did)
         await self._v.delete(f"av:apppw:{did}", f"av:{{{did}}}:pushhold", f"av:uploads-open:{did}",
                              f"av:devices:{did}")
-        cached = await self._forget_search(did) + await forget_did(self._v, did) + await forget_account(self._v, did)
+        cached = (
+            await self._forget_search(did) + await forget_did(self._v, did) + await forget_account(self._v, did)
+            + await forget_scans(self._v, did)
+        )
         sessions = await self.web_sessions.delete_all(did)  # last: this signs the browser out
         log.info("deleted the data of %s: %d webhook(s), %d device(s), %d session(s), %d cached key(s), holds %s",
                  did, webhooks, devices, sessions, cached, {o.hold_did: o.ok for o in holds})
