@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.randomness import bind_global_random_to_main_thread, isolate_modules
 from tests.support.services import S3Endpoint, running_moto, running_valkey
+from tests.support.valkey_cluster import LocalCluster, running_valkey_cluster
 
 # The S3 client chain must never reach a real AWS endpoint or credentials file.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -62,10 +63,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def valkey_url() -> Iterator[str]:
+def valkey_single_url() -> Iterator[str]:
     """A real valkey-server for the whole session."""
     with running_valkey() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[LocalCluster]:
+    """A real Valkey Cluster (3 primaries + 3 replicas), started once, only by tests that ask."""
+    with running_valkey_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def valkey_url(request: pytest.FixtureRequest) -> str:
+    """The session Valkey's URL: the single node, or the cluster for tests marked `ON_SINGLE_AND_CLUSTER`
+    (tests/support/valkey_cluster.py), which parametrizes this fixture indirectly."""
+    if getattr(request, "param", "single") == "cluster":
+        return str(request.getfixturevalue("valkey_cluster").url)
+    return str(request.getfixturevalue("valkey_single_url"))
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from atcr.readmodel.apply import (
     store_manifest_bytes,
 )
 from atcr.readmodel.records import Normalized, is_digest, normalize
+from atcr.valkey import mget
 
 HIDDEN_STATUSES: Final = frozenset(("takendown", "suspended", "deactivated"))
 """Statuses whose repositories are hidden until the account is active again."""
@@ -146,7 +147,7 @@ async def inactive_accounts(v: avalkey.Valkey, dids: Sequence[str]) -> dict[str,
     """{did: status} for the DIDs whose account was last seen inactive (one round trip)."""
     if not dids:
         return {}
-    values = await done(v.mget([account_marker(d) for d in dids]))
+    values = await mget(v, [account_marker(d) for d in dids])
     return {d: (s.decode() if isinstance(s, bytes) else str(s)) for d, s in zip(dids, values, strict=True) if s}
 
 

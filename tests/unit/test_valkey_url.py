@@ -7,7 +7,7 @@ import pytest
 from atcr.config import NetworkSettings
 from atcr.errors import ConfigError
 from atcr.settings import load
-from atcr.valkey import SentinelUrl
+from atcr.valkey import ClusterUrl, SentinelUrl
 
 pytestmark = pytest.mark.unit
 
@@ -30,3 +30,25 @@ def test_settings_accept_sentinel_urls() -> None:
     assert load(NetworkSettings, {"VALKEY_URL": "valkey+sentinel://s1:26379/atcr"}).valkey_url
     with pytest.raises(ConfigError):
         load(NetworkSettings, {"VALKEY_URL": "valkey+sentinel://s1:26379"})
+
+
+def test_cluster_url_parts() -> None:
+    spec = ClusterUrl.parse("valkey+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7001")
+    assert spec.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7001))
+    assert (spec.tls, spec.username, spec.password, spec.ca_certs) == (False, "u", "p@ss", None)
+    tls = ClusterUrl.parse("valkeys+cluster://h:7000?ssl_ca_certs=/etc/ca.pem")
+    assert (tls.tls, tls.ca_certs) == (True, "/etc/ca.pem")
+    assert ClusterUrl.parse("rediss+cluster://h:1/0").tls
+
+
+@pytest.mark.parametrize("url", ["valkey+cluster://h:x", "valkey+cluster://h:1/3", "valkey+cluster://h:1?db=2",
+                                 "valkey+cluster://:1", "redis://h:1"])
+def test_bad_cluster_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        ClusterUrl.parse(url)
+
+
+def test_settings_accept_cluster_urls() -> None:
+    assert load(NetworkSettings, {"VALKEY_URL": "valkey+cluster://h1:7000,h2:7000"}).valkey_url
+    with pytest.raises(ConfigError):
+        load(NetworkSettings, {"VALKEY_URL": "valkey+cluster://h1:7000/2"})
