@@ -57,6 +57,11 @@ settings.register_profile("explore", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("valkey_cluster") and "valkey_url" in metafunc.fixturenames:
+        metafunc.parametrize("valkey_url", ["single", "cluster"], indirect=True, scope="session")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unit tests first: they run before any session service or background thread exists."""
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)

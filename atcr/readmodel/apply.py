@@ -256,7 +256,8 @@ async def _run(v: avalkey.Valkey, calls: Sequence[_Call]) -> list[Any]:
         pipe = v.pipeline(transaction=False)
         for i in pending:
             call = calls[i]
-            pipe.evalsha(_SHA[call.script], len(call.keys), *call.keys, *call.args)
+            # execute_command: a cluster pipeline refuses pipe.evalsha, but routes EVALSHA by its keys.
+            pipe.execute_command("EVALSHA", _SHA[call.script], len(call.keys), *call.keys, *call.args)
         out = await pipe.execute(raise_on_error=False)
         missing: list[int] = []
         for i, res in zip(pending, out, strict=True):

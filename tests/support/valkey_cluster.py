@@ -24,9 +24,9 @@ from tests.support.services import free_port
 
 SLOTS = 16384
 
-# Runs a test once on the session's single node and once on the session's cluster (the
-# `valkey_url` fixture in tests/conftest.py reads the parameter; `valkey` follows it).
-ON_SINGLE_AND_CLUSTER = pytest.mark.parametrize("valkey_url", ["single", "cluster"], indirect=True)
+# A test (or module) with this mark that uses Valkey runs once on the session's single node and
+# once on the session's cluster: tests/conftest.py parametrizes `valkey_url`, `valkey` follows it.
+ON_SINGLE_AND_CLUSTER = pytest.mark.valkey_cluster
 
 
 @dataclass
