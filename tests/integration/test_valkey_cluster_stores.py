@@ -118,3 +118,28 @@ async def test_near_cache_turns_itself_off_on_a_cluster(valkey: Any, caplog: pyt
         assert (loader.near is None, len(off)) == ((True, 1) if is_cluster(valkey) else (False, 0))
     finally:
         await http.aclose()
+
+
+async def test_hold_usage_index_rebuild_pipelines_its_script(valkey: Any) -> None:
+    from types import SimpleNamespace
+
+    from hold.quota import UsageIndex
+
+    users = [f"did:plc:user{i}" for i in range(12)]  # one hash tag each: spread over the shards
+    records = [
+        SimpleNamespace(value={"userDid": u, "digest": f"sha256:{i:064x}", "size": 10 * (i + 1),
+                               "manifest": f"at://{u}/io.atcr.manifest/{i:064x}"})
+        for i, u in enumerate(users * 2)
+    ]
+
+    class Repo:
+        async def list_records(self, collection: str, *, limit: int, cursor: str | None, reverse: bool) -> Any:
+            start = int(cursor or 0)
+            more = start + limit < len(records)
+            return SimpleNamespace(records=records[start : start + limit], cursor=str(start + limit) if more else None)
+
+    index = UsageIndex(valkey, "did:web:hold.test")
+    await valkey.script_flush()  # the pipeline must load what it runs
+    assert await index.rebuild(Repo(), page=7) == 24  # type: ignore[arg-type]
+    usage = await index.usage(users[3])
+    assert (usage.unique_blobs, usage.total_size) == (2, 40 + 160)
