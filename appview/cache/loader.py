@@ -924,7 +924,7 @@ class Loader:
                 entry, _ = await self._read_identity(owner.lower())
                 owner = entry["did"] if entry else owner
             start = b"(" + f"{owner}/{repo}".encode()
-        members = [m.decode() for m in await done(self._v.zrangebylex(keys.CATALOG, start, b"+", 0, n))]
+        members = await read.read_catalog(self._v, start, n)
         dids = sorted({m.split("/", 1)[0] for m in members})
         handles: dict[str, str] = {}
         if dids:
@@ -941,12 +941,11 @@ class Loader:
 
     async def recent(self, n: int = 20) -> list[str]:
         """``<did>/<repo>`` most recently pushed or tagged, newest first."""
-        return [m.decode() for m in await done(self._v.zrevrange(keys.RECENT, 0, max(0, n - 1)))]
+        return await read.read_top(self._v, keys.RECENT, n)
 
     async def popular(self, n: int = 20, *, by: str = "stars") -> list[str]:
         """``<did>/<repo>`` by star count (``by="stars"``) or pulls summed over holds (``"pulls"``)."""
-        key = keys.POPULAR_PULLS if by == "pulls" else keys.POPULAR_STARS
-        return [m.decode() for m in await done(self._v.zrevrange(key, 0, max(0, n - 1)))]
+        return await read.read_top(self._v, keys.POPULAR_PULLS if by == "pulls" else keys.POPULAR_STARS, n)
 
     async def search(self, query: str, n: int = 25) -> SearchResults:
         return await rm_search.search(self._v, query, n)

@@ -157,8 +157,9 @@ async def _drop(v: avalkey.Valkey, did: str) -> None:
     if repos:
         members = [f"{did}/{r.decode() if isinstance(r, bytes) else r}" for r in repos]
         pipe = v.pipeline(transaction=False)
-        for zkey in (keys.CATALOG, keys.RECENT, keys.POPULAR_STARS, keys.POPULAR_PULLS):
-            pipe.zrem(zkey, *members)
+        for family in keys.BUCKETED:
+            for member in members:
+                pipe.zrem(keys.bucket(family, member), member)
         for member in members:
             pipe.delete(keys.search_doc(member))
         await pipe.execute()

@@ -78,14 +78,14 @@ async def test_uncollected_collections_are_ignored(valkey: Any) -> None:
 async def test_accounts_hide_purge_restore(valkey: Any) -> None:
     did = "did:plc:" + "h" * 24
     await apply_records(valkey, changes_for(did, 9))
-    assert await valkey.zscore(keys.CATALOG, f"{did}/app") is not None
+    assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{did}/app"), f"{did}/app") is not None
     assert await apply_account(valkey, did, False, "throttled") == "ignored"
     assert await apply_account(valkey, did, True, None) == "ignored"
     assert await apply_account(valkey, did, False, "takendown") == "hidden"
     assert await valkey.get(account_marker(did)) == b"takendown"
     assert await _state(valkey, did) == ({}, [])
-    assert await valkey.zscore(keys.CATALOG, f"{did}/app") is None
-    assert await valkey.zscore(keys.RECENT, f"{did}/app") is None
+    assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{did}/app"), f"{did}/app") is None
+    assert await valkey.zscore(keys.bucket(keys.RECENT, f"{did}/app"), f"{did}/app") is None
     assert await apply_account(valkey, did, True, None) == "restored"
     assert await valkey.get(account_marker(did)) is None
     assert await apply_account(valkey, did, False, "deleted") == "purged"

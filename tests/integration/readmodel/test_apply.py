@@ -68,7 +68,7 @@ async def test_delete_leaves_a_tombstone_that_stops_late_creates(valkey: Any) ->
     assert (await read.read_tags(valkey, DID, "app"))[0] == {}
     # The repository disappears with its last tag and manifest, from every index.
     assert await read.read_repositories(valkey, DID) == ([], None)
-    assert await valkey.zrange(keys.CATALOG, 0, -1) == []
+    assert await read.read_catalog(valkey, b"-", 100) == []
     assert await apply_record(valkey, DID, keys.TAG, "r1", tag("app", "v1", d), cid="c9", rev="3l0000000000d")
     assert list((await read.read_tags(valkey, DID, "app"))[0]) == ["v1"]
 
@@ -157,7 +157,7 @@ async def test_stars_counted_per_repository_and_listed_per_user(valkey: Any) -> 
     assert await valkey.scard(keys.stars(DID, "app")) == 2  # OTHER still stars it through s2
     await apply_record(valkey, OTHER, keys.STAR, "s2", None, cid=None, rev="3l5")
     assert await valkey.scard(keys.stars(DID, "app")) == 1
-    assert await valkey.zscore(keys.POPULAR_STARS, f"{DID}/app") == 1
+    assert await valkey.zscore(keys.bucket(keys.POPULAR_STARS, f"{DID}/app"), f"{DID}/app") == 1
     assert (await read.read_starred(valkey, DID))[0] == [f"{DID}/app"]
 
 
@@ -168,7 +168,7 @@ async def test_stats_are_summed_across_holds(valkey: Any) -> None:
         await apply_record(valkey, hold, keys.STATS, keys.stats_rkey(DID, "app"), rec, cid=f"c{i}", rev="3l1")
     stats, _ = await read.read_stats(valkey, DID, "app")
     assert (stats.pull_count, stats.push_count, len(stats.holds)) == (11, 2, 2)
-    assert await valkey.zscore(keys.POPULAR_PULLS, f"{DID}/app") == 11
+    assert await valkey.zscore(keys.bucket(keys.POPULAR_PULLS, f"{DID}/app"), f"{DID}/app") == 11
 
 
 @ON_SINGLE_AND_CLUSTER
