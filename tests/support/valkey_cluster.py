@@ -133,7 +133,8 @@ class LocalCluster:
         return out
 
     def primaries(self) -> list[Node]:
-        return [n for n in self.nodes if self.roles()[n.port] == "master"]
+        roles = self.roles()
+        return [n for n in self.nodes if roles[n.port] == "master"]
 
     def replica_of(self, primary: Node) -> Node:
         pid = primary.node_id()
