@@ -16,8 +16,10 @@ from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
 import valkey.asyncio as avalkey
+from valkey.asyncio.cluster import ClusterNode, ValkeyCluster
 from valkey.asyncio.retry import Retry
 from valkey.backoff import ExponentialBackoff
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
 
 from atcr.errors import AtcrError, ConfigError
 
@@ -114,8 +116,6 @@ class ClusterUrl:
 
 def is_cluster(client: object) -> bool:
     """Whether `client` talks to a Valkey Cluster (no MULTI/EXEC, keys of one command share a slot)."""
-    from valkey.asyncio.cluster import ValkeyCluster
-
     return isinstance(client, ValkeyCluster)
 
 
@@ -153,11 +153,47 @@ def connect(url: str, *, timeout: float = 2.0) -> avalkey.Valkey:
     return client
 
 
+def _closed_under_us(cls: type[Any]) -> type[Any]:
+    """`cls` with a write on a torn-down transport raising ConnectionError.
+
+    valkey-py's cluster client replaces its node objects on every slot-map refresh and closes
+    the old ones' connections, also under commands still being sent on them; the write then
+    fails inside asyncio with AttributeError/TypeError (redis/redis-py#4287 describes the same
+    leak), which no retry layer catches, so a failover turned into failed requests. As a
+    ConnectionError it is retried after the slot map is read again, like any dropped link."""
+
+    class Connection(cls):  # type: ignore[misc]
+        async def _send_packed_command(self, command: Any) -> None:
+            try:
+                await super()._send_packed_command(command)
+            except (AttributeError, TypeError) as exc:
+                raise ValkeyConnectionError(f"connection closed while writing ({type(exc).__name__})") from exc
+
+    Connection.__name__ = Connection.__qualname__ = f"Guarded{cls.__name__}"
+    return Connection
+
+
+class _Cluster(ValkeyCluster):
+    """valkey-py's cluster client, with the gaps a failover showed closed (see `_connect_cluster`)."""
+
+    def get_default_node(self) -> ClusterNode:
+        # A connection error anywhere makes the client drop every node's connections and forget
+        # its default node until the slot map is read again; a pipeline finishing in between
+        # (its MOVED replies already followed) then failed on ``None.name``. Any known node
+        # will do: a node whose connections were closed opens new ones.
+        node: ClusterNode | None = self.nodes_manager.default_node
+        if node is None:
+            known = [*self.nodes_manager.nodes_cache.values(), *self.nodes_manager.startup_nodes.values()]
+            if known:
+                return known[0]
+        return node  # type: ignore[return-value]
+
+
 def _connect_cluster(spec: ClusterUrl, options: dict[str, Any]) -> avalkey.Valkey:
-    from valkey.asyncio.cluster import ClusterNode, ValkeyCluster
+    from valkey.asyncio.connection import Connection, SSLConnection
 
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": spec.ca_certs, "ssl_check_hostname": True} if spec.tls else {}
-    cluster = ValkeyCluster(
+    cluster = _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
         username=spec.username,
         password=spec.password,
@@ -165,10 +201,16 @@ def _connect_cluster(spec: ClusterUrl, options: dict[str, Any]) -> avalkey.Valke
         # moment: each is retried (slot map refreshed) a bounded number of times with the
         # retry's backoff, so a command spans a replica's promotion (about a second).
         cluster_error_retry_attempts=6,
-        reinitialize_steps=1,
         **{**options, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=4)},
         **tls,
     )
+    # Nodes made at every slot-map refresh take their class from these kwargs (one dict,
+    # shared with the nodes manager); the seed nodes exist already.
+    guarded = _closed_under_us(SSLConnection if spec.tls else Connection)
+    cluster.connection_kwargs["connection_class"] = guarded
+    cluster.nodes_manager.connection_kwargs["connection_class"] = guarded
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = guarded
     return cast(avalkey.Valkey, cluster)
 
 

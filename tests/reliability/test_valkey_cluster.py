@@ -12,6 +12,7 @@ exactly at the number of pulls.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
@@ -66,7 +67,7 @@ def cluster_stack(
         common = {"VALKEY_URL": cluster.url, "ATCR_ALLOW_PRIVATE_NETWORKS": "true", "ATCR_LOG_LEVEL": "info",
                   "ATCR_PLC_URL": pds_network.plc_url, "ATCR_HANDLE_RESOLVER_URL": pds_network.pds_url}
         try:
-            hold = start_service("hold", "hold", {
+            hold_starting = concurrent.futures.ThreadPoolExecutor(1).submit(start_service, "hold", "hold", {
                 **common, **s3_endpoint.hold_env(bucket),
                 "HOLD_HTTP_ADDR": f"127.0.0.1:{hold_port}", "HOLD_PUBLIC_URL": f"http://localhost:{hold_port}",
                 "HOLD_PUBLIC": "true", "HOLD_ALLOW_ALL_CREW": "true", "HOLD_DATA_DIR": str(work / "hold"),
@@ -74,9 +75,9 @@ def cluster_stack(
                 # Production settings: only the AppView's signed notifications count.
                 "HOLD_TRUST_PULL_NOTIFICATIONS": "false", "HOLD_TRUSTED_APPVIEWS": did_web_for_url(lb.url),
             }, work, f"http://127.0.0.1:{hold_port}")
-            services.append(hold)
             shared = work / "shared-keys"
             shared.mkdir()
+            # The first AppView creates the shared keys; the second starts after it, the hold meanwhile.
             for name, port in (("appview-a", a_port), ("appview-b", b_port)):
                 services.append(start_service(name, "appview", {
                     **common, "ATCR_HTTP_ADDR": f"127.0.0.1:{port}", "ATCR_BASE_URL": lb.url,
@@ -86,8 +87,10 @@ def cluster_stack(
                     "ATCR_OAUTH_KEY_PATH": str(shared / "oauth-client.pem"),
                     "ATCR_RATE_LIMIT_ADDRESS": "0", "ATCR_BCRYPT_ROUNDS": "4",
                 }, work / name, f"http://127.0.0.1:{port}", timeout=60))
+            hold = hold_starting.result(timeout=60)
+            services.append(hold)
             lb.start()
-            yield ClusterStack(cluster, pds_network, services[1:], hold, hold_did, lb)
+            yield ClusterStack(cluster, pds_network, services[:2], hold, hold_did, lb)
         finally:
             for svc in services:
                 svc.stop()

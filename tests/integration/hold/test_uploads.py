@@ -257,7 +257,6 @@ async def test_abort(make_hold: MakeHold, driver: str) -> None:
         assert await staging_is_empty(hold)
 
 
-@ON_SINGLE_AND_CLUSTER
 async def test_part_retries_are_idempotent_and_conflicts_refused(make_hold: MakeHold) -> None:
     async with make_hold("filesystem", hold_upload_part_min_size=1024) as hold:
         reads = count_read_backs(hold)
@@ -293,7 +292,6 @@ async def test_out_of_order_parts_are_verified_by_reading_back(make_hold: MakeHo
         assert (await fetch(hold, digest_of(data))).content == data
 
 
-@ON_SINGLE_AND_CLUSTER
 async def test_missing_parts_and_bad_part_lists(make_hold: MakeHold) -> None:
     async with make_hold("filesystem", hold_upload_part_min_size=1024) as hold:
         uid = await hold.upload_id()

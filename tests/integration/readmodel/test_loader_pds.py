@@ -336,7 +336,6 @@ async def test_profiles_pages_stars_and_hold_records(
     assert await loader.catalog(None, 10) == [f"{owner.handle}/tool"]
 
 
-@ON_SINGLE_AND_CLUSTER
 async def test_stale_entries_are_served_while_one_refresh_runs(
     valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
 ) -> None:
@@ -373,7 +372,6 @@ async def test_staleness_is_bounded_when_the_pds_is_down(
         await loader.tags(pds_account.did, "bounded")  # too old to serve
 
 
-@ON_SINGLE_AND_CLUSTER
 async def test_a_failed_load_is_shared_with_waiting_replicas(
     valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
 ) -> None:
