@@ -143,3 +143,34 @@ async def test_hold_usage_index_rebuild_pipelines_its_script(valkey: Any) -> Non
     assert await index.rebuild(Repo(), page=7) == 24  # type: ignore[arg-type]
     usage = await index.usage(users[3])
     assert (usage.unique_blobs, usage.total_size) == (2, 40 + 160)
+
+
+async def test_cluster_client_rides_out_its_own_connection_resets(valkey_cluster: Any) -> None:
+    """A connection error anywhere makes valkey-py's cluster client close every node's
+    connections and forget its slot map (what a failover does to it): commands and pipelines
+    in flight at that moment are retried, never failed (atcr/valkey.py `_connect_cluster`)."""
+    from atcr.valkey import connect
+
+    v: Any = connect(valkey_cluster.url)
+    names = [f"av:id:did:plc:{i}" for i in range(6)]  # several shards
+    for name in names:
+        await v.set(name, name)
+
+    async def reader() -> None:
+        for _ in range(40):
+            pipe = v.pipeline(transaction=False)
+            for name in names:
+                pipe.get(name)
+            assert await pipe.execute() == [n.encode() for n in names]
+            assert await v.get(names[0]) == names[0].encode()
+
+    async def resetter() -> None:
+        for _ in range(15):
+            await v._reset_for_reinitialize()  # what the client itself does on a ConnectionError
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.gather(*[reader() for _ in range(8)], resetter())
+    finally:
+        await v.delete(*names)
+        await v.aclose()
