@@ -11,8 +11,9 @@ import pytest
 from atcr.readmodel import apply_record, keys, read
 from atcr.readmodel.events import RecordChange, account_marker, apply_account, apply_identity, apply_records
 from tests.integration.jetstream.test_delivery import digest, tid
+from tests.support.valkey_cluster import ON_SINGLE_AND_CLUSTER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ON_SINGLE_AND_CLUSTER]
 
 
 def changes_for(did: str, seed: int) -> list[RecordChange]:
