@@ -174,3 +174,27 @@ async def test_cluster_client_rides_out_its_own_connection_resets(valkey_cluster
     finally:
         await v.delete(*names)
         await v.aclose()
+
+
+async def test_cluster_pipeline_follows_moved_while_the_client_has_no_default_node(valkey_cluster: Any) -> None:
+    """A slot moved since the client read the slot map (MOVED), while a concurrent reset has
+    left the client without a default node: the pipeline still answers."""
+    from valkey.cluster import key_slot
+
+    from atcr.valkey import connect
+
+    v: Any = connect(valkey_cluster.url)
+    name = "av:id:did:plc:moved"
+    try:
+        await v.set(name, b"here")
+        slot = key_slot(name.encode())
+        source = next(n for n in valkey_cluster.primaries() if any(lo <= slot <= hi for lo, hi in valkey_cluster.slots_of(n)))
+        target = next(n for n in valkey_cluster.primaries() if n.port != source.port)
+        await asyncio.to_thread(valkey_cluster.migrate, source, target, slot, slot)
+        v.nodes_manager.default_node = None  # what `_reset_for_reinitialize` leaves until the next refresh
+        pipe = v.pipeline(transaction=False)
+        pipe.get(name)
+        assert await pipe.execute() == [b"here"]
+    finally:
+        await v.delete(name)
+        await v.aclose()
