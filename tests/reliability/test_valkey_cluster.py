@@ -1,12 +1,15 @@
 """Pulls through a Valkey Cluster while it changes under them: a primary fails over to its
-replica and a slot range migrates to another primary (ASK, then MOVED).
+replica, a slot range migrates to another primary (ASK, then MOVED), and that primary is
+then killed outright.
 
 Two `atcr appview` processes and a hold, all on ``VALKEY_URL=valkey+cluster://...`` (3
 primaries + 3 replicas from valkey-server binaries). Pull load runs across both AppViews the
 whole time; the failover hits the primary holding the hold's pull counters (the busiest
 counter), the migration moves the slots of the pulled user's read model (every pull reads
-them). Every pull must answer 200 with the pushed bytes, and the hold's pullCount must end
-exactly at the number of pulls.
+them), and the kill takes down the primary those slots moved to (never the counters' one: a
+killed primary may lose writes it had not replicated yet, docs/reliability.md). Every pull must
+answer 200 with the pushed bytes, and the hold's pullCount must end exactly at the number of
+pulls.
 """
 
 from __future__ import annotations
@@ -147,13 +150,21 @@ def test_pulls_survive_a_failover_and_a_slot_migration(cluster_stack: ClusterSta
             windows["failover"] = (t, time.monotonic())
             faults["failover_s"] = time.monotonic() - t
             source = next(n for n in cluster.primaries() if any(lo <= model_slot <= hi for lo, hi in cluster.slots_of(n)))
-            target = next(n for n in cluster.primaries() if n.port != source.port)
+            counters = next(n for n in cluster.primaries() if any(lo <= counters_slot <= hi for lo, hi in cluster.slots_of(n)))
+            # Not the counters' primary: it is killed below, and a kill may lose unreplicated writes.
+            target = next(n for n in cluster.primaries() if n.port not in (source.port, counters.port))
             first = max(model_slot - 20, min(lo for lo, hi in cluster.slots_of(source) if lo <= model_slot <= hi))
             t = time.monotonic()
             faults["keys_moved"] = cluster.migrate(source, target, first, model_slot + 0)
             faults["slots_moved"] = model_slot - first + 1
             faults["migrate_s"] = time.monotonic() - t
             windows["migration"] = (t, time.monotonic())
+            # (3) The primary now serving the user's model dies (no handover): until its replica
+            # is elected those slots have no primary, and reads fall back to the PDS.
+            t = time.monotonic()
+            cluster.kill(target)
+            faults["kill_s"] = time.monotonic() - t
+            windows["kill"] = (t, time.monotonic())
         except BaseException as exc:  # reported by the test thread
             failure.append(exc)
         finally:
@@ -181,7 +192,7 @@ def test_pulls_survive_a_failover_and_a_slot_migration(cluster_stack: ClusterSta
     assert total.statuses == {200: total.total} and not total.errors, (total.statuses, total.errors)
     assert cluster.roles()[owner_of[counters_slot].port] == "slave"  # the failover did happen
     during = {k: sum(1 for t0, t1, _, _ in total.timeline if t1 >= lo and t0 <= hi) for k, (lo, hi) in windows.items()}
-    assert during["failover"] > 0 and during["migration"] > 0, during  # the faults happened under load
+    assert all(during[k] > 0 for k in ("failover", "migration", "kill")), during  # all under load
     # Served by the cluster client itself, not by the loader's "Valkey is down" fallback to the PDS.
     fallbacks = sum(svc.logs().count("valkey unavailable") for svc in stack.appviews)
     pulls = total.total + warm
@@ -192,5 +203,6 @@ def test_pulls_survive_a_failover_and_a_slot_migration(cluster_stack: ClusterSta
           f"while the counters' primary failed over ({faults['failover_s']:.1f}s to a healthy cluster, "
           f"{during['failover']} pulls during it) and {faults['slots_moved']:.0f} slots of the pulled user's model "
           f"migrated ({faults['keys_moved']:.0f} keys, {faults['migrate_s']:.1f}s, {during['migration']} pulls during "
-          f"it): 0 failed, pullCount exactly {pulls} ({waited:.1f}s after the last pull); "
-          f"{fallbacks} fallback(s) to reading PDSes")
+          f"it), then that primary was SIGKILLed ({faults['kill_s']:.1f}s until its replica served, "
+          f"{during['kill']} pulls during it): 0 failed, pullCount exactly {pulls} ({waited:.1f}s after the last "
+          f"pull); {fallbacks} fallback(s) to reading PDSes")

@@ -64,6 +64,10 @@ class LocalCluster:
         self.replicas_per_primary = replicas_per_primary
         self.node_timeout_ms = node_timeout_ms
         self.nodes: list[Node] = []
+        self.dead: set[int] = set()  # ports of nodes `kill` stopped
+
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes if n.port not in self.dead]
 
     @property
     def url(self) -> str:
@@ -108,14 +112,17 @@ class LocalCluster:
             return len([line for line in c.execute_command("CLUSTER", "NODES").decode().splitlines() if line])
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """State ok on every live node, every slot served, and every primary has its replicas in sync."""
+        """State ok on every live node, every slot served, and every primary has its replicas in
+        sync (a primary whose replica was killed or promoted is let off)."""
 
         def ok() -> bool:
-            for node in self.nodes:
+            for node in self.live():
                 with node.client() as c:
                     info = c.execute_command("CLUSTER", "INFO").decode()
                     if "cluster_state:ok" not in info or f"cluster_slots_ok:{SLOTS}" not in info:
                         return False
+            if self.dead:
+                return True
             for node in self.primaries():
                 with node.client() as c:
                     repl = c.info("replication")
@@ -127,18 +134,18 @@ class LocalCluster:
 
     def roles(self) -> dict[int, str]:
         out = {}
-        for node in self.nodes:
+        for node in self.live():
             with node.client() as c:
                 out[node.port] = str(c.info("replication")["role"])
         return out
 
     def primaries(self) -> list[Node]:
         roles = self.roles()
-        return [n for n in self.nodes if roles[n.port] == "master"]
+        return [n for n in self.live() if roles[n.port] == "master"]
 
     def replica_of(self, primary: Node) -> Node:
         pid = primary.node_id()
-        for node in self.nodes:
+        for node in self.live():
             with node.client() as c:
                 for line in c.execute_command("CLUSTER", "NODES").decode().splitlines():
                     parts = line.split()
@@ -157,6 +164,20 @@ class LocalCluster:
                 return bool(c.info("replication")["role"] == "master")
 
         _poll("the replica took over", promoted)
+        self.wait_healthy()
+        return replica
+
+    def kill(self, primary: Node) -> Node:
+        """SIGKILL `primary`; its replica is elected after `cluster-node-timeout`. Returns it."""
+        replica = self.replica_of(primary)
+        primary.server.kill()
+        self.dead.add(primary.port)
+
+        def promoted() -> bool:
+            with replica.client() as c:
+                return bool(c.info("replication")["role"] == "master")
+
+        _poll("the replica took over from the killed primary", promoted)
         self.wait_healthy()
         return replica
 
