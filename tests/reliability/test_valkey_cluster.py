@@ -95,8 +95,8 @@ def cluster_stack(
             lb.start()
             yield ClusterStack(cluster, pds_network, services[:2], hold, hold_did, lb)
         finally:
-            for svc in services:
-                svc.stop()
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:  # each waits for its own exit
+                list(pool.map(lambda svc: svc.stop(), services))
             lb.stop()
 
 
@@ -117,7 +117,7 @@ def wait_for(what: str, check: object, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_pulls_survive_a_failover_and_a_slot_migration(cluster_stack: ClusterStack) -> None:
+def test_pulls_survive_a_failover_a_slot_migration_and_a_killed_primary(cluster_stack: ClusterStack) -> None:
     stack, cluster = cluster_stack, cluster_stack.cluster
     account = create_account(stack.network.pds_url, "cluster")
     user = User(account, create_app_password(account, "docker"))
