@@ -565,5 +565,5 @@ async def migrate_legacy_indexes(v: avalkey.Valkey, *, chunk: int = 1000) -> int
             moved += len(rows)
             start += chunk
         await v.delete(legacy)
-        log.info("read model: moved %s into %d buckets", legacy, keys.GLOBAL_BUCKETS)
+        log.info("read model: moved %s into its hash-tagged buckets", legacy)
     return moved
