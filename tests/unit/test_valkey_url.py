@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from atcr.config import NetworkSettings
@@ -52,3 +54,24 @@ def test_settings_accept_cluster_urls() -> None:
     assert load(NetworkSettings, {"VALKEY_URL": "valkey+cluster://h1:7000,h2:7000"}).valkey_url
     with pytest.raises(ConfigError):
         load(NetworkSettings, {"VALKEY_URL": "valkey+cluster://h1:7000/2"})
+
+
+async def test_cluster_urls_build_the_cluster_client() -> None:
+    """No server needed: the client connects lazily. (The test cluster's binary has no TLS, so the
+    TLS form is checked here, by what the client is built with.)"""
+    from valkey.asyncio.connection import SSLConnection
+
+    from atcr.valkey import connect, is_cluster
+
+    tls: Any = connect("valkeys+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001?ssl_ca_certs=/etc/ca.pem")
+    plain: Any = connect("valkey+cluster://127.0.0.1:7000")
+    try:
+        assert is_cluster(tls) and is_cluster(plain)
+        assert issubclass(tls.connection_kwargs["connection_class"], SSLConnection)
+        assert tls.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+        assert (tls.connection_kwargs["username"], tls.connection_kwargs["password"]) == ("u", "p")
+        assert not issubclass(plain.connection_kwargs["connection_class"], SSLConnection)
+        assert sorted(tls.nodes_manager.startup_nodes) == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    finally:
+        await tls.aclose()
+        await plain.aclose()
