@@ -1,4 +1,4 @@
-"""VALKEY_URL forms: plain URLs and Sentinel URLs (``valkey+sentinel://``)."""
+"""VALKEY_URL forms: plain URLs, Sentinel URLs (``valkey+sentinel://``) and cluster URLs (``valkey+cluster://``)."""
 
 from __future__ import annotations
 
