@@ -34,6 +34,7 @@ from appview.web.auth_routes import build_sign_in
 from appview.web.pages import build_web_ui, html_error
 from atcr.errors import AtcrError
 from atcr.keys import load_or_create_ec_key, load_or_create_secret
+from atcr.readmodel.apply import migrate_legacy_indexes
 from atcr.runtime import Runtime
 from atcr.server import health_routes
 
@@ -197,6 +198,10 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            await migrate_legacy_indexes(valkey)  # global indexes written before they were bucketed
+        except (ValkeyError, OSError) as exc:
+            log.warning("could not move the old global indexes into buckets (%s); the next start tries again", exc)
         restored = await unsent_pulls.restore(valkey, pulls)
         if restored:
             log.info("sending %d pull count(s) kept at the last stop", restored)

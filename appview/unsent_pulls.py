@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from appview.holds.pulls import PullCounter, Unsent
+from atcr.valkey import atomic
 
 log = logging.getLogger("appview.pulls")
 
@@ -42,10 +43,7 @@ async def save(valkey: Any, counter: PullCounter) -> int:
 async def restore(valkey: Any, counter: PullCounter) -> int:
     """Take every saved count (atomically, so one replica gets each) into `counter`'s next flush."""
     try:
-        async with valkey.pipeline(transaction=True) as pipe:
-            pipe.lrange(KEY, 0, -1)
-            pipe.delete(KEY)
-            raw, _ = await pipe.execute()
+        raw, _ = await atomic(valkey, ("LRANGE", KEY, 0, -1), ("DEL", KEY))
     except Exception as exc:
         log.warning("could not read pull counts saved at the last stop (%s); they stay for the next start",
                     type(exc).__name__)

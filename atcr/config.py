@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from atcr.errors import ConfigError
 from atcr.settings import check_positive, check_url, setting
+from atcr.valkey import CLUSTER_SCHEMES, ClusterUrl
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class NetworkSettings:
     valkey_url: str = setting(
         "",
         "VALKEY_URL",
-        "Valkey URL (redis://, rediss://, or valkey+sentinel://host:26379,host2:26379/<service> for Sentinel); "
+        "Valkey URL (redis://, rediss://, valkey+sentinel://host:26379,host2:26379/<service> for Sentinel, or "
+        "valkey+cluster://host:port,host2:port for a Valkey Cluster, valkeys+cluster:// with TLS); "
         "empty in `atcr dev` starts an embedded one",
         secret=True,
     )
@@ -57,9 +59,12 @@ class NetworkSettings:
             from atcr.valkey import SentinelUrl
 
             SentinelUrl.parse(self.valkey_url)  # ConfigError naming what is wrong
+        elif self.valkey_url.startswith(CLUSTER_SCHEMES):
+            ClusterUrl.parse(self.valkey_url)
         elif self.valkey_url and not self.valkey_url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
             raise ConfigError(
-                "VALKEY_URL: expected redis://, rediss://, valkey://, unix:// or valkey+sentinel:// URL"
+                "VALKEY_URL: expected redis://, rediss://, valkey://, unix://, valkey+sentinel:// "
+                "or valkey+cluster:// URL"
             )
         check_positive("ATCR_HTTP_TIMEOUT", self.http_timeout)
         check_positive("ATCR_SERVER_HEADER_TIMEOUT", self.server_header_timeout)

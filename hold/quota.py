@@ -419,6 +419,8 @@ class UsageIndex:
         cursor: str | None = None
         while True:
             records = await repo.list_records(LAYER, limit=page, cursor=cursor, reverse=True)
+            # Loaded on every primary first: a cluster pipeline cannot load a missing script.
+            sha = await self._valkey.script_load(_COMMIT)
             async with self._valkey.pipeline(transaction=False) as pipe:
                 for rec in records.records:
                     v = rec.value
@@ -429,7 +431,8 @@ class UsageIndex:
                     manifest = v.get("manifest")
                     if isinstance(manifest, str):
                         pairs.append(f"{manifest.rsplit('/', 1)[-1]}|{digest}")
-                    await self._commit(keys=list(self.keys(user)), args=[1, digest, size, *pairs], client=pipe)
+                    # execute_command: a cluster pipeline refuses pipe.evalsha, but routes EVALSHA by its keys.
+                    pipe.execute_command("EVALSHA", sha, 4, *self.keys(user), 1, digest, size, *pairs)
                     pipe.sadd(self._global()[0], digest)
                     seen += 1
                 await pipe.execute()

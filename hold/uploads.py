@@ -38,6 +38,7 @@ from atcr import hashstate
 from atcr.digest import Algorithm, Digest
 from atcr.digest import InvalidDigest as DigestSyntaxError
 from atcr.hashstate import ResumableHash
+from atcr.valkey import atomic
 from hold.errors import (
     BlobTooLarge,
     DigestMismatch,
@@ -336,10 +337,11 @@ class UploadManager:
             "direct": "0",
             "chain_n": "0",
         }
-        async with self._valkey.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self.limits.max_age)
-            await pipe.execute()
+        await atomic(
+            self._valkey,
+            ("HSET", key, *[x for kv in fields.items() for x in kv]),
+            ("EXPIRE", key, self.limits.max_age),
+        )
         return upload_id
 
     # --- parts -------------------------------------------------------------------------------
@@ -583,11 +585,13 @@ class UploadManager:
             raise
         done = {"state": "done", "result": str(wanted)}
         keys = _keys(upload_id)
-        async with self._valkey.pipeline(transaction=True) as pipe:
-            pipe.hset(keys[0], mapping={**done, "chain": b"", "lease": "0"})
-            pipe.expire(keys[0], self.limits.done_ttl)
-            pipe.delete(keys[1], keys[2])
-            await pipe.execute()
+        await atomic(
+            self._valkey,
+            ("HSET", keys[0], *[x for kv in {**done, "chain": b"", "lease": "0"}.items() for x in kv]),
+            ("EXPIRE", keys[0], self.limits.done_ttl),
+            ("DEL", keys[1]),
+            ("DEL", keys[2]),
+        )
         return wanted
 
     @staticmethod

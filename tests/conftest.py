@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.randomness import bind_global_random_to_main_thread, isolate_modules
 from tests.support.services import S3Endpoint, running_moto, running_valkey
+from tests.support.valkey_cluster import LocalCluster, running_valkey_cluster
 
 # The S3 client chain must never reach a real AWS endpoint or credentials file.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -56,16 +57,37 @@ settings.register_profile("explore", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("valkey_cluster") and "valkey_url" in metafunc.fixturenames:
+        metafunc.parametrize("valkey_url", ["single", "cluster"], indirect=True, scope="session")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unit tests first: they run before any session service or background thread exists."""
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/unit/") else 1)
 
 
 @pytest.fixture(scope="session")
-def valkey_url() -> Iterator[str]:
+def valkey_single_url() -> Iterator[str]:
     """A real valkey-server for the whole session."""
     with running_valkey() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[LocalCluster]:
+    """A real Valkey Cluster (3 primaries + 3 replicas), started once, only by tests that ask."""
+    with running_valkey_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def valkey_url(request: pytest.FixtureRequest) -> str:
+    """The session Valkey's URL: the single node, or the cluster for tests marked `ON_SINGLE_AND_CLUSTER`
+    (tests/support/valkey_cluster.py), which parametrizes this fixture indirectly."""
+    if getattr(request, "param", "single") == "cluster":
+        return str(request.getfixturevalue("valkey_cluster").url)
+    return str(request.getfixturevalue("valkey_single_url"))
 
 
 @pytest.fixture

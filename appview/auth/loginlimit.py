@@ -34,6 +34,7 @@ import valkey.asyncio as avalkey
 from valkey.exceptions import ValkeyError
 
 from appview.errors import TooManyRequests
+from atcr.valkey import atomic
 
 log = logging.getLogger("appview.auth")
 
@@ -156,11 +157,10 @@ class LoginLimiter:
 
     async def _add(self, keys: tuple[str, ...], n: int) -> list[int]:
         try:
-            async with self._v.pipeline(transaction=True) as pipe:
-                for key in keys:
-                    pipe.incrby(key, n)
-                    pipe.expire(key, self.window * 2)
-                results = await pipe.execute()
+            # One slot (the address's hash tag), so one atomic script on a cluster too.
+            results = await atomic(
+                self._v, *[c for key in keys for c in (("INCRBY", key, n), ("EXPIRE", key, self.window * 2))]
+            )
             self._failing = False
             return [int(r) for r in results[::2]]
         except (ValkeyError, OSError) as exc:

@@ -61,6 +61,7 @@ from atcr.readmodel.models import (
 from atcr.readmodel.records import normalize, parse_at_uri
 from atcr.syntax import is_did, is_handle
 from atcr.ttlcache import TtlCache
+from atcr.valkey import is_cluster, mget
 from atcr.xrpc import XrpcClient
 
 from .near import MISS, NearCache
@@ -210,6 +211,12 @@ class Loader:
         # Never longer than fresh_ttl: a stale entry's background refresh starts on a read that
         # reaches the loader, and the near cache must not hold those reads off.
         near_ttl = min(self.config.near_ttl, self.config.fresh_ttl)
+        if near_ttl > 0 and is_cluster(valkey):
+            # Broadcast tracking is per node: coherence would need a connection per primary,
+            # re-subscribed on every slot-map change, and a lost one is silent staleness. A
+            # cluster has the throughput to serve these reads itself (docs/cache.md).
+            log.info("near cache off: Valkey Cluster (each read goes to the slot's primary)")
+            near_ttl = 0
         self.near: NearCache | None = NearCache(valkey, ttl=near_ttl) if near_ttl > 0 else None
 
     def start(self) -> None:
@@ -917,11 +924,11 @@ class Loader:
                 entry, _ = await self._read_identity(owner.lower())
                 owner = entry["did"] if entry else owner
             start = b"(" + f"{owner}/{repo}".encode()
-        members = [m.decode() for m in await done(self._v.zrangebylex(keys.CATALOG, start, b"+", 0, n))]
+        members = await read.read_catalog(self._v, start, n)
         dids = sorted({m.split("/", 1)[0] for m in members})
         handles: dict[str, str] = {}
         if dids:
-            rows = await self._v.mget([keys.identity(d) for d in dids])
+            rows = await mget(self._v, [keys.identity(d) for d in dids])
             for did, raw in zip(dids, rows, strict=True):
                 handle = json.loads(raw).get("handle") if raw else None
                 if handle:
@@ -934,12 +941,11 @@ class Loader:
 
     async def recent(self, n: int = 20) -> list[str]:
         """``<did>/<repo>`` most recently pushed or tagged, newest first."""
-        return [m.decode() for m in await done(self._v.zrevrange(keys.RECENT, 0, max(0, n - 1)))]
+        return await read.read_top(self._v, keys.RECENT, n)
 
     async def popular(self, n: int = 20, *, by: str = "stars") -> list[str]:
         """``<did>/<repo>`` by star count (``by="stars"``) or pulls summed over holds (``"pulls"``)."""
-        key = keys.POPULAR_PULLS if by == "pulls" else keys.POPULAR_STARS
-        return [m.decode() for m in await done(self._v.zrevrange(key, 0, max(0, n - 1)))]
+        return await read.read_top(self._v, keys.POPULAR_PULLS if by == "pulls" else keys.POPULAR_STARS, n)
 
     async def search(self, query: str, n: int = 25) -> SearchResults:
         return await rm_search.search(self._v, query, n)

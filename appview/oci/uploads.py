@@ -30,6 +30,7 @@ from typing import Any
 import valkey.asyncio as avalkey
 
 from appview.errors import BlobUploadInvalid, BlobUploadUnknown, TooManyRequests
+from atcr.valkey import atomic
 
 SESSION_TTL = 24 * 3600
 
@@ -81,11 +82,11 @@ class UploadStore:
 
     @staticmethod
     def _key(upload_id: str) -> str:
-        return f"av:upload:{upload_id}"
+        return f"av:upload:{{{upload_id}}}"  # hash tag: the session, its tail and lock share a slot
 
     @staticmethod
     def _tail_key(upload_id: str) -> str:
-        return f"av:upload:{upload_id}:tail"
+        return f"av:upload:{{{upload_id}}}:tail"
 
     @staticmethod
     def valid_id(upload_id: str) -> bool:
@@ -110,12 +111,14 @@ class UploadStore:
         """
         key = f"av:uploads-open:{session.did}"
         now = time.time()
-        async with self._v.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zadd(key, {session.id: now + SESSION_TTL})
-            pipe.zcard(key)
-            pipe.expire(key, SESSION_TTL)
-            count = int((await pipe.execute())[2])
+        results = await atomic(
+            self._v,
+            ("ZREMRANGEBYSCORE", key, "-inf", now),
+            ("ZADD", key, now + SESSION_TTL, session.id),
+            ("ZCARD", key),
+            ("EXPIRE", key, SESSION_TTL),
+        )
+        count = int(results[2])
         if count <= self.max_open:
             return
         members = [m.decode() if isinstance(m, bytes) else str(m) for m in await self._v.zrange(key, 0, -1)]
@@ -148,10 +151,11 @@ class UploadStore:
         return session
 
     async def save(self, session: UploadSession, tail: bytes) -> None:
-        async with self._v.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(session.id), session.to_json(), ex=SESSION_TTL)
-            pipe.set(self._tail_key(session.id), tail, ex=SESSION_TTL)
-            await pipe.execute()
+        await atomic(
+            self._v,
+            ("SET", self._key(session.id), session.to_json(), "EX", SESSION_TTL),
+            ("SET", self._tail_key(session.id), tail, "EX", SESSION_TTL),
+        )
 
     async def save_progress(self, session: UploadSession) -> None:
         """Record the hold's upload id without touching the buffered tail."""
@@ -167,11 +171,11 @@ class UploadStore:
     async def lock(self, upload_id: str) -> str:
         """Take the session's append lock or fail: chunks of one upload must not interleave."""
         token = secrets.token_hex(8)
-        if not await self._v.set(f"av:upload:{upload_id}:lock", token, nx=True, px=600_000):
+        if not await self._v.set(f"av:upload:{{{upload_id}}}:lock", token, nx=True, px=600_000):
             raise BlobUploadInvalid("another request is writing to this upload")
         return token
 
     async def unlock(self, upload_id: str, token: str) -> None:
-        key = f"av:upload:{upload_id}:lock"
+        key = f"av:upload:{{{upload_id}}}:lock"
         if await self._v.get(key) == token.encode():
             await self._v.delete(key)

@@ -23,6 +23,7 @@ eventually consistent and rebuildable, and nothing on the pull path reads them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -256,7 +257,8 @@ async def _run(v: avalkey.Valkey, calls: Sequence[_Call]) -> list[Any]:
         pipe = v.pipeline(transaction=False)
         for i in pending:
             call = calls[i]
-            pipe.evalsha(_SHA[call.script], len(call.keys), *call.keys, *call.args)
+            # execute_command: a cluster pipeline refuses pipe.evalsha, but routes EVALSHA by its keys.
+            pipe.execute_command("EVALSHA", _SHA[call.script], len(call.keys), *call.keys, *call.args)
         out = await pipe.execute(raise_on_error=False)
         missing: list[int] = []
         for i, res in zip(pending, out, strict=True):
@@ -328,19 +330,21 @@ async def _update_indexes(v: avalkey.Valkey, changes: Sequence[_Change], retenti
     pipe = v.pipeline(transaction=False)
     recount_stars: set[tuple[str, str]] = set()
     recount_stats: set[tuple[str, str]] = set()
+    recent_touched: set[str] = set()
     page_docs: dict[tuple[str, str], str | None] = {}
     for ch in changes:
         new_ptr = ch.new.ptr if ch.new is not None else None
         if ch.collection in (keys.MANIFEST, keys.TAG):
             if new_ptr is not None:
                 member = f"{ch.did}/{new_ptr['repo']}"
-                pipe.zadd(keys.CATALOG, {member: 0})
-                pipe.zadd(keys.RECENT, {member: int(new_ptr.get("ts") or 0)}, gt=True)
+                pipe.zadd(keys.bucket(keys.CATALOG, member), {member: 0})
+                pipe.zadd(keys.bucket(keys.RECENT, member), {member: int(new_ptr.get("ts") or 0)}, gt=True)
+                recent_touched.add(keys.bucket(keys.RECENT, member))
                 search.queue_name_tokens(pipe, member, new_ptr["repo"])
             if ch.flag and ch.old_ptr is not None:
                 gone = f"{ch.did}/{ch.old_ptr['repo']}"
-                for zkey in (keys.CATALOG, keys.RECENT, keys.POPULAR_STARS, keys.POPULAR_PULLS):
-                    pipe.zrem(zkey, gone)
+                for family in keys.BUCKETED:
+                    pipe.zrem(keys.bucket(family, gone), gone)
                 page_docs[(ch.did, ch.old_ptr["repo"])] = None
         elif ch.collection == keys.REPO_PAGE and not ch.same:
             if ch.old_ptr is not None and (new_ptr is None or new_ptr["repo"] != ch.old_ptr["repo"]):
@@ -369,7 +373,8 @@ async def _update_indexes(v: avalkey.Valkey, changes: Sequence[_Change], retenti
                 pipe.hset(skey, ch.did, ch.new.payload)
                 pipe.expire(skey, retention)
                 recount_stats.add((new_ptr["o"], new_ptr["repo"]))
-    pipe.zremrangebyrank(keys.RECENT, 0, -(RECENT_MAX + 1))
+    for recent in sorted(recent_touched):  # each bucket keeps RECENT_MAX: a merged top-n stays exact
+        pipe.zremrangebyrank(recent, 0, -(RECENT_MAX + 1))
     star_pairs = sorted(recount_stars)
     stat_pairs = sorted(recount_stats)
     for owner, repo in star_pairs:
@@ -381,11 +386,11 @@ async def _update_indexes(v: avalkey.Valkey, changes: Sequence[_Change], retenti
     pipe = v.pipeline(transaction=False)
     queued = False
     for (owner, repo), count in zip(star_pairs, tail[: len(star_pairs)], strict=True):
-        pipe.zadd(keys.POPULAR_STARS, {f"{owner}/{repo}": int(count)})
+        pipe.zadd(keys.bucket(keys.POPULAR_STARS, f"{owner}/{repo}"), {f"{owner}/{repo}": int(count)})
         queued = True
     for (owner, repo), vals in zip(stat_pairs, tail[len(star_pairs) :], strict=True):
         pulls = sum(int(json.loads(x).get("pull") or 0) for x in vals)
-        pipe.zadd(keys.POPULAR_PULLS, {f"{owner}/{repo}": pulls})
+        pipe.zadd(keys.bucket(keys.POPULAR_PULLS, f"{owner}/{repo}"), {f"{owner}/{repo}": pulls})
         queued = True
     if queued:
         await pipe.execute()
@@ -536,3 +541,29 @@ async def forget_did(v: avalkey.Valkey, did: str) -> int:
         deleted += int(await v.delete(key))
     await forget_identity(v, did)
     return deleted
+
+
+async def migrate_legacy_indexes(v: avalkey.Valkey, *, chunk: int = 1000) -> int:
+    """Move what earlier versions wrote to the unsplit global indexes into their buckets; returns
+    the members moved. Idempotent and cheap once done (one EXISTS per family); two replicas
+    running it at once only ZADD the same members twice."""
+    moved = 0
+    families: list[tuple[str, Any]] = [(f, functools.partial(keys.bucket, f)) for f in keys.BUCKETED]
+    families.append((keys.SEARCH_TERMS, lambda m: keys.search_terms(m.split("\0", 1)[0])))
+    for legacy, where in families:
+        if not await v.exists(legacy):
+            continue
+        start = 0
+        while True:
+            rows = await done(v.zrange(legacy, start, start + chunk - 1, withscores=True))
+            if not rows:
+                break
+            pipe = v.pipeline(transaction=False)
+            for member, score in rows:
+                pipe.zadd(where(member.decode()), {member: score})
+            await pipe.execute()
+            moved += len(rows)
+            start += chunk
+        await v.delete(legacy)
+        log.info("read model: moved %s into its hash-tagged buckets", legacy)
+    return moved

@@ -38,6 +38,7 @@ from atcr.readmodel.apply import (
     store_manifest_bytes,
 )
 from atcr.readmodel.records import Normalized, is_digest, normalize
+from atcr.valkey import mget
 
 HIDDEN_STATUSES: Final = frozenset(("takendown", "suspended", "deactivated"))
 """Statuses whose repositories are hidden until the account is active again."""
@@ -146,7 +147,7 @@ async def inactive_accounts(v: avalkey.Valkey, dids: Sequence[str]) -> dict[str,
     """{did: status} for the DIDs whose account was last seen inactive (one round trip)."""
     if not dids:
         return {}
-    values = await done(v.mget([account_marker(d) for d in dids]))
+    values = await mget(v, [account_marker(d) for d in dids])
     return {d: (s.decode() if isinstance(s, bytes) else str(s)) for d, s in zip(dids, values, strict=True) if s}
 
 
@@ -156,8 +157,9 @@ async def _drop(v: avalkey.Valkey, did: str) -> None:
     if repos:
         members = [f"{did}/{r.decode() if isinstance(r, bytes) else r}" for r in repos]
         pipe = v.pipeline(transaction=False)
-        for zkey in (keys.CATALOG, keys.RECENT, keys.POPULAR_STARS, keys.POPULAR_PULLS):
-            pipe.zrem(zkey, *members)
+        for family in keys.BUCKETED:
+            for member in members:
+                pipe.zrem(keys.bucket(family, member), member)
         for member in members:
             pipe.delete(keys.search_doc(member))
         await pipe.execute()

@@ -3,8 +3,10 @@
 Every key starts with ``av:``. Keys that belong to one DID carry the DID as a hash tag,
 ``av:{<did>}:...``, so that all of one user's (or one hold's) state lives in one cluster slot
 and the apply scripts can update it atomically with Lua, in a cluster as on a single node.
-Cross-user indexes (catalog, recent, popular, search) are global keys, updated after the
-per-DID script and therefore only eventually consistent with it.
+Cross-user indexes (catalog, recent, popular, search) are updated after the per-DID script and
+therefore only eventually consistent with it. Each is split into buckets with their own hash
+tag, so that in a cluster no single shard takes every push's index write and every home page's
+read (docs/cache.md, "Hot keys").
 
 Record keys written by this AppView are derived here, so that a re-push overwrites instead of
 duplicating: ``tag_rkey`` for tags, ``manifest_rkey`` (digest hex, ATCR's convention) and
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import zlib
 from typing import Final
 
 PREFIX: Final = "av:"
@@ -209,11 +212,33 @@ def stats(did: str, repository: str) -> str:
 
 # --- global indexes ---------------------------------------------------------------------------
 
+# Zsets of ``<did>/<repo>``, each split into GLOBAL_BUCKETS keys ``<family>:{<n>}`` (n =
+# CRC32 of the member mod GLOBAL_BUCKETS): one member always lands in one bucket, a reader
+# merges the buckets. The unsplit names are what earlier versions wrote (`migrate_legacy`).
 CATALOG: Final = f"{PREFIX}catalog"
 RECENT: Final = f"{PREFIX}recent"
 POPULAR_STARS: Final = f"{PREFIX}pop:stars"
 POPULAR_PULLS: Final = f"{PREFIX}pop:pulls"
+BUCKETED: Final = (CATALOG, RECENT, POPULAR_STARS, POPULAR_PULLS)
+GLOBAL_BUCKETS: Final = 16
+
+# Search tokens, split by the token's first character (a query word has 2+ characters, so a
+# prefix lookup still reads exactly one key): ``av:sx:t:{<c>}``.
 SEARCH_TERMS: Final = f"{PREFIX}sx:t"
+
+
+def bucket(family: str, member: str) -> str:
+    """The bucket key of `family` (one of BUCKETED) that holds `member`."""
+    return f"{family}:{{{zlib.crc32(member.encode()) % GLOBAL_BUCKETS}}}"
+
+
+def buckets(family: str) -> list[str]:
+    return [f"{family}:{{{n}}}" for n in range(GLOBAL_BUCKETS)]
+
+
+def search_terms(token: str) -> str:
+    """The search-token key holding `token` (and every token with its first character)."""
+    return f"{SEARCH_TERMS}:{{{token[:1]}}}"
 
 
 def search_doc(doc_id: str) -> str:

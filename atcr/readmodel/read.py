@@ -7,6 +7,8 @@ Nothing here talks to a PDS.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -306,3 +308,29 @@ async def read_summaries(v: avalkey.Valkey, refs: list[tuple[str, str]]) -> list
             )
         )
     return cards
+
+
+async def read_top(v: avalkey.Valkey, family: str, n: int) -> list[str]:
+    """The `n` highest-scored members of a bucketed zset (keys.BUCKETED), highest first.
+
+    Each bucket gives its own top `n` (one pipeline; a cluster sends each shard its part), and
+    the merge keeps the best `n`: exact, since a member lives in exactly one bucket."""
+    if n <= 0:
+        return []
+    pipe = v.pipeline(transaction=False)
+    for key in keys.buckets(family):
+        pipe.zrevrange(key, 0, n - 1, withscores=True)
+    rows = [(float(score), bytes(member)) for part in await pipe.execute() for member, score in part]
+    rows.sort(reverse=True)  # score, then member, descending: ZREVRANGE's order
+    return [member.decode() for _, member in rows[:n]]
+
+
+async def read_catalog(v: avalkey.Valkey, start: bytes, n: int) -> list[str]:
+    """`n` members of the bucketed catalog after `start` (a ZRANGEBYLEX bound), in byte order."""
+    if n <= 0:
+        return []
+    pipe = v.pipeline(transaction=False)
+    for key in keys.buckets(keys.CATALOG):
+        pipe.zrangebylex(key, start, b"+", 0, n)
+    merged = heapq.merge(*[[bytes(m) for m in part] for part in await pipe.execute()])
+    return [m.decode() for m in itertools.islice(merged, n)]

@@ -1,7 +1,8 @@
 """A small prefix search over handles, repository names and repository descriptions.
 
-One sorted set holds ``<token>\\0<doc id>`` members at score 0, so a prefix lookup is one
-ZRANGEBYLEX. Doc ids are a DID (a user) or ``<did>/<repository>``. Each doc keeps its token
+Sorted sets hold ``<token>\\0<doc id>`` members at score 0, one per first character of the
+token (``keys.search_terms``: spread over a cluster's shards), so a prefix lookup is one
+ZRANGEBYLEX on one key. Doc ids are a DID (a user) or ``<did>/<repository>``. Each doc keeps its token
 set, so an update removes exactly the tokens it no longer has. It is an index only: rebuilt from
 what the model sees (loads, Jetstream, write-through); nothing authoritative lives here.
 """
@@ -9,6 +10,7 @@ what the model sees (loads, Jetstream, write-through); nothing authoritative liv
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 import valkey.asyncio as avalkey
@@ -49,7 +51,15 @@ def queue_name_tokens(pipe: Any, doc_id: str, repository: str) -> None:
     if not tokens:
         return
     pipe.sadd(keys.search_doc(doc_id), *tokens)
-    pipe.zadd(keys.SEARCH_TERMS, {_member(t, doc_id): 0 for t in tokens})
+    for key, group in _by_key(tokens).items():
+        pipe.zadd(key, {_member(t, doc_id): 0 for t in group})
+
+
+def _by_key(tokens: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for t in tokens:
+        out.setdefault(keys.search_terms(t), []).append(t)
+    return out
 
 
 async def _set_doc(v: avalkey.Valkey, doc_id: str, tokens: set[str]) -> None:
@@ -60,10 +70,12 @@ async def _set_doc(v: avalkey.Valkey, doc_id: str, tokens: set[str]) -> None:
     pipe = v.pipeline(transaction=False)
     if drop:
         pipe.srem(keys.search_doc(doc_id), *drop)
-        pipe.zrem(keys.SEARCH_TERMS, *[_member(t, doc_id) for t in drop])
+        for key, group in _by_key(sorted(drop)).items():
+            pipe.zrem(key, *[_member(t, doc_id) for t in group])
     if add:
         pipe.sadd(keys.search_doc(doc_id), *add)
-        pipe.zadd(keys.SEARCH_TERMS, {_member(t, doc_id): 0 for t in add})
+        for key, group in _by_key(sorted(add)).items():
+            pipe.zadd(key, {_member(t, doc_id): 0 for t in group})
     await pipe.execute()
 
 
@@ -87,7 +99,7 @@ async def search(v: avalkey.Valkey, query: str, limit: int = 25) -> SearchResult
         return SearchResults()
     pipe = v.pipeline(transaction=False)
     for t in tokens:
-        pipe.zrangebylex(keys.SEARCH_TERMS, b"[" + t.encode(), b"[" + t.encode() + b"\xff", 0, PER_TOKEN_LIMIT)
+        pipe.zrangebylex(keys.search_terms(t), b"[" + t.encode(), b"[" + t.encode() + b"\xff", 0, PER_TOKEN_LIMIT)
     rows = await pipe.execute()
     users_by: list[set[str]] = []
     repos_by: list[set[str]] = []

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import valkey.asyncio as avalkey
-from valkey.exceptions import WatchError
 
 from appview.auth.oauth.client import OAuthClient, OAuthSession, PendingAuth
 from appview.auth.oauth.dpop import error_code, origin_of, response_origin, wants_nonce
@@ -32,6 +31,7 @@ from atcr.errors import (
     OAuthError,
     UpstreamUnavailable,
 )
+from atcr.valkey import compare_and_delete
 
 if TYPE_CHECKING:
     from appview.auth.sessions import PdsSessionStore, SessionCipher
@@ -139,17 +139,7 @@ class OAuthSessions:
         await self.store.save(session.did, session.to_record())
 
     async def _release(self, lock: str, token: bytes) -> None:
-        async with self._v.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(lock)
-                if await pipe.get(lock) == token:
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.delete(lock)
-                    await pipe.execute()
-                else:
-                    await pipe.unwatch()  # type: ignore[no-untyped-call]
-            except WatchError:
-                pass
+        await compare_and_delete(self._v, lock, token)
 
     async def refresh(self, did: str, stale_access: str) -> OAuthSession | None:
         """Refresh once across replicas; None when the session is dead (the user must sign in).

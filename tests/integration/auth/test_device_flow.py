@@ -24,6 +24,7 @@ from atcr.errors import InvalidGrant
 from tests.integration.auth.conftest import csrf_of, login
 from tests.support.pdsnet import Account, TestNetwork, create_account
 from tests.support.signin import Harness
+from tests.support.valkey_cluster import ON_SINGLE_AND_CLUSTER
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,7 @@ async def cli_login(harness: Harness, tmp_path: Path, browser: httpx.AsyncClient
     return account, code
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_cli_login_then_token(
     harness: Harness, browser: httpx.AsyncClient, pds_account: Account, pds_network: TestNetwork, tmp_path: Path
 ) -> None:
@@ -188,6 +190,7 @@ async def test_helper_logout_revokes_at_the_appview(
     assert credhelper.CredentialStore(tmp_path / "creds" / "credentials.json").registries == {}
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_wrong_user_code_is_refused_then_rate_limited(
     harness: Harness, browser: httpx.AsyncClient, pds_account: Account
 ) -> None:
@@ -277,6 +280,7 @@ async def test_dead_session_means_sign_in_again(
     assert (await token(harness, pds_account.handle, account.secret, "")).status_code == 200
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_concurrent_refreshes_spend_the_refresh_token_once(
     harness: Harness, browser: httpx.AsyncClient, pds_account: Account
 ) -> None:

@@ -17,6 +17,7 @@ import pytest
 from hold.settings import APPVIEW_PART_MAX
 from tests.integration.hold.conftest import MakeHold
 from tests.integration.hold.harness import BOB, OWNER, Hold
+from tests.support.valkey_cluster import ON_SINGLE_AND_CLUSTER
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +112,7 @@ async def test_presigned_part_urls(make_hold: MakeHold, driver: str) -> None:
         assert (await fetch(hold, digest_of(data))).content == data
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_sha512_and_algorithm_switch(make_hold: MakeHold) -> None:
     async with make_hold("filesystem", hold_upload_part_min_size=1024) as hold:
         reads = count_read_backs(hold)
@@ -313,6 +315,7 @@ async def test_missing_parts_and_bad_part_lists(make_hold: MakeHold) -> None:
         assert r.status_code == 400 and r.json()["error"] == "InvalidDigest"
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_part_leases_exclude_concurrent_writers_and_completion(make_hold: MakeHold) -> None:
     async with make_hold("filesystem", hold_upload_part_min_size=1024) as hold:
         uploads = hold.services.uploads

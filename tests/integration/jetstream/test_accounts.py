@@ -31,7 +31,7 @@ async def test_deactivation_hides_and_activation_restores(
         return "v1" in tags
 
     await eventually(shown)
-    assert await valkey.zscore(keys.CATALOG, f"{writer.did}/acct") is not None
+    assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{writer.did}/acct"), f"{writer.did}/acct") is not None
 
     await writer.xrpc.procedure("com.atproto.server.deactivateAccount", {})
 
@@ -42,7 +42,7 @@ async def test_deactivation_hides_and_activation_restores(
         return (
             await valkey.get(account_marker(writer.did)) == b"deactivated"
             and tags == {}
-            and await valkey.zscore(keys.CATALOG, f"{writer.did}/acct") is None
+            and await valkey.zscore(keys.bucket(keys.CATALOG, f"{writer.did}/acct"), f"{writer.did}/acct") is None
         )
 
     await eventually(hidden)

@@ -95,7 +95,7 @@ async def test_kill_while_writing_then_restart_keeps_all_500_once(
             assert await valkey.hlen(keys.records(w.did, keys.TAG)) == PER_ACCOUNT
             assert await valkey.hlen(keys.records(w.did, keys.MANIFEST)) == PER_ACCOUNT
             assert await valkey.zcard(keys.repositories(w.did)) == 1
-            assert await valkey.zscore(keys.CATALOG, f"{w.did}/crash") is not None
+            assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{w.did}/crash"), f"{w.did}/crash") is not None
         status = _status(port)
         assert status["sources"][0]["connected"]
         assert "Traceback" not in first_log + svc.logs()

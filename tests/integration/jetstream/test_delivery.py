@@ -104,7 +104,7 @@ async def test_duplicates_and_out_of_order_revs(
     assert {t: e.digest for t, e in tags.items()} == {"latest": digest(3), "new": digest(5), "marker": digest(9)}
     manifests, _ = await read.read_manifests(valkey, did, "app")
     assert [m.digest for m in manifests] == [digest(3)]
-    assert await valkey.zscore(keys.CATALOG, f"{did}/app") is not None
+    assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{did}/app"), f"{did}/app") is not None
     assert consumer.checkpoints["jetstream"].applied == marker
 
     # The same events again, shuffled (a rewind after a reconnect replays like this).

@@ -11,8 +11,9 @@ import pytest
 from atcr.readmodel import apply_record, keys, read
 from atcr.readmodel.events import RecordChange, account_marker, apply_account, apply_identity, apply_records
 from tests.integration.jetstream.test_delivery import digest, tid
+from tests.support.valkey_cluster import ON_SINGLE_AND_CLUSTER
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ON_SINGLE_AND_CLUSTER]
 
 
 def changes_for(did: str, seed: int) -> list[RecordChange]:
@@ -78,14 +79,14 @@ async def test_uncollected_collections_are_ignored(valkey: Any) -> None:
 async def test_accounts_hide_purge_restore(valkey: Any) -> None:
     did = "did:plc:" + "h" * 24
     await apply_records(valkey, changes_for(did, 9))
-    assert await valkey.zscore(keys.CATALOG, f"{did}/app") is not None
+    assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{did}/app"), f"{did}/app") is not None
     assert await apply_account(valkey, did, False, "throttled") == "ignored"
     assert await apply_account(valkey, did, True, None) == "ignored"
     assert await apply_account(valkey, did, False, "takendown") == "hidden"
     assert await valkey.get(account_marker(did)) == b"takendown"
     assert await _state(valkey, did) == ({}, [])
-    assert await valkey.zscore(keys.CATALOG, f"{did}/app") is None
-    assert await valkey.zscore(keys.RECENT, f"{did}/app") is None
+    assert await valkey.zscore(keys.bucket(keys.CATALOG, f"{did}/app"), f"{did}/app") is None
+    assert await valkey.zscore(keys.bucket(keys.RECENT, f"{did}/app"), f"{did}/app") is None
     assert await apply_account(valkey, did, True, None) == "restored"
     assert await valkey.get(account_marker(did)) is None
     assert await apply_account(valkey, did, False, "deleted") == "purged"

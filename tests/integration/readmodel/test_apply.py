@@ -15,6 +15,7 @@ from atcr.errors import DigestMismatch
 from atcr.readmodel import apply_record, apply_snapshot, keys, read, store_manifest_bytes
 from atcr.readmodel.search import search
 from atcr.valkey import connect
+from tests.support.valkey_cluster import ON_SINGLE_AND_CLUSTER
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,7 @@ async def server_ms(v: Any) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_older_rev_is_ignored_and_duplicates_are_noops(valkey: Any) -> None:
     a, b = digest_of("a"), digest_of("b")
     assert await apply_record(valkey, DID, keys.TAG, "r1", tag("app", "latest", b), cid="c2", rev="3l0000000000b")
@@ -57,6 +59,7 @@ async def test_older_rev_is_ignored_and_duplicates_are_noops(valkey: Any) -> Non
     assert {t: e.digest for t, e in tags.items()} == {"latest": b}
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_delete_leaves_a_tombstone_that_stops_late_creates(valkey: Any) -> None:
     d = digest_of("x")
     await apply_record(valkey, DID, keys.TAG, "r1", tag("app", "v1", d), cid="c1", rev="3l0000000000a")
@@ -65,11 +68,12 @@ async def test_delete_leaves_a_tombstone_that_stops_late_creates(valkey: Any) ->
     assert (await read.read_tags(valkey, DID, "app"))[0] == {}
     # The repository disappears with its last tag and manifest, from every index.
     assert await read.read_repositories(valkey, DID) == ([], None)
-    assert await valkey.zrange(keys.CATALOG, 0, -1) == []
+    assert await read.read_catalog(valkey, b"-", 100) == []
     assert await apply_record(valkey, DID, keys.TAG, "r1", tag("app", "v1", d), cid="c9", rev="3l0000000000d")
     assert list((await read.read_tags(valkey, DID, "app"))[0]) == ["v1"]
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_listing_floor_ignores_replays_older_than_the_listing(valkey: Any) -> None:
     d = digest_of("y")
     await apply_snapshot(
@@ -80,6 +84,7 @@ async def test_listing_floor_ignores_replays_older_than_the_listing(valkey: Any)
     assert await apply_record(valkey, DID, keys.TAG, "r1", tag("app", "v1", d), cid="c", rev="3l0000000000n")
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_listing_never_clobbers_a_write_made_after_it_started(valkey: Any) -> None:
     d_old, d_new = digest_of("old"), digest_of("new")
     await apply_record(valkey, DID, keys.TAG, "r1", tag("app", "v1", d_old), cid="c1", rev=None)
@@ -96,6 +101,7 @@ async def test_listing_never_clobbers_a_write_made_after_it_started(valkey: Any)
     assert at == started and changed == 0
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_tags_from_any_writer_resolve_alike(valkey: Any) -> None:
     d1, d2, d3 = digest_of("1"), digest_of("2"), digest_of("3")
     await apply_record(valkey, DID, keys.MANIFEST, "3kmanifest0002", manifest("app", d3), cid="m3", rev="3l00000000001")
@@ -118,6 +124,7 @@ async def test_tags_from_any_writer_resolve_alike(valkey: Any) -> None:
     assert {t: e.digest for t, e in tags.items()} == {"a": d2, "b": d2, "c": d3}
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_manifest_indexes_referrers_and_bytes(valkey: Any) -> None:
     raw = b'{"schemaVersion":2}'
     d = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -138,6 +145,7 @@ async def test_manifest_indexes_referrers_and_bytes(valkey: Any) -> None:
     assert (await read.read_manifest(valkey, DID, "app", d))[0].raw == raw  # type: ignore[union-attr]
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_stars_counted_per_repository_and_listed_per_user(valkey: Any) -> None:
     subject = f"at://{DID}/io.atcr.repo.page/app"
     await apply_record(valkey, OTHER, keys.STAR, "s1", {"subject": subject, "createdAt": "x"}, cid="a", rev="3l1")
@@ -149,19 +157,21 @@ async def test_stars_counted_per_repository_and_listed_per_user(valkey: Any) -> 
     assert await valkey.scard(keys.stars(DID, "app")) == 2  # OTHER still stars it through s2
     await apply_record(valkey, OTHER, keys.STAR, "s2", None, cid=None, rev="3l5")
     assert await valkey.scard(keys.stars(DID, "app")) == 1
-    assert await valkey.zscore(keys.POPULAR_STARS, f"{DID}/app") == 1
+    assert await valkey.zscore(keys.bucket(keys.POPULAR_STARS, f"{DID}/app"), f"{DID}/app") == 1
     assert (await read.read_starred(valkey, DID))[0] == [f"{DID}/app"]
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_stats_are_summed_across_holds(valkey: Any) -> None:
     for i, hold in enumerate(("did:web:h1.example", "did:web:h2.example")):
         rec = {"ownerDid": DID, "repository": "app", "pullCount": 5 + i, "pushCount": 1, "updatedAt": "x"}
         await apply_record(valkey, hold, keys.STATS, keys.stats_rkey(DID, "app"), rec, cid=f"c{i}", rev="3l1")
     stats, _ = await read.read_stats(valkey, DID, "app")
     assert (stats.pull_count, stats.push_count, len(stats.holds)) == (11, 2, 2)
-    assert await valkey.zscore(keys.POPULAR_PULLS, f"{DID}/app") == 11
+    assert await valkey.zscore(keys.bucket(keys.POPULAR_PULLS, f"{DID}/app"), f"{DID}/app") == 11
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_crew_and_pages_and_search(valkey: Any) -> None:
     hold = "did:web:hold.example"
     crew = {"member": DID, "role": "write", "permissions": ["blob:write"], "addedAt": "x"}
@@ -218,6 +228,7 @@ def test_any_delivery_order_converges_to_the_newest_rev(valkey_url: str, events:
     asyncio.run(run())
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_one_digest_in_several_repositories_and_records(valkey: Any) -> None:
     """docs/records.md: each (repository, digest) has its own record; several records of one
     pair (other AppViews' rkeys) keep it until the last goes; a record rewritten for another
@@ -246,6 +257,7 @@ async def test_one_digest_in_several_repositories_and_records(valkey: Any) -> No
     assert await held("third") == set() and await held("fourth") == {d} and await held("second") == {d}
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_entries_stored_before_the_rkey_sets_keep_their_record(valkey: Any) -> None:
     """An `m:` entry from before `mo:` sets existed names its record in the payload: a second
     record of the same pair arriving later must not make the first one's delete drop it."""

@@ -21,12 +21,14 @@ from atcr.xrpc import BearerAuth, XrpcClient
 from tests.integration.readmodel.conftest import manifest_bytes, now, push
 from tests.support.counting_proxy import CountingProxy
 from tests.support.pdsnet import Account, TestNetwork, create_account
+from tests.support.valkey_cluster import ON_SINGLE_AND_CLUSTER
 
 pytestmark = pytest.mark.integration
 
 LIST = "com.atproto.repo.listRecords"
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_cold_repository_resolves_from_pds_alone(
     valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
 ) -> None:
@@ -78,6 +80,7 @@ async def test_cold_repository_resolves_from_pds_alone(
     assert sum(proxy.calls.values()) == 0
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_hundred_concurrent_cold_requests_make_one_listing_per_collection(
     valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
 ) -> None:
@@ -193,6 +196,7 @@ async def test_unknown_handle_is_negatively_cached(
     assert proxy.count("com.atproto.identity.resolveHandle") == 1
 
 
+@ON_SINGLE_AND_CLUSTER
 async def test_write_through_is_visible_without_a_listing(
     valkey: Any, http: SafeHttpClient, pds_account: Account, make_loader: Callable[..., Loader], proxy: CountingProxy
 ) -> None:
