@@ -10,15 +10,19 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 
+from atcr.keys import load_or_create_secret
 from atcr.runtime import Runtime
 from atcr.server import health_routes
+from hold.capability import CapabilitySigner
 from hold.gc.service import GcService
 from hold.ledger import Ledger
+from hold.oci_uploads import DirectUploads
 from hold.repo.service import RepoService
 from hold.repo.signing import EcKeySigner
 from hold.routes_blob import blob_routes
 from hold.routes_crew import crew_routes
 from hold.routes_identity import identity_routes
+from hold.routes_oci_upload import oci_upload_routes
 from hold.routes_quota import quota_routes
 from hold.routes_stats import stats_routes
 from hold.routes_upload import upload_routes
@@ -66,8 +70,15 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     checks = {"storage": storage_ready}
     if rt.valkey is not None:
         checks["valkey"] = rt.valkey_ready
+    direct_routes = []
+    if services.identity.direct_uploads and services.uploads is not None:
+        # Direct uploads: clients' layer bytes on capability URLs (hold/oci_uploads.py).
+        direct = DirectUploads(services.uploads, rt.valkey, quota=ledger.quota, guard=gc.guard)
+        signer = CapabilitySigner(load_or_create_secret(settings.url_secret_path))
+        direct_routes.append(oci_upload_routes(services, direct, signer))
     app = Litestar(
         route_handlers=[
+            *direct_routes,
             *health_routes(checks),
             identity_routes(services.identity),
             upload_routes(services, ledger.quota, gc.guard),

@@ -23,9 +23,9 @@ from typing import Any
 from litestar import Request, Response, Router, post, put
 from litestar.handlers import HTTPRouteHandler
 
-from atcr.digest import Digest
 from hold.errors import HoldError, InvalidPartNumber, InvalidRequest
 from hold.gc.guard import GcGuard
+from hold.oci_uploads import admitted_completion
 from hold.quota import QuotaService
 from hold.service import HoldServices
 from hold.storage.filesystem import UPLOAD_URL_PREFIX
@@ -134,23 +134,9 @@ def upload_routes(services: HoldServices, quota: QuotaService | None = None, gua
         upload_id = _str_field(body, "uploadId")
         digest = _str_field(body, "digest", max_len=200)
         assert upload_id is not None and digest is not None
-        lease: tuple[str, str] | None = None
-
-        async def admit(blob: Digest, size: int) -> None:
-            nonlocal lease
-            if guard is not None and lease is None:
-                # Before the blob is committed (or found stored): a sweep deleting it finishes first,
-                # and one that has not decided yet keeps it (hold/gc/guard.py).
-                token, _ = await guard.acquire([str(blob)])
-                lease = (token, str(blob))
-            if quota is not None:
-                await quota.admit_blob(did, str(blob), size)
-
-        try:
-            done = await manager().complete(did, upload_id, digest, body.get("parts"), admit=admit)
-        finally:
-            if guard is not None and lease is not None:
-                await guard.release(lease[0], [lease[1]])
+        done = await admitted_completion(
+            manager(), did, upload_id, digest, body.get("parts"), quota=quota, guard=guard
+        )
         services.catalog.forget(done)
         return {"status": "completed", "digest": str(done)}
 

@@ -43,6 +43,15 @@ class HoldSettings(NetworkSettings):
     upload_max_size: int = setting(
         10 * 1024**3, "HOLD_UPLOAD_MAX_SIZE", "largest blob accepted, in bytes"
     )
+    direct_uploads: bool = setting(
+        True,
+        "HOLD_DIRECT_UPLOADS",
+        "take OCI blob uploads directly from clients on capability URLs the AppView hands out "
+        "(advertised in the DID document; needs Valkey)",
+    )
+    direct_upload_ttl: int = setting(
+        3600, "HOLD_DIRECT_UPLOAD_TTL", "seconds a direct upload's capability URL stays valid"
+    )
     upload_max_age: int = setting(
         24 * 3600, "HOLD_UPLOAD_MAX_AGE", "seconds after which an unfinished upload is cleaned up"
     )
@@ -122,6 +131,7 @@ class HoldSettings(NetworkSettings):
         check_positive("HOLD_URL_EXPIRY", self.url_expiry)
         check_positive("HOLD_UPLOAD_MAX_SIZE", self.upload_max_size)
         check_positive("HOLD_UPLOAD_MAX_AGE", self.upload_max_age)
+        check_positive("HOLD_DIRECT_UPLOAD_TTL", self.direct_upload_ttl)
         check_positive("HOLD_RESERVATION_TTL", self.reservation_ttl)
         check_positive("HOLD_STAGED_GRACE", self.staged_grace)
         check_positive("HOLD_UPLOAD_PART_MAX_SIZE", self.upload_part_max_size)
