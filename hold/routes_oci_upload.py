@@ -1,9 +1,8 @@
 """Direct uploads over HTTP: the AppView's XRPC to start one, and the client's OCI requests.
 
-* ``POST io.atcr.hold.initiateDirectUpload {repository, blobUrl, maxSize?}`` (service token of
-  the pushing user) -> ``{uploadId, url, expiresAt}``: `url` is the absolute upload URL the
-  AppView answers the client's upload POST with; `blobUrl` is the AppView's
-  ``.../v2/<name>/blobs/`` the finished blob is found under.
+* ``POST io.atcr.hold.initiateUpload {direct: {repository, blobUrl, maxSize?}}`` (the pushing
+  user's service token) -> ``{uploadId, url, expiresAt}``: `url` is the absolute upload URL
+  the AppView answers the client's upload POST with (`DirectStarter`).
 * ``PATCH | PUT ?digest= | GET | DELETE /_hold/oci/uploads/<id>?cap=<capability>``: the OCI
   distribution spec's upload requests. The capability alone authorizes them; an
   Authorization header the client sends along is never read. Errors are OCI error bodies.
@@ -16,7 +15,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from litestar import Request, Response, Router, post, route
+from litestar import Request, Response, Router, route
 from litestar.enums import HttpMethod
 
 from atcr.digest import Digest
@@ -34,9 +33,8 @@ from hold.errors import (
 )
 from hold.oci_uploads import DirectUploads, RangeMismatch, SizeInvalid
 from hold.service import HoldServices
-from hold.xrpc import bearer_token, body_stream, content_length, json_body
+from hold.xrpc import body_stream, content_length
 
-NSID_INITIATE_DIRECT = "io.atcr.hold.initiateDirectUpload"
 UPLOAD_PATH = "/_hold/oci/uploads"
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/[0-9*]+)?$")
@@ -88,21 +86,30 @@ def _start(request: Request[Any, Any, Any]) -> int | None:
     return int(m.group(1))
 
 
-def oci_upload_routes(services: HoldServices, direct: DirectUploads, signer: CapabilitySigner) -> Router:
-    settings = services.settings
-    base = services.identity.public_url
+def _upload_url(base: str, upload_id: str, token: str) -> str:
+    return f"{base}{UPLOAD_PATH}/{quote(upload_id)}?cap={quote(token)}"
 
-    def upload_url(upload_id: str, token: str) -> str:
-        return f"{base}{UPLOAD_PATH}/{quote(upload_id)}?cap={quote(token)}"
 
-    @post(f"/xrpc/{NSID_INITIATE_DIRECT}", status_code=200)
-    async def initiate_direct_upload(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        did = await services.auth.authenticate(bearer_token(request), lxm=NSID_INITIATE_DIRECT)
-        await services.auth.require_write(did)
-        body = await json_body(request)
-        repository, blob_url, max_size = body.get("repository"), body.get("blobUrl"), body.get("maxSize")
+class DirectStarter:
+    """``initiateUpload`` with a ``direct`` object: start a direct upload, answer its URL.
+
+    The request rides on ATCR's ``initiateUpload`` (its service token, its OAuth scope) with an
+    extension field, like ``size``: ``direct: {repository, blobUrl, maxSize?}`` ->
+    ``{uploadId, url, expiresAt}``, where `blobUrl` is the AppView's ``.../v2/<name>/blobs/``.
+    """
+
+    def __init__(self, services: HoldServices, direct: DirectUploads, signer: CapabilitySigner) -> None:
+        self._settings = services.settings
+        self._base = services.identity.public_url
+        self._direct = direct
+        self._signer = signer
+
+    async def __call__(self, did: str, spec: Any) -> dict[str, Any]:
+        if not isinstance(spec, dict):
+            raise InvalidRequest("direct must be an object {repository, blobUrl, maxSize?}")
+        repository, blob_url, max_size = spec.get("repository"), spec.get("blobUrl"), spec.get("maxSize")
         if not isinstance(repository, str) or len(repository) > 256 or not _REPOSITORY.fullmatch(repository):
-            raise InvalidRequest("repository must be an OCI repository name")
+            raise InvalidRequest("direct.repository must be an OCI repository name")
         parts = urlsplit(blob_url) if isinstance(blob_url, str) else None
         if (
             parts is None
@@ -112,18 +119,29 @@ def oci_upload_routes(services: HoldServices, direct: DirectUploads, signer: Cap
             or len(blob_url) > 1024
             or not blob_url.endswith("/blobs/")
         ):
-            raise InvalidRequest("blobUrl must be the AppView's absolute .../blobs/ URL")
-        limit = settings.upload_max_size
+            raise InvalidRequest("direct.blobUrl must be the AppView's absolute .../blobs/ URL")
+        limit = self._settings.upload_max_size
         if max_size is not None:
             if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0:
-                raise InvalidRequest("maxSize must be a non-negative integer")
+                raise InvalidRequest("direct.maxSize must be a non-negative integer")
             limit = min(limit, max_size)
-        upload_id = await direct.create(did, repository)
-        ttl = settings.direct_upload_ttl
-        token = signer.issue(
+        upload_id = await self._direct.create(did, repository)
+        ttl = self._settings.direct_upload_ttl
+        token = self._signer.issue(
             did=did, repository=repository, upload=upload_id, max_size=limit, blob_url=blob_url, ttl=ttl
         )
-        return {"uploadId": upload_id, "url": upload_url(upload_id, token), "expiresAt": int(time.time()) + ttl}
+        return {
+            "uploadId": upload_id,
+            "url": _upload_url(self._base, upload_id, token),
+            "expiresAt": int(time.time()) + ttl,
+        }
+
+
+def oci_upload_routes(services: HoldServices, direct: DirectUploads, signer: CapabilitySigner) -> Router:
+    base = services.identity.public_url
+
+    def upload_url(upload_id: str, token: str) -> str:
+        return _upload_url(base, upload_id, token)
 
     def progress(upload_id: str, token: str, offset: int) -> dict[str, str]:
         return {
@@ -185,7 +203,7 @@ def oci_upload_routes(services: HoldServices, direct: DirectUploads, signer: Cap
             headers={**API_VERSION, "Location": f"{cap.blob_url}{done}", "Docker-Content-Digest": str(done)},
         )
 
-    return Router(path="/", route_handlers=[initiate_direct_upload, upload], include_in_schema=False)
+    return Router(path="/", route_handlers=[upload], include_in_schema=False)
 
 
-__all__ = ["NSID_INITIATE_DIRECT", "UPLOAD_PATH", "oci_upload_routes"]
+__all__ = ["UPLOAD_PATH", "DirectStarter", "oci_upload_routes"]

@@ -2,7 +2,8 @@
 
 Shapes (as ATCR's lexicons define them; `size` is our optional extension):
 
-* ``POST io.atcr.hold.initiateUpload {digest?, size?}`` -> ``{uploadId}``
+* ``POST io.atcr.hold.initiateUpload {digest?, size?}`` -> ``{uploadId}``; with our ``direct``
+  extension, a direct upload on a capability URL instead (hold/routes_oci_upload.py)
 * ``POST io.atcr.hold.getPartUploadUrl {uploadId, partNumber}`` -> ``{url, method: "PUT", headers}``
 * ``PUT  io.atcr.hold.uploadPart`` raw body, headers ``X-Upload-Id``, ``X-Part-Number`` -> ``{etag}``
 * ``POST io.atcr.hold.completeUpload {uploadId, digest, parts: [{partNumber, etag}]}``
@@ -18,6 +19,7 @@ their signature stands in for the token.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request, Response, Router, post, put
@@ -65,7 +67,16 @@ def _part_number(raw: str | None) -> int:
     return int(raw.strip())
 
 
-def upload_routes(services: HoldServices, quota: QuotaService | None = None, guard: GcGuard | None = None) -> Router:
+# Starts a direct upload for (caller DID, the request's ``direct`` object): hold/routes_oci_upload.py.
+DirectStart = Callable[[str, Any], Awaitable[dict[str, Any]]]
+
+
+def upload_routes(
+    services: HoldServices,
+    quota: QuotaService | None = None,
+    guard: GcGuard | None = None,
+    direct: DirectStart | None = None,
+) -> Router:
     def manager() -> UploadManager:
         if services.uploads is None:
             raise UploadsUnavailable()
@@ -80,6 +91,10 @@ def upload_routes(services: HoldServices, quota: QuotaService | None = None, gua
     async def initiate_upload(request: Request[Any, Any, Any]) -> dict[str, Any]:
         did = await writer(request, NSID_INITIATE)
         body = await json_body(request)
+        if body.get("direct") is not None:
+            if direct is None:
+                raise InvalidRequest("this hold does not take direct uploads")
+            return await direct(did, body["direct"])
         digest = _str_field(body, "digest", required=False, max_len=200)
         size = body.get("size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):

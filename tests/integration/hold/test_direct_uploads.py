@@ -22,7 +22,7 @@ from tests.integration.hold.test_uploads import fetch, staging_is_empty
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-NSID = "io.atcr.hold.initiateDirectUpload"
+NSID = "io.atcr.hold.initiateUpload"
 BLOBS = "https://appview.example/v2/alice.test/app/blobs/"
 
 
@@ -37,7 +37,7 @@ def digest_of(data: bytes) -> str:
 async def start(hold: Hold, *, iss: str = ALICE, repository: str = "app", **extra: Any) -> str:
     r = await hold.client.post(
         f"{hold.url}/xrpc/{NSID}",
-        json={"repository": repository, "blobUrl": BLOBS, **extra},
+        json={"direct": {"repository": repository, "blobUrl": BLOBS, **extra}},
         headers=hold.auth(NSID, iss=iss),
     )
     assert r.status_code == 200, r.text
@@ -221,6 +221,15 @@ async def test_wrong_digest_leaves_nothing(make_hold: MakeHold) -> None:
 
 async def test_did_document_advertises_direct_uploads(make_hold: MakeHold) -> None:
     async with make_hold("filesystem") as hold:
+        for bad in (
+            {"repository": "App/../x", "blobUrl": BLOBS},
+            {"repository": "app", "blobUrl": "ftp://x/v2/a/blobs/"},
+            {"repository": "app", "blobUrl": "https://x/v2/a/manifests/"},
+            {"repository": "app", "blobUrl": BLOBS, "maxSize": -1},
+            "app",
+        ):
+            r = await hold.client.post(f"{hold.url}/xrpc/{NSID}", json={"direct": bad}, headers=hold.auth(NSID))
+            assert r.status_code == 400 and r.json()["error"] == "InvalidRequest", r.text
         doc = (await hold.client.get(f"{hold.url}/.well-known/did.json")).json()
         assert {"id": "#atcr_direct_upload", "type": "AtcrHoldDirectUpload", "serviceEndpoint": hold.url} in doc[
             "service"
@@ -228,6 +237,8 @@ async def test_did_document_advertises_direct_uploads(make_hold: MakeHold) -> No
     async with make_hold("filesystem", hold_direct_uploads="false") as hold:
         doc = (await hold.client.get(f"{hold.url}/.well-known/did.json")).json()
         assert all(s["id"] != "#atcr_direct_upload" for s in doc["service"])
-        r = await hold.client.post(f"{hold.url}/xrpc/{NSID}", json={}, headers=hold.auth(NSID))
-        assert r.status_code == 404
+        r = await hold.client.post(
+            f"{hold.url}/xrpc/{NSID}", json={"direct": {"repository": "app", "blobUrl": BLOBS}}, headers=hold.auth(NSID)
+        )
+        assert r.status_code == 400 and "direct" in r.json()["message"]
 

@@ -14,7 +14,7 @@ from tests.integration.hold_crew.conftest import ALICE, CrewHold, MakeHold
 
 pytestmark = pytest.mark.integration
 
-NSID = "io.atcr.hold.initiateDirectUpload"
+NSID = "io.atcr.hold.initiateUpload"
 TIERS = """
 tiers:
   tiny:
@@ -32,7 +32,7 @@ def staged_bytes(h: CrewHold) -> int:
 async def start(h: CrewHold) -> str:
     r = await h.client.post(
         f"{h.url}/xrpc/{NSID}",
-        json={"repository": "app", "blobUrl": "https://appview.example/v2/alice.test/app/blobs/"},
+        json={"direct": {"repository": "app", "blobUrl": "https://appview.example/v2/alice.test/app/blobs/"}},
         headers=h.hold.auth(NSID),
     )
     assert r.status_code == 200, r.text
