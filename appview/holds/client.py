@@ -32,6 +32,8 @@ NSID_INITIATE = "io.atcr.hold.initiateUpload"
 NSID_UPLOAD_PART = "io.atcr.hold.uploadPart"
 NSID_COMPLETE = "io.atcr.hold.completeUpload"
 NSID_NOTIFY = "io.atcr.hold.notifyManifest"
+# The DID-document service a hold that takes direct uploads advertises (hold/identity.py).
+DIRECT_UPLOAD_SERVICE = "atcr_direct_upload"
 # While a hold is given up on, a request goes through as a probe at most this often (seconds).
 PROBE_EVERY = 1.0
 MINT_NEXT: dict[str, tuple[str, ...]] = {
@@ -96,6 +98,7 @@ class HoldClient:
         self._down: dict[str, float] = {}
         self._next_probe: dict[str, float] = {}
         self._endpoints: dict[str, tuple[float, str]] = {}
+        self._direct: dict[str, tuple[float, bool]] = {}
         self._ahead: dict[tuple[str, str, str], tuple[float, asyncio.Task[str | None]]] = {}
 
     def reachable(self, hold_did: str) -> bool:
@@ -153,6 +156,26 @@ class HoldClient:
                 raise HoldError(404, "HoldNotFound", f"{hold_did} has no #atcr_hold service")
         self._endpoints[hold_did] = (time.monotonic() + 300, url.rstrip("/"))
         return url.rstrip("/")
+
+    async def takes_direct_uploads(self, hold_did: str) -> bool:
+        """Whether the hold's DID document advertises direct uploads (remembered 5 minutes).
+
+        A hold whose document cannot be read now is asked again next time; until then uploads
+        take the proxied path, which reports the failure properly if the hold is really down.
+        """
+        hit = self._direct.get(hold_did)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            doc = await self._resolver.resolve_did(hold_did)
+        except AtcrError as exc:
+            log.info("hold %s: DID document unavailable (%s); uploads go through the AppView", hold_did, exc)
+            return False
+        takes = doc.service(DIRECT_UPLOAD_SERVICE) is not None
+        if len(self._direct) > 10_000:
+            self._direct.clear()  # a bound, not an LRU: holds are few
+        self._direct[hold_did] = (time.monotonic() + 300, takes)
+        return takes
 
     async def _next_token(self, user_did: str, hold_did: str, lxm: str) -> str | None:
         """Take the token minted ahead for this call if there is one, else mint it now.
@@ -326,6 +349,21 @@ class HoldClient:
             await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body)
         )
         return str(out["uploadId"])
+
+    async def initiate_direct_upload(
+        self, hold_did: str, user_did: str, repository: str, blob_url: str, max_size: int
+    ) -> str:
+        """Start a direct upload; the answer is the absolute upload URL for the client.
+
+        The URL must be on the hold's own endpoint: the AppView hands it to the user's client.
+        """
+        body = {"direct": {"repository": repository, "blobUrl": blob_url, "maxSize": max_size}}
+        out = self._check(await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body))
+        url = out.get("url") if isinstance(out, dict) else None
+        base = await self.endpoint(hold_did)
+        if not isinstance(url, str) or not url.startswith(base + "/") or len(url) > 8192:
+            raise HoldError(502, "BadDirectUpload", f"{hold_did} answered a direct upload without a URL of its own")
+        return url
 
     async def upload_part(
         self, hold_did: str, user_did: str, upload_id: str, part_number: int, data: bytes | AsyncIterator[bytes]

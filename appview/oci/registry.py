@@ -1150,6 +1150,30 @@ class Registry:
         self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
         return session
 
+    async def start_direct_upload(self, ref: RepoRef, user_did: str, blob_url: str, max_size: int) -> str | None:
+        """The hold's upload URL when the push hold takes direct uploads, else None (proxy).
+
+        The blob then reaches the hold's storage and quota exactly as a proxied one does; the
+        manifest PUT that follows checks it at the same hold (docs/direct-uploads.md).
+        """
+        hold = await self.push_hold(user_did)
+        if not await self.holds.takes_direct_uploads(hold):
+            return None
+        try:
+            return await self.holds.initiate_direct_upload(hold, user_did, ref.repository, blob_url, max_size)
+        except HoldUnavailable as exc:
+            raise Unavailable(_unavailable_message(exc), headers={"Retry-After": "10"}) from None
+        except HoldError as exc:
+            if exc.error == "SessionMissing":
+                raise Unauthorized(exc.message) from None
+            if exc.status in (401, 403) and "quota" not in exc.error.lower():
+                raise Denied(await self._refusal(hold)) from None
+            if exc.status in (401, 403, 413):
+                raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
+            # A hold that advertised direct uploads but refuses this one: the proxied path still works.
+            log.warning("hold %s refused a direct upload (%s); proxying it", hold, exc)
+            return None
+
     async def mount(self, ref: RepoRef, user_did: str, digest: str) -> bool:
         """Cross-repository mount: true when the blob is already on the user's hold."""
         try:

@@ -215,6 +215,8 @@ class OciApi:
         auth: Auth,
         *,
         max_blob_size: int,
+        base_url: str = "",
+        direct_uploads: bool = False,
         limiter: RateLimiter | None = None,
         addresses: ClientAddresses | None = None,
         provenance: ProvenanceService | None = None,
@@ -223,6 +225,9 @@ class OciApi:
         self.registry = registry
         self.auth = auth
         self.max_blob_size = max_blob_size
+        # Upload POSTs answer a Location on the push hold when it takes direct uploads.
+        self.direct_uploads = direct_uploads and bool(base_url)
+        self.base_url = base_url.rstrip("/")
         self.limiter = limiter
         self.addresses = addresses or ClientAddresses()
 
@@ -461,8 +466,21 @@ class OciApi:
                 b"", status_code=201,
                 headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount},
             )
-        session = await self.registry.start_upload(repo, claims.subject)
         digest = q.get("digest")
+        if not digest and self.direct_uploads:
+            # The bytes go straight to the hold (OCI allows an absolute Location); its closing
+            # PUT answers with this AppView's blob URL. A monolithic POST (its body is already
+            # here) stays on the proxied path below.
+            url = await self.registry.start_direct_upload(
+                repo, claims.subject, f"{self.base_url}/v2/{name}/blobs/", self.max_blob_size
+            )
+            if url is not None:
+                upload_id = url.split("?", 1)[0].rsplit("/", 1)[-1]
+                return Response(
+                    b"", status_code=202,
+                    headers={**API_VERSION, "Location": url, "Docker-Upload-UUID": upload_id, "Range": "0-0"},
+                )
+        session = await self.registry.start_upload(repo, claims.subject)
         if digest:
             length = _content_length(request)
             session = await self.registry.append(
