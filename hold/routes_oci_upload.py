@@ -3,7 +3,7 @@
 * ``POST io.atcr.hold.initiateUpload {direct: {repository, blobUrl, maxSize?}}`` (the pushing
   user's service token) -> ``{uploadId, url, expiresAt}``: `url` is the absolute upload URL
   the AppView answers the client's upload POST with (`DirectStarter`).
-* ``PATCH | PUT ?digest= | GET | DELETE /_hold/oci/uploads/<id>?cap=<capability>``: the OCI
+* ``PATCH | PUT ?digest= | GET | DELETE /_hold/oci/uploads/<id>/<capability>``: the OCI
   distribution spec's upload requests. The capability alone authorizes them; an
   Authorization header the client sends along is never read. Errors are OCI error bodies.
 """
@@ -55,8 +55,8 @@ def _oci_code(exc: HoldError) -> tuple[str, int]:
         return "SIZE_INVALID", 400
     if isinstance(exc, TooLarge):
         return "SIZE_INVALID", 413
-    if isinstance(exc, UploadBusy):
-        return "BLOB_UPLOAD_INVALID", 409
+    if isinstance(exc, UploadBusy):  # as the AppView answers a second writer: the spec has no 409
+        return "BLOB_UPLOAD_INVALID", 400
     if exc.status >= 500:
         return "UNAVAILABLE", 503 if exc.status == 503 else exc.status
     return "BLOB_UPLOAD_INVALID", 400
@@ -87,7 +87,9 @@ def _start(request: Request[Any, Any, Any]) -> int | None:
 
 
 def _upload_url(base: str, upload_id: str, token: str) -> str:
-    return f"{base}{UPLOAD_PATH}/{quote(upload_id)}?cap={quote(token)}"
+    # The capability is a path segment, not a query parameter: a client that sets `digest` by
+    # replacing the Location's query (httpx's `params=` does) still presents it.
+    return f"{base}{UPLOAD_PATH}/{quote(upload_id)}/{quote(token)}"
 
 
 class DirectStarter:
@@ -152,15 +154,14 @@ def oci_upload_routes(services: HoldServices, direct: DirectUploads, signer: Cap
         }
 
     @route(
-        f"{UPLOAD_PATH}/{{upload_id:str}}",
+        f"{UPLOAD_PATH}/{{upload_id:str}}/{{cap:str}}",
         http_method=[HttpMethod.PATCH, HttpMethod.PUT, HttpMethod.GET, HttpMethod.DELETE],
         request_max_body_size=None,
         include_in_schema=False,
         status_code=200,
     )
     async def upload(request: Request[Any, Any, Any]) -> Response[Any]:
-        upload_id = str(request.path_params["upload_id"])
-        token = request.query_params.get("cap") or ""
+        upload_id, token = str(request.path_params["upload_id"]), str(request.path_params["cap"])
         try:
             cap = signer.verify(token, upload_id)
             return await handle(request, cap, token)

@@ -352,18 +352,25 @@ class HoldClient:
 
     async def initiate_direct_upload(
         self, hold_did: str, user_did: str, repository: str, blob_url: str, max_size: int
-    ) -> str:
-        """Start a direct upload; the answer is the absolute upload URL for the client.
+    ) -> tuple[str, str]:
+        """Start a direct upload: (its id, the absolute upload URL for the client).
 
         The URL must be on the hold's own endpoint: the AppView hands it to the user's client.
         """
         body = {"direct": {"repository": repository, "blobUrl": blob_url, "maxSize": max_size}}
         out = self._check(await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body))
         url = out.get("url") if isinstance(out, dict) else None
+        upload_id = out.get("uploadId") if isinstance(out, dict) else None
         base = await self.endpoint(hold_did)
-        if not isinstance(url, str) or not url.startswith(base + "/") or len(url) > 8192:
+        if (
+            not isinstance(url, str)
+            or not url.startswith(base + "/")
+            or len(url) > 8192
+            or not isinstance(upload_id, str)
+            or not 0 < len(upload_id) <= 128
+        ):
             raise HoldError(502, "BadDirectUpload", f"{hold_did} answered a direct upload without a URL of its own")
-        return url
+        return upload_id, url
 
     async def upload_part(
         self, hold_did: str, user_did: str, upload_id: str, part_number: int, data: bytes | AsyncIterator[bytes]

@@ -1150,8 +1150,10 @@ class Registry:
         self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
         return session
 
-    async def start_direct_upload(self, ref: RepoRef, user_did: str, blob_url: str, max_size: int) -> str | None:
-        """The hold's upload URL when the push hold takes direct uploads, else None (proxy).
+    async def start_direct_upload(
+        self, ref: RepoRef, user_did: str, blob_url: str, max_size: int
+    ) -> tuple[str, str] | None:
+        """(upload id, the hold's upload URL) when the push hold takes direct uploads, else None.
 
         The blob then reaches the hold's storage and quota exactly as a proxied one does; the
         manifest PUT that follows checks it at the same hold (docs/direct-uploads.md).

@@ -471,11 +471,11 @@ class OciApi:
             # The bytes go straight to the hold (OCI allows an absolute Location); its closing
             # PUT answers with this AppView's blob URL. A monolithic POST (its body is already
             # here) stays on the proxied path below.
-            url = await self.registry.start_direct_upload(
+            direct = await self.registry.start_direct_upload(
                 repo, claims.subject, f"{self.base_url}/v2/{name}/blobs/", self.max_blob_size
             )
-            if url is not None:
-                upload_id = url.split("?", 1)[0].rsplit("/", 1)[-1]
+            if direct is not None:
+                upload_id, url = direct
                 return Response(
                     b"", status_code=202,
                     headers={**API_VERSION, "Location": url, "Docker-Upload-UUID": upload_id, "Range": "0-0"},

@@ -74,13 +74,20 @@ def image_manifest(config: bytes, layers: list[bytes], *, alg: str = "sha256", *
 
 
 @pytest.fixture
-def client(registry_stack: RegistryStack, pusher: Pusher) -> Client:
-    return Client(registry_stack, pusher, "conformance")
+def client(request: pytest.FixtureRequest, registry_stack: RegistryStack, pusher: Pusher) -> Client:
+    """Through the proxied AppView, or (parametrized "direct") one that sends bytes to the hold."""
+    direct = getattr(request, "param", "proxied") == "direct"
+    return Client(request.getfixturevalue("direct_stack") if direct else registry_stack, pusher, "conformance")
+
+
+# The upload tests run on both paths: bytes through the AppView, and straight to the hold.
+BOTH_PATHS = pytest.mark.parametrize("client", ["proxied", "direct"], indirect=True)
 
 
 # --- Push ------------------------------------------------------------------------------------
 
 
+@BOTH_PATHS
 def test_push_monolithic_post_put_and_single_post(client: Client) -> None:
     data = os.urandom(4096)
     d = client.monolithic(data)
@@ -95,6 +102,7 @@ def test_push_monolithic_post_put_and_single_post(client: Client) -> None:
     assert r.headers["Location"].endswith(digest_of(other))
 
 
+@BOTH_PATHS
 def test_push_chunked_with_status(client: Client) -> None:
     chunks = [os.urandom(3000), os.urandom(7 * 1024 * 1024), os.urandom(10)]
     data = b"".join(chunks)
@@ -121,6 +129,7 @@ def test_push_chunked_with_status(client: Client) -> None:
     assert r.content == data
 
 
+@BOTH_PATHS
 def test_a_patch_cut_off_midway_resumes_at_the_last_part_the_hold_acknowledged(client: Client) -> None:
     """Bytes stream to the hold as they arrive; a cut request keeps whole parts, never doubles."""
     mib = 1024 * 1024
@@ -160,6 +169,7 @@ def test_a_patch_cut_off_midway_resumes_at_the_last_part_the_hold_acknowledged(c
     assert blob.content == data
 
 
+@BOTH_PATHS
 def test_push_empty_blob(client: Client) -> None:
     d = client.monolithic(b"")
     r = client.http.head(f"{client.base}/blobs/{d}")
@@ -167,6 +177,7 @@ def test_push_empty_blob(client: Client) -> None:
     assert r.headers["Content-Length"] == "0"
 
 
+@BOTH_PATHS
 def test_push_sha512_blob_and_manifest(client: Client) -> None:
     cfg, layer = b"{}", os.urandom(2048)
     client.monolithic(cfg, "sha512")
@@ -197,6 +208,7 @@ def test_cross_repository_mount(registry_stack: RegistryStack, pusher: Pusher, c
     assert "/blobs/uploads/" in r.headers["Location"]
 
 
+@BOTH_PATHS
 def test_cancel_upload(client: Client) -> None:
     r = client.http.post(f"{client.base}/blobs/uploads/")
     loc = client.url(r.headers["Location"])

@@ -63,10 +63,10 @@ async def test_direct_upload_over_quota_is_refused_before_storing(
         # A blob that fits completes and is reserved like a proxied upload's.
         small = random.Random(8).randbytes(600)
         digest = "sha256:" + hashlib.sha256(small).hexdigest()
-        r = await h.client.put(f"{url}&digest={digest}", content=small)
+        r = await h.client.put(f"{url}?digest={digest}", content=small)
         assert r.status_code == 201, r.text
         q = (await h.query("io.atcr.hold.getQuota", userDid=ALICE)).json()
         assert q["reservedSize"] == 600 and q["limit"] == 1000
         # The reservation counts: 600 more no longer fit.
-        r = await h.client.put(f"{await start(h)}&digest=sha256:{'0' * 64}", content=small[::-1])
+        r = await h.client.put(f"{await start(h)}?digest=sha256:{'0' * 64}", content=small[::-1])
         assert r.status_code == 403, r.text
