@@ -1,10 +1,14 @@
 """The registry against Debian's docker-registry (CNCF distribution 2.8), same machine, same run.
 
-    .venv/bin/python bench/registry_vs_distribution.py [--duration 15] [--image-mb 200]
+    .venv/bin/python bench/registry_vs_distribution.py [--duration 15] [--image-mb 200] [--runs 5]
+        [--layout production|dev] [--direct-uploads auto|off]
 
 Needs: docker-registry, wrk, hyperfine, skopeo (Debian packages). Starts, on 127.0.0.1 only:
-a real PLC+PDS (dev-env), Valkey, our hold (filesystem driver, like distribution's), our
-AppView (2 uvicorn workers), and distribution 2.8 (filesystem, no auth). Measures:
+a real PLC+PDS (dev-env), Valkey, our services and distribution 2.8 (filesystem, no auth).
+Ours is either the production layout (`atcr hold` on the filesystem driver, like
+distribution's, and `atcr appview` with 2 uvicorn workers) or `atcr dev` (one process), with
+direct uploads (layer bytes from skopeo straight to the hold, docs/direct-uploads.md) on or
+off. Measures:
 
 * manifest GET by tag, warm: wrk requests/s and p99 (ours with a bearer token, as clients send);
 * blob GET: ours answers 307 to the hold's signed URL; distribution streams the bytes itself
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -43,6 +48,52 @@ from tests.support.stack import appview_env, hold_env, network_env, start_servic
 
 MARK_BEGIN = "<!-- bench:registry_vs_distribution begin -->"
 MARK_END = "<!-- bench:registry_vs_distribution end -->"
+
+
+def markers(layout: str, direct: str) -> tuple[str, str]:
+    """One section per (layout, direct uploads); the historical production+proxied one keeps its name."""
+    if (layout, direct) == ("production", "off"):
+        return MARK_BEGIN, MARK_END
+    tag = f"{layout}-direct-{direct}"
+    return (f"<!-- bench:registry_vs_distribution:{tag} begin -->",
+            f"<!-- bench:registry_vs_distribution:{tag} end -->")
+
+
+class DevProcess:
+    """`atcr dev` (AppView, hold and consumer in one process) on free ports."""
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self.ports = {"appview": free_port(), "hold": free_port(), "jetstream": free_port()}
+        self.log = work / "dev.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "atcr.cli", "dev", "--data-dir", str(work / "dev"),
+                 "--appview-port", str(self.ports["appview"]), "--hold-port", str(self.ports["hold"]),
+                 "--jetstream-port", str(self.ports["jetstream"])],
+                stdout=out, stderr=subprocess.STDOUT, env={"PATH": os.environ.get("PATH", ""), **env},
+            )
+        self.url = f"http://127.0.0.1:{self.ports['appview']}"
+        deadline = time.monotonic() + 60
+        for url in (self.url, f"http://127.0.0.1:{self.ports['hold']}"):
+            while True:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"atcr dev did not start:\n{self.log.read_text()[-3000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
 def wrk(url: str, headers: dict[str, str], duration: int, connections: int = 64) -> dict[str, float]:
@@ -139,7 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--image-mb", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--layout", choices=("production", "dev"), default="production")
+    parser.add_argument("--direct-uploads", choices=("auto", "off"), default="auto")
     args = parser.parse_args()
     for tool in ("docker-registry", "wrk", "hyperfine", "skopeo"):
         if not shutil.which(tool):
@@ -151,11 +204,28 @@ def main() -> None:
     with running_valkey() as valkey_url, TestNetwork() as net:
         env = network_env(valkey_url, net.plc_url, net.pds_url)
         env["ATCR_LOG_LEVEL"] = "warning"
-        hold_port, app_port = free_port(), free_port()
-        hold = start_service("hold", "hold", {**env, **hold_env(work, hold_port)}, work, f"http://127.0.0.1:{hold_port}")
-        hold_did = did_web_for_url(f"http://localhost:{hold_port}")
-        app_env = {**env, **appview_env(work, app_port, hold_did), "ATCR_WORKERS": "2"}
-        appview = start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+        env["ATCR_DIRECT_UPLOADS"] = args.direct_uploads
+        stops: list[Any] = []
+        if args.layout == "production":
+            hold_port, app_port = free_port(), free_port()
+            hold = start_service(
+                "hold", "hold", {**env, **hold_env(work, hold_port)}, work, f"http://127.0.0.1:{hold_port}"
+            )
+            stops.append(hold.stop)
+            hold_did = did_web_for_url(f"http://localhost:{hold_port}")
+            app_env = {
+                **env, **appview_env(work, app_port, hold_did), "ATCR_WORKERS": "2",
+                "ATCR_DIRECT_UPLOADS": args.direct_uploads,
+            }
+            appview: Any = start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+            stops.insert(0, appview.stop)
+        else:
+            dev_env = {
+                **env, "ATCR_JETSTREAM_ENABLED": "false", "ATCR_BACKFILL_ENABLED": "false",
+                "ATCR_RATE_LIMIT_ADDRESS": "0", "HOME": str(work),
+            }
+            appview = DevProcess(work, dev_env)
+            stops.append(appview.stop)
         dist, dist_url = start_distribution(work)
         try:
             account = create_account(net.pds_url, "bench")
@@ -225,8 +295,8 @@ def main() -> None:
                     results[f"{kind}_{label}"] = figures
         finally:
             dist.terminate()
-            appview.stop()
-            hold.stop()
+            for stop in stops:
+                stop()
             dist.wait(timeout=10)
     shutil.rmtree(work, ignore_errors=True)
     write_report(results, args)
@@ -236,14 +306,24 @@ def main() -> None:
 def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     mo, md = r["manifest_ours"], r["manifest_distribution"]
     bo, bd = r["blob_ours"], r["blob_distribution"]
+    begin, end = markers(args.layout, args.direct_uploads)
+    ours = (
+        "AppView with 2 uvicorn workers + bearer token on every request, hold on the filesystem driver"
+        if args.layout == "production"
+        else "`atcr dev` (AppView, hold and consumer in one uvicorn process) + bearer token on every request"
+    )
+    title = "" if (args.layout, args.direct_uploads) == ("production", "off") else (
+        f" — {args.layout} layout, direct uploads {args.direct_uploads}"
+    )
     lines = [
-        MARK_BEGIN,
-        "## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`)",
+        begin,
+        f"## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`){title}",
         "",
-        f"`bench/registry_vs_distribution.py`, {os.cpu_count()} cores, everything on 127.0.0.1 in one run; "
+        f"`bench/registry_vs_distribution.py --layout {args.layout} --direct-uploads {args.direct_uploads}`, "
+        f"{os.cpu_count()} cores, everything on 127.0.0.1 in one run; "
         f"wrk -t2 -c64 -d{args.duration}s; push and pull timed by hyperfine, {args.runs} rounds alternating "
         f"the two registries; {args.image_mb} MB image in 4 layers (new random layers before every push). "
-        "Ours: AppView with 2 uvicorn workers + bearer token on every request, hold on the filesystem driver. "
+        f"Ours: {ours}; direct uploads {args.direct_uploads} (docs/direct-uploads.md). "
         "distribution: filesystem driver, no auth.",
         "",
         "| measure | ours | distribution 2.8 | ratio |",
@@ -269,9 +349,9 @@ def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         "",
         f"Non-2xx/3xx responses during wrk: ours {mo['bad']:.0f} (manifest) / {bo['bad']:.0f} (blob); "
         f"distribution {md['bad']:.0f} / {bd['bad']:.0f}.",
-        MARK_END,
+        end,
     ]
-    write_section("\n".join(lines), MARK_BEGIN, MARK_END)
+    write_section("\n".join(lines), begin, end)
 
 if __name__ == "__main__":
     main()
