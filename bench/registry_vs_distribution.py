@@ -51,9 +51,7 @@ MARK_END = "<!-- bench:registry_vs_distribution end -->"
 
 
 def markers(layout: str, direct: str) -> tuple[str, str]:
-    """One section per (layout, direct uploads); the historical production+proxied one keeps its name."""
-    if (layout, direct) == ("production", "off"):
-        return MARK_BEGIN, MARK_END
+    """One section per (layout, direct uploads); MARK_BEGIN/END keep the run from before direct uploads."""
     tag = f"{layout}-direct-{direct}"
     return (f"<!-- bench:registry_vs_distribution:{tag} begin -->",
             f"<!-- bench:registry_vs_distribution:{tag} end -->")
@@ -312,9 +310,7 @@ def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         if args.layout == "production"
         else "`atcr dev` (AppView, hold and consumer in one uvicorn process) + bearer token on every request"
     )
-    title = "" if (args.layout, args.direct_uploads) == ("production", "off") else (
-        f" — {args.layout} layout, direct uploads {args.direct_uploads}"
-    )
+    title = f" — {args.layout} layout, direct uploads {args.direct_uploads}"
     lines = [
         begin,
         f"## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`){title}",

@@ -74,7 +74,9 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     starter: DirectStarter | None = None
     if services.identity.direct_uploads and services.uploads is not None:
         # Direct uploads: clients' layer bytes on capability URLs (hold/oci_uploads.py).
-        direct = DirectUploads(services.uploads, rt.valkey, quota=ledger.quota, guard=gc.guard)
+        direct = DirectUploads(
+            services.uploads, rt.valkey, quota=ledger.quota, guard=gc.guard, max_open=settings.max_open_uploads
+        )
         signer = CapabilitySigner(load_or_create_secret(settings.url_secret_path))
         starter = DirectStarter(services, direct, signer)
         direct_routes.append(oci_upload_routes(services, direct, signer))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,12 @@ class RangeMismatch(HoldError):
     def __init__(self, offset: int) -> None:
         super().__init__(f"the upload has {offset} bytes; the next chunk must start there")
         self.offset = offset
+
+
+class TooManyUploads(HoldError):
+    """The user has as many direct uploads open as the hold allows (HOLD_MAX_OPEN_UPLOADS)."""
+
+    error, status, default_message = "TooManyUploads", 429, "too many open uploads: finish or cancel some first"
 
 
 class SizeInvalid(InvalidRequest):
@@ -159,6 +166,7 @@ class DirectUploads:
         quota: QuotaService | None = None,
         guard: GcGuard | None = None,
         part_size: int = PART_SIZE,
+        max_open: int = 0,
     ) -> None:
         self.manager = manager
         self._v = valkey
@@ -168,15 +176,46 @@ class DirectUploads:
         # Parts stay within the hold's part limit even with a remainder under the minimum.
         self.part_size = max(self.min_part, min(part_size, manager.limits.part_max_size - self.min_part))
         self.ttl = manager.limits.max_age
+        # Open uploads per user (0: no cap): each holds a storage upload and up to a part's
+        # minimum of tail in Valkey until it finishes or expires.
+        self.max_open = max_open
 
     @staticmethod
     def _key(upload_id: str) -> str:
         return f"hold:oci:{upload_id}"
 
+    @staticmethod
+    def _open_key(did: str) -> str:
+        return f"hold:oci-open:{did}"
+
     async def create(self, did: str, repository: str) -> str:
         upload_id = await self.manager.initiate(did, None, None)
         await self._save(DirectSession(upload_id, did, repository))
+        if self.max_open > 0:
+            await self._admit(did, upload_id)
         return upload_id
+
+    async def _admit(self, did: str, upload_id: str) -> None:
+        """Count the upload against its user's cap (one transaction: never more than the cap),
+        or take it back and refuse."""
+        key, now = self._open_key(did), time.time()
+        async with self._v.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zadd(key, {upload_id: now + self.ttl})
+            pipe.zcard(key)
+            pipe.expire(key, self.ttl)
+            count = int((await pipe.execute())[2])
+        if count <= self.max_open:
+            return
+        await self._v.zrem(key, upload_id)
+        await self._v.delete(self._key(upload_id))
+        with contextlib.suppress(HoldError):
+            await self.manager.abort(did, upload_id)
+        raise TooManyUploads(f"at most {self.max_open} open uploads per user: finish or cancel some first")
+
+    async def _close(self, did: str, upload_id: str) -> None:
+        await self._v.delete(self._key(upload_id))
+        await self._v.zrem(self._open_key(did), upload_id)
 
     async def _save(self, session: DirectSession) -> None:
         await self._v.hset(
@@ -328,9 +367,9 @@ class DirectUploads:
                     # Refused for good (wrong digest, over quota): nothing of it may stay behind.
                     with contextlib.suppress(HoldError):
                         await self.manager.abort(did, upload_id)
-                    await self._v.delete(self._key(upload_id))
+                    await self._close(did, upload_id)
                 raise
-            await self._v.delete(self._key(upload_id))
+            await self._close(did, upload_id)
             return done
 
     async def cancel(self, upload_id: str, did: str, repository: str) -> None:
@@ -338,5 +377,5 @@ class DirectUploads:
             await self.get(upload_id, did, repository)
             with contextlib.suppress(UploadNotFound):
                 await self.manager.abort(did, upload_id)
-            await self._v.delete(self._key(upload_id))
+            await self._close(did, upload_id)
 

@@ -31,7 +31,7 @@ from hold.errors import (
     UploadBusy,
     UploadNotFound,
 )
-from hold.oci_uploads import DirectUploads, RangeMismatch, SizeInvalid
+from hold.oci_uploads import DirectUploads, RangeMismatch, SizeInvalid, TooManyUploads
 from hold.service import HoldServices
 from hold.xrpc import body_stream, content_length
 
@@ -55,6 +55,8 @@ def _oci_code(exc: HoldError) -> tuple[str, int]:
         return "SIZE_INVALID", 400
     if isinstance(exc, TooLarge):
         return "SIZE_INVALID", 413
+    if isinstance(exc, TooManyUploads):
+        return "TOOMANYREQUESTS", 429
     if isinstance(exc, UploadBusy):  # as the AppView answers a second writer: the spec has no 409
         return "BLOB_UPLOAD_INVALID", 400
     if exc.status >= 500:

@@ -33,6 +33,7 @@ from appview.errors import (
     RegistryError,
     SizeInvalid,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -1172,6 +1173,8 @@ class Registry:
                 raise Denied(await self._refusal(hold)) from None
             if exc.status in (401, 403, 413):
                 raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
+            if exc.status == 429:
+                raise TooManyRequests(exc.message or "too many open uploads", headers={"Retry-After": "60"}) from None
             # A hold that advertised direct uploads but refuses this one: the proxied path still works.
             log.warning("hold %s refused a direct upload (%s); proxying it", hold, exc)
             return None

@@ -245,3 +245,20 @@ async def test_did_document_advertises_direct_uploads(make_hold: MakeHold) -> No
         )
         assert r.status_code == 400 and "direct" in r.json()["message"]
 
+
+
+async def test_open_direct_uploads_per_user_are_capped(make_hold: MakeHold) -> None:
+    async with make_hold("filesystem", hold_max_open_uploads=2) as hold:
+        first, second = await start(hold), await start(hold)
+        r = await hold.client.post(
+            f"{hold.url}/xrpc/{NSID}", json={"direct": {"repository": "app", "blobUrl": BLOBS}}, headers=hold.auth(NSID)
+        )
+        assert r.status_code == 429 and r.json()["error"] == "TooManyUploads", r.text
+        await start(hold, iss=BOB)  # another user's count is their own
+        # Finishing or cancelling one frees its place.
+        assert (await hold.client.delete(first)).status_code == 204
+        third = await start(hold)
+        r = await hold.client.put(with_digest(second, digest_of(b"")))
+        assert r.status_code == 201, r.text
+        await start(hold)
+        assert (await hold.client.get(third)).status_code == 204

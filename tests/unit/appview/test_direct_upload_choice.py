@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from appview.errors import Unavailable
+from appview.errors import TooManyRequests, Unavailable
 from appview.holds.client import HoldClient, HoldError, HoldUnavailable
 from appview.oci.registry import Registry, RepoRef
 from atcr.errors import NetworkError
@@ -91,3 +91,5 @@ def test_direct_when_advertised_else_proxied() -> None:
     assert start(Holds(True, HoldError(400, "InvalidRequest", "this hold does not take direct uploads"))) is None
     with pytest.raises(Unavailable):
         start(Holds(True, HoldUnavailable(503, "HoldUnavailable", "down")))
+    with pytest.raises(TooManyRequests):  # the hold's cap on open uploads is the user's answer
+        start(Holds(True, HoldError(429, "TooManyUploads", "at most 100 open uploads")))
