@@ -1,7 +1,7 @@
 """The registry against Debian's docker-registry (CNCF distribution 2.8), same machine, same run.
 
     .venv/bin/python bench/registry_vs_distribution.py [--duration 15] [--image-mb 200] [--runs 5]
-        [--layout production|dev] [--direct-uploads auto|off]
+        [--layout production|dev] [--direct-uploads auto|off] [--server uvicorn|granian]
 
 Needs: docker-registry, wrk, hyperfine, skopeo (Debian packages). Starts, on 127.0.0.1 only:
 a real PLC+PDS (dev-env), Valkey, our services and distribution 2.8 (filesystem, no auth).
@@ -44,17 +44,42 @@ from bench._common import write_section  # noqa: E402
 from tests.support.ocilayout import Layout  # noqa: E402
 from tests.support.pdsnet import TestNetwork, create_account, create_app_password, ensure_installed  # noqa: E402
 from tests.support.services import free_port, running_valkey  # noqa: E402
-from tests.support.stack import appview_env, hold_env, network_env, start_service  # noqa: E402
+from tests.support.stack import Service, appview_env, hold_env, network_env, start_service  # noqa: E402
 
 MARK_BEGIN = "<!-- bench:registry_vs_distribution begin -->"
 MARK_END = "<!-- bench:registry_vs_distribution end -->"
 
 
-def markers(layout: str, direct: str) -> tuple[str, str]:
-    """One section per (layout, direct uploads); MARK_BEGIN/END keep the run from before direct uploads."""
-    tag = f"{layout}-direct-{direct}"
+def markers(layout: str, direct: str, server: str = "uvicorn") -> tuple[str, str]:
+    """One section per (layout, direct uploads, server); MARK_BEGIN/END keep the run from before
+    direct uploads."""
+    tag = f"{layout}-direct-{direct}" + ("" if server == "uvicorn" else f"-{server}")
     return (f"<!-- bench:registry_vs_distribution:{tag} begin -->",
             f"<!-- bench:registry_vs_distribution:{tag} end -->")
+
+
+def start_granian(name: str, service: str, env: dict[str, str], work: Path, port: int, workers: int) -> Any:
+    """`atcr <service>`'s app factory under granian (pip) instead of uvicorn, same settings."""
+    log = work / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(workers), "--no-log", f"atcr.cli:_factory_{service}"],
+            stdout=out, stderr=subprocess.STDOUT, env={"PATH": os.environ.get("PATH", ""), "HOME": str(work), **env},
+            cwd=str(ROOT),
+        )
+    svc = Service(name=name, url=f"http://127.0.0.1:{port}", proc=proc, log=log, env=dict(env))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{svc.url}/readyz", timeout=2).status_code == 200:
+                return svc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            svc.stop()
+            raise RuntimeError(f"{name} under granian did not start:\n{svc.logs()[-3000:]}")
+        time.sleep(0.1)
 
 
 class DevProcess:
@@ -191,6 +216,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--layout", choices=("production", "dev"), default="production")
     parser.add_argument("--direct-uploads", choices=("auto", "off"), default="auto")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                        help="production layout: the ASGI server running the hold and the AppView")
     args = parser.parse_args()
     for tool in ("docker-registry", "wrk", "hyperfine", "skopeo"):
         if not shutil.which(tool):
@@ -206,16 +233,22 @@ def main() -> None:
         stops: list[Any] = []
         if args.layout == "production":
             hold_port, app_port = free_port(), free_port()
-            hold = start_service(
-                "hold", "hold", {**env, **hold_env(work, hold_port)}, work, f"http://127.0.0.1:{hold_port}"
-            )
+            hold_vars = {**env, **hold_env(work, hold_port)}
+            if args.server == "granian":
+                hold = start_granian("hold", "hold", hold_vars, work, hold_port, 1)
+            else:
+                hold = start_service("hold", "hold", hold_vars, work, f"http://127.0.0.1:{hold_port}")
             stops.append(hold.stop)
             hold_did = did_web_for_url(f"http://localhost:{hold_port}")
             app_env = {
                 **env, **appview_env(work, app_port, hold_did), "ATCR_WORKERS": "2",
                 "ATCR_DIRECT_UPLOADS": args.direct_uploads,
             }
-            appview: Any = start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+            appview: Any = (
+                start_granian("appview", "appview", app_env, work, app_port, 2)
+                if args.server == "granian"
+                else start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+            )
             stops.insert(0, appview.stop)
         else:
             dev_env = {
@@ -304,18 +337,22 @@ def main() -> None:
 def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     mo, md = r["manifest_ours"], r["manifest_distribution"]
     bo, bd = r["blob_ours"], r["blob_distribution"]
-    begin, end = markers(args.layout, args.direct_uploads)
+    begin, end = markers(args.layout, args.direct_uploads, args.server)
     ours = (
-        "AppView with 2 uvicorn workers + bearer token on every request, hold on the filesystem driver"
+        f"AppView with 2 {args.server} workers + bearer token on every request, hold ({args.server}) on the "
+        "filesystem driver"
         if args.layout == "production"
         else "`atcr dev` (AppView, hold and consumer in one uvicorn process) + bearer token on every request"
     )
-    title = f" — {args.layout} layout, direct uploads {args.direct_uploads}"
+    title = f" — {args.layout} layout, direct uploads {args.direct_uploads}" + (
+        f", {args.server}" if args.layout == "production" else ""
+    )
     lines = [
         begin,
         f"## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`){title}",
         "",
-        f"`bench/registry_vs_distribution.py --layout {args.layout} --direct-uploads {args.direct_uploads}`, "
+        f"`bench/registry_vs_distribution.py --layout {args.layout} --direct-uploads {args.direct_uploads} "
+        f"--server {args.server}`, "
         f"{os.cpu_count()} cores, everything on 127.0.0.1 in one run; "
         f"wrk -t2 -c64 -d{args.duration}s; push and pull timed by hyperfine, {args.runs} rounds alternating "
         f"the two registries; {args.image_mb} MB image in 4 layers (new random layers before every push). "
