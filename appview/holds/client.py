@@ -177,7 +177,7 @@ class HoldClient:
         self._direct[hold_did] = (time.monotonic() + 300, takes)
         return takes
 
-    async def _next_token(self, user_did: str, hold_did: str, lxm: str) -> str | None:
+    async def _next_token(self, user_did: str, hold_did: str, lxm: str, *, mint_next: bool = True) -> str | None:
         """Take the token minted ahead for this call if there is one, else mint it now.
 
         Each token is still used once (holds refuse a replayed `jti`); one minted ahead and
@@ -197,7 +197,7 @@ class HoldClient:
                 task.cancel()
         if token is None:
             token = await self._mint(user_did, hold_did, lxm)
-        for following in MINT_NEXT.get(lxm, ()):
+        for following in MINT_NEXT.get(lxm, ()) if mint_next else ():
             self.mint_ahead(user_did, hold_did, following)
         return token
 
@@ -221,12 +221,14 @@ class HoldClient:
         task.add_done_callback(_consume_exception)
         self._ahead[key] = (now + AHEAD_FRESH, task)
 
-    async def _token(self, user_did: str | None, hold_did: str, lxm: str) -> dict[str, str]:
+    async def _token(
+        self, user_did: str | None, hold_did: str, lxm: str, *, mint_next: bool = True
+    ) -> dict[str, str]:
         """A fresh service token per call: holds refuse a replayed `jti`, so tokens are single-use."""
         if user_did is None or self._mint is None:
             return {}
         try:
-            token = await self._next_token(user_did, hold_did, lxm)
+            token = await self._next_token(user_did, hold_did, lxm, mint_next=mint_next)
         except NetworkError as exc:
             raise HoldUnavailable(503, "PdsUnavailable", f"your PDS is unreachable (service token): {exc}") from None
         except XrpcError as exc:
@@ -253,6 +255,7 @@ class HoldClient:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
         follow_redirects: bool = False,
+        mint_next: bool = True,
     ) -> httpx.Response:
         if not self._admit(hold_did):
             raise HoldUnavailable(503, "HoldUnavailable", f"{hold_did} did not answer just now; retry shortly")
@@ -263,7 +266,7 @@ class HoldClient:
             if resp.status_code not in (401, 403):
                 return resp
         hdrs = dict(headers or {})
-        hdrs.update(await self._token(user_did, hold_did, nsid))
+        hdrs.update(await self._token(user_did, hold_did, nsid, mint_next=mint_next))
         kwargs: dict[str, Any] = {}
         if json_body is not None:
             kwargs["json"] = json_body
@@ -358,7 +361,10 @@ class HoldClient:
         The URL must be on the hold's own endpoint: the AppView hands it to the user's client.
         """
         body = {"direct": {"repository": repository, "blobUrl": blob_url, "maxSize": max_size}}
-        out = self._check(await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body))
+        # No part or completion tokens follow: the client talks to the hold from here on.
+        out = self._check(
+            await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body, mint_next=False)
+        )
         url = out.get("url") if isinstance(out, dict) else None
         upload_id = out.get("uploadId") if isinstance(out, dict) else None
         base = await self.endpoint(hold_did)

@@ -1151,6 +1151,12 @@ class Registry:
         self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
         return session
 
+    async def prepare_direct_upload(self, user_did: str) -> None:
+        """A push's HEAD found no blob, so an upload POST follows: mint its token now."""
+        hold = await self.push_hold(user_did)
+        if await self.holds.takes_direct_uploads(hold):
+            self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
+
     async def start_direct_upload(
         self, ref: RepoRef, user_did: str, blob_url: str, max_size: int
     ) -> tuple[str, str] | None:

@@ -412,6 +412,8 @@ class OciApi:
                         raise
                     size = None
                 if size is None:
+                    if pushing and self.direct_uploads:
+                        await self.registry.prepare_direct_upload(claims.subject)
                     # Never for a push's "do you have it?": the blob must then go to the hold.
                     served = None if pushing else await proof_blob(self.provenance, repo, digest, head=True)
                     if served is not None:

@@ -93,3 +93,22 @@ def test_direct_when_advertised_else_proxied() -> None:
         start(Holds(True, HoldUnavailable(503, "HoldUnavailable", "down")))
     with pytest.raises(TooManyRequests):  # the hold's cap on open uploads is the user's answer
         start(Holds(True, HoldError(429, "TooManyUploads", "at most 100 open uploads")))
+
+
+def test_a_direct_start_mints_no_tokens_for_parts_it_will_never_send() -> None:
+    minted: list[str] = []
+
+    async def mint(user: str, hold: str, lxm: str) -> str:
+        minted.append(lxm)
+        return f"token-{len(minted)}"
+
+    async def run() -> None:
+        holds = HoldClient(cast(Any, None), cast(Any, None), mint=mint)
+        await holds._token("did:plc:u", HOLD, "io.atcr.hold.initiateUpload", mint_next=False)
+        assert holds._ahead == {}
+        await holds._token("did:plc:u", HOLD, "io.atcr.hold.initiateUpload")  # the proxied path's
+        assert {lxm for _, _, lxm in holds._ahead} == {"io.atcr.hold.uploadPart", "io.atcr.hold.completeUpload"}
+        for _, task in holds._ahead.values():
+            await task
+
+    asyncio.run(run())
