@@ -50,10 +50,12 @@ MARK_BEGIN = "<!-- bench:registry_vs_distribution begin -->"
 MARK_END = "<!-- bench:registry_vs_distribution end -->"
 
 
-def markers(layout: str, direct: str, server: str = "uvicorn") -> tuple[str, str]:
+def markers(layout: str, direct: str, server: str = "uvicorn", with_proxied: bool = False) -> tuple[str, str]:
     """One section per (layout, direct uploads, server); MARK_BEGIN/END keep the run from before
     direct uploads."""
     tag = f"{layout}-direct-{direct}" + ("" if server == "uvicorn" else f"-{server}")
+    if with_proxied:
+        tag += "-vs-proxied"
     return (f"<!-- bench:registry_vs_distribution:{tag} begin -->",
             f"<!-- bench:registry_vs_distribution:{tag} end -->")
 
@@ -170,10 +172,11 @@ def alternating(commands: dict[str, tuple[str, str]], runs: int, work: Path) -> 
                 "min": min(t), "max": max(t)}
         for label, t in times.items()
     }
-    labels = list(commands)
-    if len(labels) == 2:
-        ratios = [a / b for a, b in zip(times[labels[0]], times[labels[1]], strict=True)]
-        out[labels[0]]["median_ratio"] = statistics.median(ratios)
+    base = "distribution" if "distribution" in commands else list(commands)[-1]
+    for label in commands:
+        if label != base:
+            ratios = [a / b for a, b in zip(times[label], times[base], strict=True)]
+            out[label]["median_ratio"] = statistics.median(ratios)
     return out
 
 
@@ -216,6 +219,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--layout", choices=("production", "dev"), default="production")
     parser.add_argument("--direct-uploads", choices=("auto", "off"), default="auto")
+    parser.add_argument("--with-proxied", action="store_true",
+                        help="production layout: also push through a second AppView with direct uploads off, "
+                             "in the same alternating rounds")
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
                         help="production layout: the ASGI server running the hold and the AppView")
     args = parser.parse_args()
@@ -250,6 +256,14 @@ def main() -> None:
                 else start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
             )
             stops.insert(0, appview.stop)
+            if args.with_proxied:
+                proxied_port = free_port()
+                proxied_env = {**app_env, **appview_env(work / "proxied", proxied_port, hold_did),
+                               "ATCR_WORKERS": "2", "ATCR_DIRECT_UPLOADS": "off"}
+                proxied = start_service(
+                    "appview-proxied", "appview", proxied_env, work / "proxied", f"http://127.0.0.1:{proxied_port}"
+                )
+                stops.insert(0, proxied.stop)
         else:
             dev_env = {
                 **env, "ATCR_JETSTREAM_ENABLED": "false", "ATCR_BACKFILL_ENABLED": "false",
@@ -304,6 +318,12 @@ def main() -> None:
             subprocess.run(prepare.split(), check=True)
             pushes: dict[str, tuple[str, str]] = {}
             pulls: dict[str, tuple[str, str]] = {}
+            if args.layout == "production" and args.with_proxied:
+                pushes["proxied"] = (
+                    f"skopeo --insecure-policy copy --dest-tls-verify=false {creds} "
+                    f"oci:{src}:big docker://{proxied.url.removeprefix('http://')}/{account.handle}/big-$(date +%s%N):1",
+                    prepare,
+                )
             for label, host, extra in (("ours", ours, creds), ("distribution", theirs, "")):
                 pushes[label] = (
                     f"skopeo --insecure-policy copy --dest-tls-verify=false {extra} "
@@ -337,7 +357,7 @@ def main() -> None:
 def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     mo, md = r["manifest_ours"], r["manifest_distribution"]
     bo, bd = r["blob_ours"], r["blob_distribution"]
-    begin, end = markers(args.layout, args.direct_uploads, args.server)
+    begin, end = markers(args.layout, args.direct_uploads, args.server, args.with_proxied)
     ours = (
         f"AppView with 2 {args.server} workers + bearer token on every request, hold ({args.server}) on the "
         "filesystem driver"
@@ -375,6 +395,12 @@ def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"{r['push_distribution']['mean']:.2f} ± {r['push_distribution']['stddev']:.2f} | "
         f"{r['push_ours']['mean'] / r['push_distribution']['mean']:.2f}x (median of rounds "
         f"{r['push_ours']['median_ratio']:.2f}x) |",
+        *([
+            f"| push {args.image_mb} MB (skopeo) through an AppView with direct uploads off, same rounds, s | "
+            f"{r['push_proxied']['mean']:.2f} ± {r['push_proxied']['stddev']:.2f} | | "
+            f"{r['push_proxied']['mean'] / r['push_distribution']['mean']:.2f}x (median of rounds "
+            f"{r['push_proxied']['median_ratio']:.2f}x) |"
+        ] if "push_proxied" in r else []),
         f"| pull {args.image_mb} MB (skopeo), s | {r['pull_ours']['mean']:.2f} ± {r['pull_ours']['stddev']:.2f} | "
         f"{r['pull_distribution']['mean']:.2f} ± {r['pull_distribution']['stddev']:.2f} | "
         f"{r['pull_ours']['mean'] / r['pull_distribution']['mean']:.2f}x (median of rounds "
