@@ -87,7 +87,6 @@ BOTH_PATHS = pytest.mark.parametrize("client", ["proxied", "direct"], indirect=T
 # --- Push ------------------------------------------------------------------------------------
 
 
-@BOTH_PATHS
 def test_push_monolithic_post_put_and_single_post(client: Client) -> None:
     data = os.urandom(4096)
     d = client.monolithic(data)
@@ -169,7 +168,6 @@ def test_a_patch_cut_off_midway_resumes_at_the_last_part_the_hold_acknowledged(c
     assert blob.content == data
 
 
-@BOTH_PATHS
 def test_push_empty_blob(client: Client) -> None:
     d = client.monolithic(b"")
     r = client.http.head(f"{client.base}/blobs/{d}")
@@ -177,7 +175,6 @@ def test_push_empty_blob(client: Client) -> None:
     assert r.headers["Content-Length"] == "0"
 
 
-@BOTH_PATHS
 def test_push_sha512_blob_and_manifest(client: Client) -> None:
     cfg, layer = b"{}", os.urandom(2048)
     client.monolithic(cfg, "sha512")
