@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -33,9 +34,10 @@ from hold.errors import (
 )
 from hold.oci_uploads import DirectUploads, RangeMismatch, SizeInvalid, TooManyUploads
 from hold.service import HoldServices
-from hold.xrpc import body_stream, content_length
+from hold.xrpc import body_stream, content_length, loggable_path
 
 UPLOAD_PATH = "/_hold/oci/uploads"
+log = logging.getLogger("hold.oci_uploads")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/[0-9*]+)?$")
 _REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*")
@@ -170,6 +172,9 @@ def oci_upload_routes(services: HoldServices, direct: DirectUploads, signer: Cap
         except RangeMismatch as exc:
             return oci_error(exc, progress(upload_id, token, exc.offset))
         except HoldError as exc:
+            if exc.status >= 500:
+                path = loggable_path(request.url.path)
+                log.warning("%s %s -> %s %s: %s", request.method, path, exc.status, exc.error_name, exc.message)
             return oci_error(exc)
 
     async def handle(request: Request[Any, Any, Any], cap: UploadCapability, token: str) -> Response[Any]:

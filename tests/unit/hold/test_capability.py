@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hold.capability import CapabilityInvalid, CapabilitySigner
+from hold.xrpc import loggable_path
 
 pytestmark = pytest.mark.unit
 
@@ -27,3 +28,8 @@ def test_round_trip_and_binding() -> None:
     now[0] = 1061.0
     with pytest.raises(CapabilityInvalid, match="expired"):
         signer.verify(token, "u" * 20)
+
+
+def test_logged_paths_leave_the_capability_out() -> None:
+    assert loggable_path("/_hold/oci/uploads/abc/secret.mac") == "/_hold/oci/uploads/abc/<capability>"
+    assert loggable_path("/xrpc/io.atcr.hold.initiateUpload") == "/xrpc/io.atcr.hold.initiateUpload"
