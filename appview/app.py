@@ -154,6 +154,8 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         registry,
         Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),
         max_blob_size=settings.max_blob_size,
+        base_url=settings.base_url,
+        direct_uploads=settings.direct_uploads == "auto",
         limiter=limiter,
         addresses=addresses,
         provenance=provenance,

@@ -86,6 +86,13 @@ class AppViewSettings(NetworkSettings):
     max_open_uploads: int = setting(
         100, "ATCR_MAX_OPEN_UPLOADS", "blob upload sessions one user may have open at once (0: no cap)"
     )
+    direct_uploads: str = setting(
+        "auto",
+        "ATCR_DIRECT_UPLOADS",
+        "auto: a push's layer bytes go from the client straight to the user's hold when the hold takes direct "
+        "uploads (its DID document says so); off: every byte passes through the AppView (clients cannot reach "
+        "holds)",
+    )
     sparse_indexes: bool = setting(
         True,
         "ATCR_SPARSE_INDEXES",
@@ -224,6 +231,8 @@ class AppViewSettings(NetworkSettings):
         check_url("ATCR_BASE_URL", self.base_url)
         if not self.default_hold_did:
             raise ConfigError("ATCR_DEFAULT_HOLD_DID: required (the DID of the hold new users push to)")
+        if self.direct_uploads not in ("auto", "off"):
+            raise ConfigError("ATCR_DIRECT_UPLOADS: expected auto or off")
         if self.provenance_referrers not in ("all", "filtered", "off"):
             raise ConfigError("ATCR_PROVENANCE_REFERRERS: expected all, filtered or off")
         check_did("ATCR_DEFAULT_HOLD_DID", self.default_hold_did)

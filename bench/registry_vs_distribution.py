@@ -1,10 +1,14 @@
 """The registry against Debian's docker-registry (CNCF distribution 2.8), same machine, same run.
 
-    .venv/bin/python bench/registry_vs_distribution.py [--duration 15] [--image-mb 200]
+    .venv/bin/python bench/registry_vs_distribution.py [--duration 15] [--image-mb 200] [--runs 5]
+        [--layout production|dev] [--direct-uploads auto|off] [--server uvicorn|granian]
 
 Needs: docker-registry, wrk, hyperfine, skopeo (Debian packages). Starts, on 127.0.0.1 only:
-a real PLC+PDS (dev-env), Valkey, our hold (filesystem driver, like distribution's), our
-AppView (2 uvicorn workers), and distribution 2.8 (filesystem, no auth). Measures:
+a real PLC+PDS (dev-env), Valkey, our services and distribution 2.8 (filesystem, no auth).
+Ours is either the production layout (`atcr hold` on the filesystem driver, like
+distribution's, and `atcr appview` with 2 uvicorn workers) or `atcr dev` (one process), with
+direct uploads (layer bytes from skopeo straight to the hold, docs/direct-uploads.md) on or
+off. Measures:
 
 * manifest GET by tag, warm: wrk requests/s and p99 (ours with a bearer token, as clients send);
 * blob GET: ours answers 307 to the hold's signed URL; distribution streams the bytes itself
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,10 +44,81 @@ from bench._common import write_section  # noqa: E402
 from tests.support.ocilayout import Layout  # noqa: E402
 from tests.support.pdsnet import TestNetwork, create_account, create_app_password, ensure_installed  # noqa: E402
 from tests.support.services import free_port, running_valkey  # noqa: E402
-from tests.support.stack import appview_env, hold_env, network_env, start_service  # noqa: E402
+from tests.support.stack import Service, appview_env, hold_env, network_env, start_service  # noqa: E402
 
 MARK_BEGIN = "<!-- bench:registry_vs_distribution begin -->"
 MARK_END = "<!-- bench:registry_vs_distribution end -->"
+
+
+def markers(layout: str, direct: str, server: str = "uvicorn", with_proxied: bool = False) -> tuple[str, str]:
+    """One section per (layout, direct uploads, server); MARK_BEGIN/END keep the run from before
+    direct uploads."""
+    tag = f"{layout}-direct-{direct}" + ("" if server == "uvicorn" else f"-{server}")
+    if with_proxied:
+        tag += "-vs-proxied"
+    return (f"<!-- bench:registry_vs_distribution:{tag} begin -->",
+            f"<!-- bench:registry_vs_distribution:{tag} end -->")
+
+
+def start_granian(name: str, service: str, env: dict[str, str], work: Path, port: int, workers: int) -> Any:
+    """`atcr <service>`'s app factory under granian (pip) instead of uvicorn, same settings."""
+    log = work / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(workers), "--no-log", f"atcr.cli:_factory_{service}"],
+            stdout=out, stderr=subprocess.STDOUT, env={"PATH": os.environ.get("PATH", ""), "HOME": str(work), **env},
+            cwd=str(ROOT),
+        )
+    svc = Service(name=name, url=f"http://127.0.0.1:{port}", proc=proc, log=log, env=dict(env))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{svc.url}/readyz", timeout=2).status_code == 200:
+                return svc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            svc.stop()
+            raise RuntimeError(f"{name} under granian did not start:\n{svc.logs()[-3000:]}")
+        time.sleep(0.1)
+
+
+class DevProcess:
+    """`atcr dev` (AppView, hold and consumer in one process) on free ports."""
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self.ports = {"appview": free_port(), "hold": free_port(), "jetstream": free_port()}
+        self.log = work / "dev.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "atcr.cli", "dev", "--data-dir", str(work / "dev"),
+                 "--appview-port", str(self.ports["appview"]), "--hold-port", str(self.ports["hold"]),
+                 "--jetstream-port", str(self.ports["jetstream"])],
+                stdout=out, stderr=subprocess.STDOUT, env={"PATH": os.environ.get("PATH", ""), **env},
+            )
+        self.url = f"http://127.0.0.1:{self.ports['appview']}"
+        deadline = time.monotonic() + 60
+        for url in (self.url, f"http://127.0.0.1:{self.ports['hold']}"):
+            while True:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"atcr dev did not start:\n{self.log.read_text()[-3000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
 def wrk(url: str, headers: dict[str, str], duration: int, connections: int = 64) -> dict[str, float]:
@@ -96,10 +172,11 @@ def alternating(commands: dict[str, tuple[str, str]], runs: int, work: Path) -> 
                 "min": min(t), "max": max(t)}
         for label, t in times.items()
     }
-    labels = list(commands)
-    if len(labels) == 2:
-        ratios = [a / b for a, b in zip(times[labels[0]], times[labels[1]], strict=True)]
-        out[labels[0]]["median_ratio"] = statistics.median(ratios)
+    base = "distribution" if "distribution" in commands else list(commands)[-1]
+    for label in commands:
+        if label != base:
+            ratios = [a / b for a, b in zip(times[label], times[base], strict=True)]
+            out[label]["median_ratio"] = statistics.median(ratios)
     return out
 
 
@@ -139,7 +216,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--image-mb", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--layout", choices=("production", "dev"), default="production")
+    parser.add_argument("--direct-uploads", choices=("auto", "off"), default="auto")
+    parser.add_argument("--with-proxied", action="store_true",
+                        help="production layout: also push through a second AppView with direct uploads off, "
+                             "in the same alternating rounds")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                        help="production layout: the ASGI server running the hold and the AppView")
     args = parser.parse_args()
     for tool in ("docker-registry", "wrk", "hyperfine", "skopeo"):
         if not shutil.which(tool):
@@ -151,11 +235,42 @@ def main() -> None:
     with running_valkey() as valkey_url, TestNetwork() as net:
         env = network_env(valkey_url, net.plc_url, net.pds_url)
         env["ATCR_LOG_LEVEL"] = "warning"
-        hold_port, app_port = free_port(), free_port()
-        hold = start_service("hold", "hold", {**env, **hold_env(work, hold_port)}, work, f"http://127.0.0.1:{hold_port}")
-        hold_did = did_web_for_url(f"http://localhost:{hold_port}")
-        app_env = {**env, **appview_env(work, app_port, hold_did), "ATCR_WORKERS": "2"}
-        appview = start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+        env["ATCR_DIRECT_UPLOADS"] = args.direct_uploads
+        stops: list[Any] = []
+        if args.layout == "production":
+            hold_port, app_port = free_port(), free_port()
+            hold_vars = {**env, **hold_env(work, hold_port)}
+            if args.server == "granian":
+                hold = start_granian("hold", "hold", hold_vars, work, hold_port, 1)
+            else:
+                hold = start_service("hold", "hold", hold_vars, work, f"http://127.0.0.1:{hold_port}")
+            stops.append(hold.stop)
+            hold_did = did_web_for_url(f"http://localhost:{hold_port}")
+            app_env = {
+                **env, **appview_env(work, app_port, hold_did), "ATCR_WORKERS": "2",
+                "ATCR_DIRECT_UPLOADS": args.direct_uploads,
+            }
+            appview: Any = (
+                start_granian("appview", "appview", app_env, work, app_port, 2)
+                if args.server == "granian"
+                else start_service("appview", "appview", app_env, work, f"http://127.0.0.1:{app_port}")
+            )
+            stops.insert(0, appview.stop)
+            if args.with_proxied:
+                proxied_port = free_port()
+                proxied_env = {**app_env, **appview_env(work / "proxied", proxied_port, hold_did),
+                               "ATCR_WORKERS": "2", "ATCR_DIRECT_UPLOADS": "off"}
+                proxied = start_service(
+                    "appview-proxied", "appview", proxied_env, work / "proxied", f"http://127.0.0.1:{proxied_port}"
+                )
+                stops.insert(0, proxied.stop)
+        else:
+            dev_env = {
+                **env, "ATCR_JETSTREAM_ENABLED": "false", "ATCR_BACKFILL_ENABLED": "false",
+                "ATCR_RATE_LIMIT_ADDRESS": "0", "HOME": str(work),
+            }
+            appview = DevProcess(work, dev_env)
+            stops.append(appview.stop)
         dist, dist_url = start_distribution(work)
         try:
             account = create_account(net.pds_url, "bench")
@@ -203,6 +318,12 @@ def main() -> None:
             subprocess.run(prepare.split(), check=True)
             pushes: dict[str, tuple[str, str]] = {}
             pulls: dict[str, tuple[str, str]] = {}
+            if args.layout == "production" and args.with_proxied:
+                pushes["proxied"] = (
+                    f"skopeo --insecure-policy copy --dest-tls-verify=false {creds} "
+                    f"oci:{src}:big docker://{proxied.url.removeprefix('http://')}/{account.handle}/big-$(date +%s%N):1",
+                    prepare,
+                )
             for label, host, extra in (("ours", ours, creds), ("distribution", theirs, "")):
                 pushes[label] = (
                     f"skopeo --insecure-policy copy --dest-tls-verify=false {extra} "
@@ -225,8 +346,8 @@ def main() -> None:
                     results[f"{kind}_{label}"] = figures
         finally:
             dist.terminate()
-            appview.stop()
-            hold.stop()
+            for stop in stops:
+                stop()
             dist.wait(timeout=10)
     shutil.rmtree(work, ignore_errors=True)
     write_report(results, args)
@@ -236,14 +357,26 @@ def main() -> None:
 def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     mo, md = r["manifest_ours"], r["manifest_distribution"]
     bo, bd = r["blob_ours"], r["blob_distribution"]
+    begin, end = markers(args.layout, args.direct_uploads, args.server, args.with_proxied)
+    ours = (
+        f"AppView with 2 {args.server} workers + bearer token on every request, hold ({args.server}) on the "
+        "filesystem driver"
+        if args.layout == "production"
+        else "`atcr dev` (AppView, hold and consumer in one uvicorn process) + bearer token on every request"
+    )
+    title = f" — {args.layout} layout, direct uploads {args.direct_uploads}" + (
+        f", {args.server}" if args.layout == "production" else ""
+    )
     lines = [
-        MARK_BEGIN,
-        "## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`)",
+        begin,
+        f"## Registry API vs CNCF distribution 2.8 (Debian `docker-registry`){title}",
         "",
-        f"`bench/registry_vs_distribution.py`, {os.cpu_count()} cores, everything on 127.0.0.1 in one run; "
+        f"`bench/registry_vs_distribution.py --layout {args.layout} --direct-uploads {args.direct_uploads} "
+        f"--server {args.server}`, "
+        f"{os.cpu_count()} cores, everything on 127.0.0.1 in one run; "
         f"wrk -t2 -c64 -d{args.duration}s; push and pull timed by hyperfine, {args.runs} rounds alternating "
         f"the two registries; {args.image_mb} MB image in 4 layers (new random layers before every push). "
-        "Ours: AppView with 2 uvicorn workers + bearer token on every request, hold on the filesystem driver. "
+        f"Ours: {ours}; direct uploads {args.direct_uploads} (docs/direct-uploads.md). "
         "distribution: filesystem driver, no auth.",
         "",
         "| measure | ours | distribution 2.8 | ratio |",
@@ -262,6 +395,12 @@ def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"{r['push_distribution']['mean']:.2f} ± {r['push_distribution']['stddev']:.2f} | "
         f"{r['push_ours']['mean'] / r['push_distribution']['mean']:.2f}x (median of rounds "
         f"{r['push_ours']['median_ratio']:.2f}x) |",
+        *([
+            f"| push {args.image_mb} MB (skopeo) through an AppView with direct uploads off, same rounds, s | "
+            f"{r['push_proxied']['mean']:.2f} ± {r['push_proxied']['stddev']:.2f} | | "
+            f"{r['push_proxied']['mean'] / r['push_distribution']['mean']:.2f}x (median of rounds "
+            f"{r['push_proxied']['median_ratio']:.2f}x) |"
+        ] if "push_proxied" in r else []),
         f"| pull {args.image_mb} MB (skopeo), s | {r['pull_ours']['mean']:.2f} ± {r['pull_ours']['stddev']:.2f} | "
         f"{r['pull_distribution']['mean']:.2f} ± {r['pull_distribution']['stddev']:.2f} | "
         f"{r['pull_ours']['mean'] / r['pull_distribution']['mean']:.2f}x (median of rounds "
@@ -269,9 +408,9 @@ def write_report(r: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         "",
         f"Non-2xx/3xx responses during wrk: ours {mo['bad']:.0f} (manifest) / {bo['bad']:.0f} (blob); "
         f"distribution {md['bad']:.0f} / {bd['bad']:.0f}.",
-        MARK_END,
+        end,
     ]
-    write_section("\n".join(lines), MARK_BEGIN, MARK_END)
+    write_section("\n".join(lines), begin, end)
 
 if __name__ == "__main__":
     main()

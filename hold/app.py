@@ -11,16 +11,20 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 
 from atcr.errors import AtcrError
+from atcr.keys import load_or_create_secret
 from atcr.runtime import Runtime
 from atcr.server import health_routes
+from hold.capability import CapabilitySigner
 from hold.gc.service import GcService
 from hold.ledger import Ledger
+from hold.oci_uploads import DirectUploads
 from hold.posts import PushPoster
 from hold.repo.service import RepoService
 from hold.repo.signing import EcKeySigner
 from hold.routes_blob import blob_routes
 from hold.routes_crew import crew_routes
 from hold.routes_identity import identity_routes
+from hold.routes_oci_upload import DirectStarter, oci_upload_routes
 from hold.routes_quota import quota_routes
 from hold.routes_stats import stats_routes
 from hold.routes_upload import upload_routes
@@ -87,11 +91,22 @@ def create_app(settings: HoldSettings, runtime: Runtime | None = None) -> Litest
     checks = {"storage": storage_ready}
     if rt.valkey is not None:
         checks["valkey"] = rt.valkey_ready
+    direct_routes = []
+    starter: DirectStarter | None = None
+    if services.identity.direct_uploads and services.uploads is not None:
+        # Direct uploads: clients' layer bytes on capability URLs (hold/oci_uploads.py).
+        direct = DirectUploads(
+            services.uploads, rt.valkey, quota=ledger.quota, guard=gc.guard, max_open=settings.max_open_uploads
+        )
+        signer = CapabilitySigner(load_or_create_secret(settings.url_secret_path))
+        starter = DirectStarter(services, direct, signer)
+        direct_routes.append(oci_upload_routes(services, direct, signer))
     app = Litestar(
         route_handlers=[
+            *direct_routes,
             *health_routes(checks),
             identity_routes(services.identity),
-            upload_routes(services, ledger.quota, gc.guard),
+            upload_routes(services, ledger.quota, gc.guard, starter),
             blob_routes(services, atproto_blobs=RepoBlobs(settings.data_dir / "repo-blobs")),
             crew_routes(services, ledger),
             quota_routes(ledger),

@@ -22,6 +22,10 @@ from atcr.serviceauth import multikey_of, sign_low_s
 
 HOLD_SERVICE_ID = "atcr_hold"
 HOLD_SERVICE_TYPE = "AtcrHoldService"
+# Advertised when the hold takes OCI blob uploads directly (hold/oci_uploads.py): AppViews that
+# find it send clients' layer bytes here instead of relaying them. ATCR's holds lack it.
+DIRECT_UPLOAD_SERVICE_ID = "atcr_direct_upload"
+DIRECT_UPLOAD_SERVICE_TYPE = "AtcrHoldDirectUpload"
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,15 @@ class HoldIdentity:
     did: str
     public_url: str
     key: ec.EllipticCurvePrivateKey
+    direct_uploads: bool = False
 
     @classmethod
-    def load(cls, public_url: str, key_path: Path) -> HoldIdentity:
+    def load(cls, public_url: str, key_path: Path, *, direct_uploads: bool = False) -> HoldIdentity:
         """The hold's identity, creating its key on first start."""
         key = load_or_create_ec_key(key_path, ec.SECP256K1())
-        return cls(did=did_web_for_url(public_url), public_url=public_url.rstrip("/"), key=key)
+        return cls(
+            did=did_web_for_url(public_url), public_url=public_url.rstrip("/"), key=key, direct_uploads=direct_uploads
+        )
 
     @property
     def multikey(self) -> str:
@@ -49,6 +56,18 @@ class HoldIdentity:
         return sign_low_s(self.key, message)
 
     def did_document(self) -> dict[str, Any]:
+        services = [
+            {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": self.public_url},
+            {"id": f"#{HOLD_SERVICE_ID}", "type": HOLD_SERVICE_TYPE, "serviceEndpoint": self.public_url},
+        ]
+        if self.direct_uploads:
+            services.append(
+                {
+                    "id": f"#{DIRECT_UPLOAD_SERVICE_ID}",
+                    "type": DIRECT_UPLOAD_SERVICE_TYPE,
+                    "serviceEndpoint": self.public_url,
+                }
+            )
         return {
             "@context": [
                 "https://www.w3.org/ns/did/v1",
@@ -65,8 +84,5 @@ class HoldIdentity:
                     "publicKeyMultibase": self.multikey,
                 }
             ],
-            "service": [
-                {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": self.public_url},
-                {"id": f"#{HOLD_SERVICE_ID}", "type": HOLD_SERVICE_TYPE, "serviceEndpoint": self.public_url},
-            ],
+            "service": services,
         }

@@ -504,6 +504,16 @@ class QuotaService:
         if not ok:
             raise self._refuse(user, allowance, used, size)
 
+    async def room(self, user: str) -> int | None:
+        """Bytes `user` may still add (uploads reserved but unused count as used); None: no limit.
+
+        Direct uploads (hold/oci_uploads.py) stop a body at this bound before storing more."""
+        allowance = await self.allowance(user)
+        if allowance.limit is None or self.index is None:
+            return None
+        _, used = await self.index.admit(user, "", 0, allowance.limit, max_age=self._max_age, reserve=False)
+        return max(0, allowance.limit - used)
+
     async def admit_blob(self, user: str, digest: str, size: int) -> None:
         """``completeUpload``, before the blob is visible: refuse, or reserve it until a manifest uses it.
 

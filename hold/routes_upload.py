@@ -2,7 +2,8 @@
 
 Shapes (as ATCR's lexicons define them; `size` is our optional extension):
 
-* ``POST io.atcr.hold.initiateUpload {digest?, size?}`` -> ``{uploadId}``
+* ``POST io.atcr.hold.initiateUpload {digest?, size?}`` -> ``{uploadId}``; with our ``direct``
+  extension, a direct upload on a capability URL instead (hold/routes_oci_upload.py)
 * ``POST io.atcr.hold.getPartUploadUrl {uploadId, partNumber}`` -> ``{url, method: "PUT", headers}``
 * ``PUT  io.atcr.hold.uploadPart`` raw body, headers ``X-Upload-Id``, ``X-Part-Number`` -> ``{etag}``
 * ``POST io.atcr.hold.completeUpload {uploadId, digest, parts: [{partNumber, etag}]}``
@@ -18,14 +19,15 @@ their signature stands in for the token.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request, Response, Router, post, put
 from litestar.handlers import HTTPRouteHandler
 
-from atcr.digest import Digest
 from hold.errors import HoldError, InvalidPartNumber, InvalidRequest
 from hold.gc.guard import GcGuard
+from hold.oci_uploads import admitted_completion
 from hold.quota import QuotaService
 from hold.service import HoldServices
 from hold.storage.filesystem import UPLOAD_URL_PREFIX
@@ -65,7 +67,16 @@ def _part_number(raw: str | None) -> int:
     return int(raw.strip())
 
 
-def upload_routes(services: HoldServices, quota: QuotaService | None = None, guard: GcGuard | None = None) -> Router:
+# Starts a direct upload for (caller DID, the request's ``direct`` object): hold/routes_oci_upload.py.
+DirectStart = Callable[[str, Any], Awaitable[dict[str, Any]]]
+
+
+def upload_routes(
+    services: HoldServices,
+    quota: QuotaService | None = None,
+    guard: GcGuard | None = None,
+    direct: DirectStart | None = None,
+) -> Router:
     def manager() -> UploadManager:
         if services.uploads is None:
             raise UploadsUnavailable()
@@ -80,6 +91,10 @@ def upload_routes(services: HoldServices, quota: QuotaService | None = None, gua
     async def initiate_upload(request: Request[Any, Any, Any]) -> dict[str, Any]:
         did = await writer(request, NSID_INITIATE)
         body = await json_body(request)
+        if body.get("direct") is not None:
+            if direct is None:
+                raise InvalidRequest("this hold does not take direct uploads")
+            return await direct(did, body["direct"])
         digest = _str_field(body, "digest", required=False, max_len=200)
         size = body.get("size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
@@ -134,23 +149,9 @@ def upload_routes(services: HoldServices, quota: QuotaService | None = None, gua
         upload_id = _str_field(body, "uploadId")
         digest = _str_field(body, "digest", max_len=200)
         assert upload_id is not None and digest is not None
-        lease: tuple[str, str] | None = None
-
-        async def admit(blob: Digest, size: int) -> None:
-            nonlocal lease
-            if guard is not None and lease is None:
-                # Before the blob is committed (or found stored): a sweep deleting it finishes first,
-                # and one that has not decided yet keeps it (hold/gc/guard.py).
-                token, _ = await guard.acquire([str(blob)])
-                lease = (token, str(blob))
-            if quota is not None:
-                await quota.admit_blob(did, str(blob), size)
-
-        try:
-            done = await manager().complete(did, upload_id, digest, body.get("parts"), admit=admit)
-        finally:
-            if guard is not None and lease is not None:
-                await guard.release(lease[0], [lease[1]])
+        done = await admitted_completion(
+            manager(), did, upload_id, digest, body.get("parts"), quota=quota, guard=guard
+        )
         services.catalog.forget(done)
         return {"status": "completed", "digest": str(done)}
 

@@ -90,7 +90,11 @@ class HoldServices:
         crew: CrewDirectory | None = None,
         s3_client: Any = None,
     ) -> HoldServices:
-        identity = HoldIdentity.load(settings.public_url, settings.signing_key_path)
+        identity = HoldIdentity.load(
+            settings.public_url,
+            settings.signing_key_path,
+            direct_uploads=settings.direct_uploads and runtime.valkey is not None,
+        )
         signer = UrlSigner(load_or_create_secret(settings.url_secret_path), settings.public_url)
         store: BlobStore
         if settings.storage_driver == "s3":

@@ -43,6 +43,18 @@ class HoldSettings(NetworkSettings):
     upload_max_size: int = setting(
         10 * 1024**3, "HOLD_UPLOAD_MAX_SIZE", "largest blob accepted, in bytes"
     )
+    direct_uploads: bool = setting(
+        True,
+        "HOLD_DIRECT_UPLOADS",
+        "take OCI blob uploads directly from clients on capability URLs the AppView hands out "
+        "(advertised in the DID document; needs Valkey)",
+    )
+    direct_upload_ttl: int = setting(
+        3600, "HOLD_DIRECT_UPLOAD_TTL", "seconds a direct upload's capability URL stays valid"
+    )
+    max_open_uploads: int = setting(
+        100, "HOLD_MAX_OPEN_UPLOADS", "direct uploads one user may have open at once (0: no cap)"
+    )
     upload_max_age: int = setting(
         24 * 3600, "HOLD_UPLOAD_MAX_AGE", "seconds after which an unfinished upload is cleaned up"
     )
@@ -154,6 +166,9 @@ class HoldSettings(NetworkSettings):
         check_positive("HOLD_URL_EXPIRY", self.url_expiry)
         check_positive("HOLD_UPLOAD_MAX_SIZE", self.upload_max_size)
         check_positive("HOLD_UPLOAD_MAX_AGE", self.upload_max_age)
+        check_positive("HOLD_DIRECT_UPLOAD_TTL", self.direct_upload_ttl)
+        if self.max_open_uploads < 0:
+            raise ConfigError("HOLD_MAX_OPEN_UPLOADS: must be 0 (no cap) or positive")
         check_positive("HOLD_RESERVATION_TTL", self.reservation_ttl)
         check_positive("HOLD_STAGED_GRACE", self.staged_grace)
         check_positive("HOLD_UPLOAD_PART_MAX_SIZE", self.upload_part_max_size)

@@ -49,10 +49,19 @@ def error_response(status: int, error: str, message: str, headers: Mapping[str, 
     )
 
 
+def loggable_path(path: str) -> str:
+    """The path without a direct upload's capability (a bearer secret: hold/capability.py)."""
+    prefix = "/_hold/oci/uploads/"
+    if path.startswith(prefix) and path.count("/") > prefix.count("/"):
+        return path.rsplit("/", 1)[0] + "/<capability>"
+    return path
+
+
 def _hold_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, HoldError)
     if exc.status >= 500:
-        log.warning("%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.error_name, exc.message)
+        path = loggable_path(request.url.path)
+        log.warning("%s %s -> %s %s: %s", request.method, path, exc.status, exc.error_name, exc.message)
     return error_response(exc.status, exc.error_name, exc.message, exc.headers)
 
 
@@ -60,7 +69,7 @@ def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     if status >= 500:
-        log.error("%s %s -> %s: %s", request.method, request.url.path, status, exc.detail)
+        log.error("%s %s -> %s: %s", request.method, loggable_path(request.url.path), status, exc.detail)
         return error_response(status, "InternalServerError", "internal server error")
     message = str(exc.detail or "")
     if isinstance(exc, ValidationException) and exc.extra:
@@ -69,7 +78,7 @@ def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, loggable_path(request.url.path), exc_info=exc)
     return error_response(500, "InternalServerError", "internal server error")
 
 

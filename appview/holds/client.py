@@ -32,6 +32,8 @@ NSID_INITIATE = "io.atcr.hold.initiateUpload"
 NSID_UPLOAD_PART = "io.atcr.hold.uploadPart"
 NSID_COMPLETE = "io.atcr.hold.completeUpload"
 NSID_NOTIFY = "io.atcr.hold.notifyManifest"
+# The DID-document service a hold that takes direct uploads advertises (hold/identity.py).
+DIRECT_UPLOAD_SERVICE = "atcr_direct_upload"
 # While a hold is given up on, a request goes through as a probe at most this often (seconds).
 PROBE_EVERY = 1.0
 MINT_NEXT: dict[str, tuple[str, ...]] = {
@@ -96,6 +98,7 @@ class HoldClient:
         self._down: dict[str, float] = {}
         self._next_probe: dict[str, float] = {}
         self._endpoints: dict[str, tuple[float, str]] = {}
+        self._direct: dict[str, tuple[float, bool]] = {}
         self._ahead: dict[tuple[str, str, str], tuple[float, asyncio.Task[str | None]]] = {}
 
     def reachable(self, hold_did: str) -> bool:
@@ -154,7 +157,27 @@ class HoldClient:
         self._endpoints[hold_did] = (time.monotonic() + 300, url.rstrip("/"))
         return url.rstrip("/")
 
-    async def _next_token(self, user_did: str, hold_did: str, lxm: str) -> str | None:
+    async def takes_direct_uploads(self, hold_did: str) -> bool:
+        """Whether the hold's DID document advertises direct uploads (remembered 5 minutes).
+
+        A hold whose document cannot be read now is asked again next time; until then uploads
+        take the proxied path, which reports the failure properly if the hold is really down.
+        """
+        hit = self._direct.get(hold_did)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            doc = await self._resolver.resolve_did(hold_did)
+        except AtcrError as exc:
+            log.info("hold %s: DID document unavailable (%s); uploads go through the AppView", hold_did, exc)
+            return False
+        takes = doc.service(DIRECT_UPLOAD_SERVICE) is not None
+        if len(self._direct) > 10_000:
+            self._direct.clear()  # a bound, not an LRU: holds are few
+        self._direct[hold_did] = (time.monotonic() + 300, takes)
+        return takes
+
+    async def _next_token(self, user_did: str, hold_did: str, lxm: str, *, mint_next: bool = True) -> str | None:
         """Take the token minted ahead for this call if there is one, else mint it now.
 
         Each token is still used once (holds refuse a replayed `jti`); one minted ahead and
@@ -174,7 +197,7 @@ class HoldClient:
                 task.cancel()
         if token is None:
             token = await self._mint(user_did, hold_did, lxm)
-        for following in MINT_NEXT.get(lxm, ()):
+        for following in MINT_NEXT.get(lxm, ()) if mint_next else ():
             self.mint_ahead(user_did, hold_did, following)
         return token
 
@@ -198,12 +221,14 @@ class HoldClient:
         task.add_done_callback(_consume_exception)
         self._ahead[key] = (now + AHEAD_FRESH, task)
 
-    async def _token(self, user_did: str | None, hold_did: str, lxm: str) -> dict[str, str]:
+    async def _token(
+        self, user_did: str | None, hold_did: str, lxm: str, *, mint_next: bool = True
+    ) -> dict[str, str]:
         """A fresh service token per call: holds refuse a replayed `jti`, so tokens are single-use."""
         if user_did is None or self._mint is None:
             return {}
         try:
-            token = await self._next_token(user_did, hold_did, lxm)
+            token = await self._next_token(user_did, hold_did, lxm, mint_next=mint_next)
         except NetworkError as exc:
             raise HoldUnavailable(503, "PdsUnavailable", f"your PDS is unreachable (service token): {exc}") from None
         except XrpcError as exc:
@@ -230,6 +255,7 @@ class HoldClient:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
         follow_redirects: bool = False,
+        mint_next: bool = True,
     ) -> httpx.Response:
         if not self._admit(hold_did):
             raise HoldUnavailable(503, "HoldUnavailable", f"{hold_did} did not answer just now; retry shortly")
@@ -240,7 +266,7 @@ class HoldClient:
             if resp.status_code not in (401, 403):
                 return resp
         hdrs = dict(headers or {})
-        hdrs.update(await self._token(user_did, hold_did, nsid))
+        hdrs.update(await self._token(user_did, hold_did, nsid, mint_next=mint_next))
         kwargs: dict[str, Any] = {}
         if json_body is not None:
             kwargs["json"] = json_body
@@ -326,6 +352,31 @@ class HoldClient:
             await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body)
         )
         return str(out["uploadId"])
+
+    async def initiate_direct_upload(
+        self, hold_did: str, user_did: str, repository: str, blob_url: str, max_size: int
+    ) -> tuple[str, str]:
+        """Start a direct upload: (its id, the absolute upload URL for the client).
+
+        The URL must be on the hold's own endpoint: the AppView hands it to the user's client.
+        """
+        body = {"direct": {"repository": repository, "blobUrl": blob_url, "maxSize": max_size}}
+        # No part or completion tokens follow: the client talks to the hold from here on.
+        out = self._check(
+            await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body, mint_next=False)
+        )
+        url = out.get("url") if isinstance(out, dict) else None
+        upload_id = out.get("uploadId") if isinstance(out, dict) else None
+        base = await self.endpoint(hold_did)
+        if (
+            not isinstance(url, str)
+            or not url.startswith(base + "/")
+            or len(url) > 8192
+            or not isinstance(upload_id, str)
+            or not 0 < len(upload_id) <= 128
+        ):
+            raise HoldError(502, "BadDirectUpload", f"{hold_did} answered a direct upload without a URL of its own")
+        return upload_id, url
 
     async def upload_part(
         self, hold_did: str, user_did: str, upload_id: str, part_number: int, data: bytes | AsyncIterator[bytes]

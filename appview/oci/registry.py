@@ -33,6 +33,7 @@ from appview.errors import (
     RegistryError,
     SizeInvalid,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -1180,6 +1181,40 @@ class Registry:
         # The hold upload starts with the first part; its token is ready by then.
         self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
         return session
+
+    async def prepare_direct_upload(self, user_did: str) -> None:
+        """A push's HEAD found no blob, so an upload POST follows: mint its token now."""
+        hold = await self.push_hold(user_did)
+        if await self.holds.takes_direct_uploads(hold):
+            self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
+
+    async def start_direct_upload(
+        self, ref: RepoRef, user_did: str, blob_url: str, max_size: int
+    ) -> tuple[str, str] | None:
+        """(upload id, the hold's upload URL) when the push hold takes direct uploads, else None.
+
+        The blob then reaches the hold's storage and quota exactly as a proxied one does; the
+        manifest PUT that follows checks it at the same hold (docs/direct-uploads.md).
+        """
+        hold = await self.push_hold(user_did)
+        if not await self.holds.takes_direct_uploads(hold):
+            return None
+        try:
+            return await self.holds.initiate_direct_upload(hold, user_did, ref.repository, blob_url, max_size)
+        except HoldUnavailable as exc:
+            raise Unavailable(_unavailable_message(exc), headers={"Retry-After": "10"}) from None
+        except HoldError as exc:
+            if exc.error == "SessionMissing":
+                raise Unauthorized(exc.message) from None
+            if exc.status in (401, 403) and "quota" not in exc.error.lower():
+                raise Denied(await self._refusal(hold)) from None
+            if exc.status in (401, 403, 413):
+                raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
+            if exc.status == 429:
+                raise TooManyRequests(exc.message or "too many open uploads", headers={"Retry-After": "60"}) from None
+            # A hold that advertised direct uploads but refuses this one: the proxied path still works.
+            log.warning("hold %s refused a direct upload (%s); proxying it", hold, exc)
+            return None
 
     async def mount(self, ref: RepoRef, user_did: str, digest: str) -> bool:
         """Cross-repository mount: true when the blob is already on the user's hold."""

@@ -217,6 +217,8 @@ class OciApi:
         auth: Auth,
         *,
         max_blob_size: int,
+        base_url: str = "",
+        direct_uploads: bool = False,
         limiter: RateLimiter | None = None,
         addresses: ClientAddresses | None = None,
         provenance: ProvenanceService | None = None,
@@ -227,6 +229,9 @@ class OciApi:
         self.registry = registry
         self.auth = auth
         self.max_blob_size = max_blob_size
+        # Upload POSTs answer a Location on the push hold when it takes direct uploads.
+        self.direct_uploads = direct_uploads and bool(base_url)
+        self.base_url = base_url.rstrip("/")
         self.limiter = limiter
         self.addresses = addresses or ClientAddresses()
 
@@ -413,6 +418,8 @@ class OciApi:
                         raise
                     size = None
                 if size is None:
+                    if pushing and self.direct_uploads:
+                        await self.registry.prepare_direct_upload(claims.subject)
                     # Never for a push's "do you have it?": the blob must then go to the hold.
                     served = None if pushing else await proof_blob(self.provenance, repo, digest, head=True)
                     if served is None and not pushing:
@@ -471,8 +478,21 @@ class OciApi:
                 b"", status_code=201,
                 headers={**API_VERSION, "Location": f"/v2/{name}/blobs/{mount}", "Docker-Content-Digest": mount},
             )
-        session = await self.registry.start_upload(repo, claims.subject)
         digest = q.get("digest")
+        if not digest and self.direct_uploads:
+            # The bytes go straight to the hold (OCI allows an absolute Location); its closing
+            # PUT answers with this AppView's blob URL. A monolithic POST (its body is already
+            # here) stays on the proxied path below.
+            direct = await self.registry.start_direct_upload(
+                repo, claims.subject, f"{self.base_url}/v2/{name}/blobs/", self.max_blob_size
+            )
+            if direct is not None:
+                upload_id, url = direct
+                return Response(
+                    b"", status_code=202,
+                    headers={**API_VERSION, "Location": url, "Docker-Upload-UUID": upload_id, "Range": "0-0"},
+                )
+        session = await self.registry.start_upload(repo, claims.subject)
         if digest:
             length = _content_length(request)
             session = await self.registry.append(

@@ -74,8 +74,14 @@ def image_manifest(config: bytes, layers: list[bytes], *, alg: str = "sha256", *
 
 
 @pytest.fixture
-def client(registry_stack: RegistryStack, pusher: Pusher) -> Client:
-    return Client(registry_stack, pusher, "conformance")
+def client(request: pytest.FixtureRequest, registry_stack: RegistryStack, pusher: Pusher) -> Client:
+    """Through the proxied AppView, or (parametrized "direct") one that sends bytes to the hold."""
+    direct = getattr(request, "param", "proxied") == "direct"
+    return Client(request.getfixturevalue("direct_stack") if direct else registry_stack, pusher, "conformance")
+
+
+# The upload tests run on both paths: bytes through the AppView, and straight to the hold.
+BOTH_PATHS = pytest.mark.parametrize("client", ["proxied", "direct"], indirect=True)
 
 
 # --- Push ------------------------------------------------------------------------------------
@@ -95,6 +101,7 @@ def test_push_monolithic_post_put_and_single_post(client: Client) -> None:
     assert r.headers["Location"].endswith(digest_of(other))
 
 
+@BOTH_PATHS
 def test_push_chunked_with_status(client: Client) -> None:
     chunks = [os.urandom(3000), os.urandom(7 * 1024 * 1024), os.urandom(10)]
     data = b"".join(chunks)
@@ -121,6 +128,7 @@ def test_push_chunked_with_status(client: Client) -> None:
     assert r.content == data
 
 
+@BOTH_PATHS
 def test_a_patch_cut_off_midway_resumes_at_the_last_part_the_hold_acknowledged(client: Client) -> None:
     """Bytes stream to the hold as they arrive; a cut request keeps whole parts, never doubles."""
     mib = 1024 * 1024
@@ -197,6 +205,7 @@ def test_cross_repository_mount(registry_stack: RegistryStack, pusher: Pusher, c
     assert "/blobs/uploads/" in r.headers["Location"]
 
 
+@BOTH_PATHS
 def test_cancel_upload(client: Client) -> None:
     r = client.http.post(f"{client.base}/blobs/uploads/")
     loc = client.url(r.headers["Location"])

@@ -35,6 +35,7 @@ class CountingProxy:
         self.mode = "up"
         self.calls: Counter[str] = Counter()
         self.by_collection: Counter[tuple[str, str]] = Counter()
+        self.requests: list[tuple[str, str, int]] = []  # (HTTP method, path, request body bytes)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -45,6 +46,7 @@ class CountingProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def reset(self) -> None:
+        self.requests.clear()
         self.calls.clear()
         self.by_collection.clear()
 
@@ -124,6 +126,7 @@ class CountingProxy:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        self.requests.append((scope["method"], path, len(body)))
         if self.mode == "hang":
             await self._release.wait()
         if self.mode != "up" or self._client is None:

@@ -73,6 +73,28 @@ def registry_stack(
         hold.stop()
 
 
+@pytest.fixture(scope="session")
+def direct_stack(tmp_path_factory: pytest.TempPathFactory, registry_stack: RegistryStack, valkey_url: str) -> Iterator[RegistryStack]:
+    """A second AppView on `registry_stack`'s hold, with direct uploads on: layer bytes go from
+    the client to the hold on a capability URL (docs/direct-uploads.md)."""
+    work: Path = tmp_path_factory.mktemp("direct")
+    net = registry_stack.network
+    port = free_port()
+    env = {
+        **network_env(valkey_url, net.plc_url, net.pds_url),
+        **appview_env(work, port, registry_stack.hold_did),
+        "ATCR_DIRECT_UPLOADS": "auto",
+    }
+    appview = start_service("appview-direct", "appview", env, work, f"http://127.0.0.1:{port}")
+    try:
+        yield RegistryStack(
+            appview=appview, hold=registry_stack.hold, hold_did=registry_stack.hold_did, network=net,
+            bucket=registry_stack.bucket,
+        )
+    finally:
+        appview.stop()
+
+
 @pytest.fixture
 def pusher(pds_network: TestNetwork) -> Pusher:
     account = create_account(pds_network.pds_url, "sailor")

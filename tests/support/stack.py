@@ -108,6 +108,9 @@ def appview_env(workdir: Path, port: int, hold_did: str) -> dict[str, str]:
         # The conformance suites expect exact referrer lists: the repo proof is listed only when
         # asked for by artifactType here (tests/e2e/test_provenance.py runs an AppView with `all`).
         "ATCR_PROVENANCE_REFERRERS": "filtered",
+        # Layer bytes through the AppView (the proxied path, which fault-injection tests sit
+        # on); the `direct_stack` AppView sends them straight to the hold instead.
+        "ATCR_DIRECT_UPLOADS": "off",
     }
 
 
