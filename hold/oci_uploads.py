@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atcr.digest import Digest
+from atcr.valkey import atomic
 from hold.errors import BlobTooLarge, HoldError, InvalidRequest, UploadBusy, UploadNotFound
 from hold.gc.guard import GcGuard
 from hold.quota import QuotaExceeded, QuotaService
@@ -199,12 +200,14 @@ class DirectUploads:
         """Count the upload against its user's cap (one transaction: never more than the cap),
         or take it back and refuse."""
         key, now = self._open_key(did), time.time()
-        async with self._v.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zadd(key, {upload_id: now + self.ttl})
-            pipe.zcard(key)
-            pipe.expire(key, self.ttl)
-            count = int((await pipe.execute())[2])
+        out = await atomic(
+            self._v,
+            ("ZREMRANGEBYSCORE", key, "-inf", now),
+            ("ZADD", key, now + self.ttl, upload_id),
+            ("ZCARD", key),
+            ("EXPIRE", key, int(self.ttl)),
+        )
+        count = int(out[2])
         if count <= self.max_open:
             return
         await self._v.zrem(key, upload_id)

@@ -1,17 +1,17 @@
 """Webhooks and their deliveries in Valkey.
 
-Keys (all under ``wh:``):
+Keys (all under the ``{wh}`` hash tag, so the queue scripts touch one slot of a Valkey Cluster):
 
-* ``wh:hook:<id>``: a hash: did, url, events (JSON list), repository, sealed secret, createdAt,
+* ``{wh}:hook:<id>``: a hash: did, url, events (JSON list), repository, sealed secret, createdAt,
   failing (0/1), lastError.
-* ``wh:user:<did>``: a hash id -> ``{"e": events, "r": repository}``: what `emit` reads to fan an
+* ``{wh}:user:<did>``: a hash id -> ``{"e": events, "r": repository}``: what `emit` reads to fan an
   event out, in the same script call that queues it.
-* ``wh:msg:<message id>``: one pending delivery: hook id, body, attempts, first (when queued).
-* ``wh:due``: a sorted set message id -> when it is next due (unix seconds). Claiming a delivery
+* ``{wh}:msg:<message id>``: one pending delivery: hook id, body, attempts, first (when queued).
+* ``{wh}:due``: a sorted set message id -> when it is next due (unix seconds). Claiming a delivery
   moves its score forward by the lease (a visibility timeout), so a worker that dies holding it
   only delays it: once the lease runs out another worker claims it again. It leaves the set only
   when delivered or given up.
-* ``wh:log:<hook id>``: the last 50 attempts (JSON, newest first).
+* ``{wh}:log:<hook id>``: the last 50 attempts (JSON, newest first).
 
 Why the AppView keeps webhooks, not ATCR's `io.atcr.sailor.webhook` + private hold record: see
 docs/webhooks.md ("Where webhooks are stored").
@@ -33,6 +33,7 @@ import valkey.asyncio as avalkey
 from appview.auth.device import awaited
 from appview.auth.sessions import SessionCipher
 from appview.webhooks.errors import WebhookLimit, WebhookUnknown
+from atcr.valkey import atomic, is_cluster
 
 log = logging.getLogger("appview.webhooks")
 
@@ -40,7 +41,9 @@ LOG_SIZE = 50
 REPLICA_CHECK = 30.0  # seconds between looks at how many replicas the primary has
 REPLICA_WAIT_MS = 500
 MAX_PER_USER = 20
-DUE = "wh:due"
+# Every webhook key carries the {wh} hash tag: the queue script touches the due set and the
+# messages together, so on a Valkey Cluster they share one slot (docs/cache.md).
+DUE = "{wh}:due"
 
 # Fan an event out to the owner's matching webhooks and queue one delivery each. The message id
 # is the event id + hook id, so queuing the same event twice queues nothing more.
@@ -56,7 +59,7 @@ for i = 1, #hooks, 2 do
   end
   if wanted and (spec.r == '' or spec.r == ARGV[3]) then
     local mid = ARGV[1] .. '_' .. id
-    local key = 'wh:msg:' .. mid
+    local key = '{wh}:msg:' .. mid
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'hook', id, 'body', ARGV[4], 'attempts', 0, 'first', ARGV[5], 'type', ARGV[6])
       redis.call('ZADD', KEYS[2], ARGV[5], mid)
@@ -145,6 +148,11 @@ class Attempt:
         }
 
 
+def _flat(mapping: dict[str, Any]) -> list[Any]:
+    """HSET's field/value arguments of a mapping, for `atomic`."""
+    return [x for pair in mapping.items() for x in pair]
+
+
 def new_secret() -> str:
     """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -166,7 +174,7 @@ class WebhookStore:
 
     async def create(self, did: str, url: str, events: list[str], repository: str | None) -> tuple[Webhook, str]:
         """A new webhook and its signing secret (shown to the user once, kept sealed)."""
-        if await awaited(self._v.hlen(f"wh:user:{did}")) >= MAX_PER_USER:
+        if await awaited(self._v.hlen(f"{{wh}}:user:{did}")) >= MAX_PER_USER:
             raise WebhookLimit(f"at most {MAX_PER_USER} webhooks per account")
         hook_id = "wh" + secrets.token_hex(8)
         secret = new_secret()
@@ -176,15 +184,16 @@ class WebhookStore:
             "did": did, "url": url, "events": json.dumps(events), "repository": repository or "",
             "secret": sealed, "createdAt": created, "failing": "0", "lastError": "",
         }
-        pipe = self._v.pipeline(transaction=True)
-        pipe.hset(f"wh:hook:{hook_id}", mapping=mapping)
-        pipe.hset(f"wh:user:{did}", hook_id, json.dumps({"e": events, "r": repository or ""}))
-        await pipe.execute()
+        await atomic(
+            self._v,
+            ("HSET", f"{{wh}}:hook:{hook_id}", *_flat(mapping)),
+            ("HSET", f"{{wh}}:user:{did}", hook_id, json.dumps({"e": events, "r": repository or ""})),
+        )
         return Webhook(hook_id, did, url, tuple(events), repository, created), secret
 
     async def get(self, hook_id: str, did: str | None = None) -> Webhook:
         """The webhook; `WebhookUnknown` when absent or (given `did`) someone else's."""
-        raw = await awaited(self._v.hgetall(f"wh:hook:{hook_id}")) if hook_id.isalnum() else {}
+        raw = await awaited(self._v.hgetall(f"{{wh}}:hook:{hook_id}")) if hook_id.isalnum() else {}
         data = {_s(k): _s(v) for k, v in raw.items()}
         if not data or (did is not None and data.get("did") != did):
             raise WebhookUnknown(detail={"id": hook_id[:40]})
@@ -195,14 +204,14 @@ class WebhookStore:
         )
 
     async def secret(self, hook_id: str) -> str | None:
-        raw = await awaited(self._v.hget(f"wh:hook:{hook_id}", "secret"))
+        raw = await awaited(self._v.hget(f"{{wh}}:hook:{hook_id}", "secret"))
         if raw is None:
             return None
         opened = self._cipher.open(base64.b64decode(raw), f"webhook:{hook_id}")
         return str(opened["secret"]) if opened else None
 
     async def for_user(self, did: str) -> list[Webhook]:
-        ids = sorted(_s(i) for i in await awaited(self._v.hkeys(f"wh:user:{did}")))
+        ids = sorted(_s(i) for i in await awaited(self._v.hkeys(f"{{wh}}:user:{did}")))
         out = []
         for hook_id in ids:
             try:
@@ -213,10 +222,12 @@ class WebhookStore:
 
     async def delete(self, did: str, hook_id: str) -> None:
         await self.get(hook_id, did)
-        pipe = self._v.pipeline(transaction=True)
-        pipe.delete(f"wh:hook:{hook_id}", f"wh:log:{hook_id}")
-        pipe.hdel(f"wh:user:{did}", hook_id)
-        await pipe.execute()
+        await atomic(
+            self._v,
+            ("DEL", f"{{wh}}:hook:{hook_id}"),
+            ("DEL", f"{{wh}}:log:{hook_id}"),
+            ("HDEL", f"{{wh}}:user:{did}", hook_id),
+        )
         # Its queued deliveries are dropped by the worker when it finds the hook gone.
 
     async def delete_all(self, did: str) -> int:
@@ -224,13 +235,13 @@ class WebhookStore:
         hooks = await self.for_user(did)
         for hook in hooks:
             await self.delete(did, hook.id)
-        await self._v.delete(f"wh:user:{did}")
+        await self._v.delete(f"{{wh}}:user:{did}")
         return len(hooks)
 
     async def set_health(self, hook_id: str, *, failing: bool, error: str | None) -> None:
-        if await self._v.exists(f"wh:hook:{hook_id}"):
+        if await self._v.exists(f"{{wh}}:hook:{hook_id}"):
             await awaited(self._v.hset(
-                f"wh:hook:{hook_id}", mapping={"failing": "1" if failing else "0", "lastError": error or ""}
+                f"{{wh}}:hook:{hook_id}", mapping={"failing": "1" if failing else "0", "lastError": error or ""}
             ))
 
     # --- queue ---------------------------------------------------------------------------------
@@ -238,7 +249,7 @@ class WebhookStore:
     async def emit(self, did: str, kind: str, repository: str, event_id: str, body: str, type_: str) -> int:
         """Queue `body` for each of `did`'s webhooks subscribed to `kind` (one script call)."""
         args: list[str | float] = [event_id, kind, repository, body, self._clock(), type_]
-        n = int(await self._emit(keys=[f"wh:user:{did}", DUE], args=args))
+        n = int(await self._emit(keys=[f"{{wh}}:user:{did}", DUE], args=args))
         if n:
             await self._replicated()
         return n
@@ -246,6 +257,8 @@ class WebhookStore:
     async def _replicated(self) -> None:
         """With replicas (Sentinel), wait until one has the queued delivery: a failover right after
         the push then loses nothing. Bounded (REPLICA_WAIT_MS); a replica that lags is logged."""
+        if is_cluster(self._v):
+            return  # WAIT answers for one node; a cluster's replica acks are not asked for (docs/webhooks.md)
         now = time.monotonic()
         if now - self._replicas_seen >= REPLICA_CHECK:
             info = await self._v.info("replication")
@@ -259,19 +272,19 @@ class WebhookStore:
     async def enqueue(self, hook_id: str, message_id: str, body: str, type_: str) -> None:
         """Queue one delivery to one webhook now (test events, redelivery)."""
         now = self._clock()
-        pipe = self._v.pipeline(transaction=True)
-        pipe.hset(f"wh:msg:{message_id}", mapping={
-            "hook": hook_id, "body": body, "attempts": 0, "first": now, "type": type_,
-        })
-        pipe.zadd(DUE, {message_id: now})
-        await pipe.execute()
+        await atomic(
+            self._v,
+            ("HSET", f"{{wh}}:msg:{message_id}",
+             *_flat({"hook": hook_id, "body": body, "attempts": 0, "first": now, "type": type_})),
+            ("ZADD", DUE, now, message_id),
+        )
         await self._replicated()
 
     async def claim(self, limit: int, lease: float) -> list[Pending]:
         ids = [_s(i) for i in await self._claim(keys=[DUE], args=[self._clock(), lease, limit])]
         out = []
         for mid in ids:
-            raw = await awaited(self._v.hgetall(f"wh:msg:{mid}"))
+            raw = await awaited(self._v.hgetall(f"{{wh}}:msg:{mid}"))
             data = {_s(k): _s(v) for k, v in raw.items()}
             if not data:
                 await self._v.zrem(DUE, mid)
@@ -281,16 +294,14 @@ class WebhookStore:
         return out
 
     async def done(self, pending: Pending) -> None:
-        pipe = self._v.pipeline(transaction=True)
-        pipe.zrem(DUE, pending.message_id)
-        pipe.delete(f"wh:msg:{pending.message_id}")
-        await pipe.execute()
+        await atomic(self._v, ("ZREM", DUE, pending.message_id), ("DEL", f"{{wh}}:msg:{pending.message_id}"))
 
     async def retry_at(self, pending: Pending, when: float) -> None:
-        pipe = self._v.pipeline(transaction=True)
-        pipe.hincrby(f"wh:msg:{pending.message_id}", "attempts", 1)
-        pipe.zadd(DUE, {pending.message_id: when})
-        await pipe.execute()
+        await atomic(
+            self._v,
+            ("HINCRBY", f"{{wh}}:msg:{pending.message_id}", "attempts", 1),
+            ("ZADD", DUE, when, pending.message_id),
+        )
 
     async def pending_count(self) -> int:
         return int(await self._v.zcard(DUE))
@@ -300,12 +311,12 @@ class WebhookStore:
     async def log(self, hook_id: str, attempt: Attempt, body: str) -> None:
         entry = {**attempt.public(), "t": attempt.time, "body": body}
         pipe = self._v.pipeline(transaction=False)
-        pipe.lpush(f"wh:log:{hook_id}", json.dumps(entry))
-        pipe.ltrim(f"wh:log:{hook_id}", 0, LOG_SIZE - 1)
+        pipe.lpush(f"{{wh}}:log:{hook_id}", json.dumps(entry))
+        pipe.ltrim(f"{{wh}}:log:{hook_id}", 0, LOG_SIZE - 1)
         await pipe.execute()
 
     async def deliveries(self, hook_id: str, *, with_body: bool = False) -> list[dict[str, Any]]:
-        raw = await awaited(self._v.lrange(f"wh:log:{hook_id}", 0, LOG_SIZE - 1))
+        raw = await awaited(self._v.lrange(f"{{wh}}:log:{hook_id}", 0, LOG_SIZE - 1))
         out = []
         for item in raw:
             entry: dict[str, Any] = json.loads(item)

@@ -8,7 +8,8 @@ import pytest
 
 from hold.scan.queue import ScanQueue
 
-pytestmark = pytest.mark.integration
+# The queue scripts keep to the hold's hash slot: run on a single node and on a cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.valkey_cluster]
 
 
 class Clock:

@@ -51,7 +51,7 @@ def _prepare(stack: WebhooksStack, pusher: Pusher, browser: httpx.Client, tmp: P
 def _keys(v: valkey.Valkey, did: str) -> list[str]:
     """Every key of the AppView's Valkey that names this DID (or holds one of its webhooks)."""
     out = [k.decode() for k in v.scan_iter(match=f"*{did}*", count=1000)]
-    for k in v.scan_iter(match="wh:hook:*", count=1000):
+    for k in v.scan_iter(match="{wh}:hook:*", count=1000):
         if v.hget(k, "did") == did.encode():
             out.append(k.decode())
     return sorted(out)
@@ -116,7 +116,7 @@ def test_export_has_everything_and_delete_removes_it_from_each_store(
             assert left == [], "\n".join(left)
             assert all(0 < v.ttl(k) <= 3600 for k in _keys(v, pusher.did))
             assert any(k.startswith("av:devices:") for k in _keys(v, other.did))
-            assert any(k.startswith("wh:user:") for k in _keys(v, other.did))
+            assert any(k.startswith("{wh}:user:") for k in _keys(v, other.did))
             # The hold's repo: Alice's crew and layer records gone, Bob's kept.
             layers = _hold_records(stack, "io.atcr.hold.layer")
             assert pusher.did not in {x["userDid"] for x in layers} and other.did in {x["userDid"] for x in layers}

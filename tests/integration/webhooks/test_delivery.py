@@ -25,10 +25,15 @@ SECRET = b"k" * 32
 OWNER = "did:plc:owner0000000000000000000"
 
 
-@pytest.fixture(scope="module")
-def own_valkey_url() -> Iterator[str]:
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def own_valkey_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A Valkey of this module's own: every AppView on the session's Valkey runs a delivery
-    worker, which would claim these deliveries (and refuse this test's loopback receiver)."""
+    worker, which would claim these deliveries (and refuse this test's loopback receiver).
+    The same tests run on the session's Valkey Cluster (no AppView runs on it meanwhile): the
+    queue's scripts must keep to one slot there (docs/cache.md)."""
+    if request.param == "cluster":
+        yield str(request.getfixturevalue("valkey_cluster").url)
+        return
     with _own_valkey() as url:
         yield url
 
