@@ -1,0 +1,140 @@
+"""Turning a hold's new `io.atcr.hold.scan` records into the owner's ``scan:*`` webhooks.
+
+A hold writes a scan record into its own repo when a scanner returns a result; the record
+reaches the AppView the way every hold record does, through this consumer (Jetstream or a
+hold firehose). The consumer is therefore where a finished scan is noticed, and it queues the
+events on the AppView's Valkey, whose delivery workers send them (docs/webhooks.md).
+
+Rules, each for a reason:
+
+* Only the hold the manifest lives on may fire: the owner's manifest entry in the read model
+  must name the record's hold. Any hold can write any record into its own repo, so without
+  this a stranger's hold could spam (or fake "clean") scan webhooks for images it never stored.
+* The previous scan of each manifest (its ``scannedAt`` and counts) is kept in Valkey under
+  `last_key`. A record whose ``scannedAt`` is not newer than the kept one fires nothing: a
+  Jetstream rewind, a second consumer or a firehose replay delivers the same scan again.
+  The compare-and-set is one script, so two consumers never both fire for one scan.
+* ``scan:first`` when nothing was kept for that manifest, ``scan:changed`` when the counts
+  differ from the kept ones, ``scan:all`` always (`emit_scan_event`).
+
+Deletes of scan records fire nothing. A scan the consumer never saw (written while it was
+down for longer than the stream's replay window) fires nothing either: backfill lists
+records, and a listing cannot tell a new scan from one already announced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import valkey.asyncio as avalkey
+
+from appview.webhooks.events import emit_scan_event
+from atcr.readmodel import keys
+from atcr.readmodel._compat import done
+from atcr.readmodel.read import read_manifest
+from atcr.syntax import is_did
+from jetstream.events import CommitEvent
+
+log = logging.getLogger("jetstream.scanhooks")
+
+SCAN: Final = "io.atcr.hold.scan"
+COUNTS: Final = ("critical", "high", "medium", "low", "total")
+LAST_TTL: Final = 400 * 24 * 3600
+"""Seconds a manifest's last scan is kept without a rescan. Holds rescan every scanned
+manifest when their vulnerability database changes, so live manifests refresh it long before."""
+
+_CLAIM_LUA: Final = r"""
+local at = redis.call('HGET', KEYS[1], 'at')
+if at and ARGV[1] <= at then return {0, ''} end
+local prev = redis.call('HGET', KEYS[1], 'counts') or ''
+redis.call('HSET', KEYS[1], 'at', ARGV[1], 'counts', ARGV[2], 'hold', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return {1, prev}
+"""
+
+
+def last_key(owner_did: str, repository: str, digest: str) -> str:
+    """The previous scan of one manifest: hash ``at`` (scannedAt), ``counts`` (JSON), ``hold``."""
+    return f"wh:scanlast:{owner_did}:{repository}@{digest}"
+
+
+def _count(record: dict[str, Any], name: str) -> int | None:
+    value = record.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class ScanHooks:
+    """Queues ``scan:*`` events for the scan records of applied commits."""
+
+    def __init__(self, valkey: avalkey.Valkey, *, base_url: str, ttl: int = LAST_TTL) -> None:
+        self.valkey = valkey
+        self.base_url = base_url.rstrip("/")
+        self.registry_host = urlsplit(base_url).netloc
+        self.ttl = ttl
+        self._claim = valkey.register_script(_CLAIM_LUA)
+
+    async def handle(self, commits: Sequence[CommitEvent]) -> Counter[str]:
+        """One outcome per scan upsert: queued, replayed, foreign (another hold), unknown
+        (manifest not in the read model) or invalid. Valkey errors propagate (the batch is
+        retried, and the claim makes the retry fire each scan once)."""
+        outcomes: Counter[str] = Counter()
+        for commit in commits:
+            if commit.collection == SCAN and commit.record is not None:
+                outcomes[await self._one(commit.did, commit.rkey, commit.record)] += 1
+        return outcomes
+
+    async def _one(self, hold_did: str, rkey: str, record: dict[str, Any]) -> str:
+        owner, repository, scanned_at = record.get("userDid"), record.get("repository"), record.get("scannedAt")
+        digest = keys.digest_from_rkey(rkey)
+        counts = {name: _count(record, name) for name in COUNTS}
+        if not (isinstance(owner, str) and is_did(owner) and isinstance(repository, str) and repository
+                and isinstance(scanned_at, str) and scanned_at and digest and None not in counts.values()):
+            return "invalid"
+        entry, _, _ = await read_manifest(self.valkey, owner, repository, digest)
+        if entry is None:
+            log.info("scan of %s/%s %s by %s: manifest not known here, no webhooks", owner, repository, digest,
+                     hold_did)
+            return "unknown"
+        if entry.hold_did != hold_did:
+            log.warning("scan of %s/%s %s by %s ignored: the manifest lives on %s", owner, repository, digest,
+                        hold_did, entry.hold_did)
+            return "foreign"
+        fresh, prev = await self._claim(
+            keys=[last_key(owner, repository, digest)],
+            args=[scanned_at, json.dumps(counts, sort_keys=True), hold_did, self.ttl],
+        )
+        if not int(fresh):
+            return "replayed"
+        prev_s = prev.decode() if isinstance(prev, bytes) else str(prev)
+        first = not prev_s
+        changed = not first and json.loads(prev_s) != counts
+        summary: dict[str, Any] = {**counts, "scannedAt": scanned_at}
+        version = record.get("scannerVersion")
+        if isinstance(version, str):
+            summary["scannerVersion"] = version
+        await emit_scan_event(
+            self.valkey, owner_did=owner, repository=repository, digest=digest, summary=summary,
+            first=first, changed=changed, owner_handle=await self._handle(owner), media_type=entry.media_type,
+            registry_host=self.registry_host, base_url=self.base_url,
+        )
+        return "queued"
+
+    async def _handle(self, did: str) -> str | None:
+        """The owner's handle if the AppView has it cached (push events carry it too); else the
+        payload names the DID, which is never wrong."""
+        raw = await done(self.valkey.get(keys.identity(did)))
+        if not raw:
+            return None
+        try:
+            handle = json.loads(raw).get("handle")
+        except (ValueError, AttributeError):
+            return None
+        return handle if isinstance(handle, str) and handle else None
+
+
+__all__ = ["SCAN", "ScanHooks", "last_key"]
