@@ -73,7 +73,8 @@ class Consumer:
         self.settings = settings
         self.valkey = valkey
         self.metrics = metrics or Metrics()
-        scans = ScanHooks(valkey, base_url=settings.base_url) if settings.scan_webhooks else None
+        scans = (ScanHooks(valkey, base_url=settings.base_url, http=http, resolver=resolver)
+                 if settings.scan_webhooks else None)
         self.processor = Processor(model or ValkeyReadModel(valkey), scans=scans)
         self.holds = HoldRegistry(valkey, settings.backfill_holds)
         self.backfill = Backfill(

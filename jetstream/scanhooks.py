@@ -7,9 +7,12 @@ events on the AppView's Valkey, whose delivery workers send them (docs/webhooks.
 
 Rules, each for a reason:
 
-* Only the hold the manifest lives on may fire: the owner's manifest entry in the read model
-  must name the record's hold. Any hold can write any record into its own repo, so without
-  this a stranger's hold could spam (or fake "clean") scan webhooks for images it never stored.
+* Only the hold the manifest lives on may fire: the owner's manifest record must name the
+  record's hold. Any hold can write any record into its own repo, so without this a
+  stranger's hold could spam (or fake "clean") scan webhooks for images it never stored. The
+  manifest is read from the read model, and on a miss (the model is a cache: rescans after a
+  vulnerability database update mostly concern manifests nobody asked about for a while) from
+  the owner's PDS, through the SSRF-guarded client, bounded by `FETCH_TIMEOUT`.
 * The previous scan of each manifest (its ``scannedAt`` and counts) is kept in Valkey under
   `last_key`. A record whose ``scannedAt`` is not newer than the kept one fires nothing: a
   Jetstream rewind, a second consumer or a firehose replay delivers the same scan again.
@@ -24,6 +27,7 @@ records, and a listing cannot tell a new scan from one already announced.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -34,10 +38,15 @@ from urllib.parse import urlsplit
 import valkey.asyncio as avalkey
 
 from appview.webhooks.events import emit_scan_event
+from atcr.errors import AtcrError
+from atcr.http import SafeHttpClient
+from atcr.identity import IdentityResolver
 from atcr.readmodel import keys
 from atcr.readmodel._compat import done
 from atcr.readmodel.read import read_manifest
+from atcr.readmodel.records import hold_did_of
 from atcr.syntax import is_did
+from atcr.xrpc import XrpcClient
 from jetstream.events import CommitEvent
 
 log = logging.getLogger("jetstream.scanhooks")
@@ -47,6 +56,8 @@ COUNTS: Final = ("critical", "high", "medium", "low", "total")
 LAST_TTL: Final = 400 * 24 * 3600
 """Seconds a manifest's last scan is kept without a rescan. Holds rescan every scanned
 manifest when their vulnerability database changes, so live manifests refresh it long before."""
+FETCH_TIMEOUT: Final = 10.0
+"""Seconds for resolving the owner and reading one manifest record from their PDS."""
 
 _CLAIM_LUA: Final = r"""
 local at = redis.call('HGET', KEYS[1], 'at')
@@ -71,8 +82,11 @@ def _count(record: dict[str, Any], name: str) -> int | None:
 class ScanHooks:
     """Queues ``scan:*`` events for the scan records of applied commits."""
 
-    def __init__(self, valkey: avalkey.Valkey, *, base_url: str, ttl: int = LAST_TTL) -> None:
+    def __init__(self, valkey: avalkey.Valkey, *, base_url: str, http: SafeHttpClient | None = None,
+                 resolver: IdentityResolver | None = None, ttl: int = LAST_TTL) -> None:
         self.valkey = valkey
+        self.http = http
+        self.resolver = resolver
         self.base_url = base_url.rstrip("/")
         self.registry_host = urlsplit(base_url).netloc
         self.ttl = ttl
@@ -96,13 +110,18 @@ class ScanHooks:
                 and isinstance(scanned_at, str) and scanned_at and digest and None not in counts.values()):
             return "invalid"
         entry, _, _ = await read_manifest(self.valkey, owner, repository, digest)
-        if entry is None:
-            log.info("scan of %s/%s %s by %s: manifest not known here, no webhooks", owner, repository, digest,
-                     hold_did)
-            return "unknown"
-        if entry.hold_did != hold_did:
+        if entry is not None:
+            manifest_hold, media_type = entry.hold_did, entry.media_type
+        else:
+            found = await self._from_pds(owner, repository, digest, record.get("manifest"))
+            if found is None:
+                log.info("scan of %s/%s %s by %s: manifest not found, no webhooks", owner, repository, digest,
+                         hold_did)
+                return "unknown"
+            manifest_hold, media_type = found
+        if manifest_hold != hold_did:
             log.warning("scan of %s/%s %s by %s ignored: the manifest lives on %s", owner, repository, digest,
-                        hold_did, entry.hold_did)
+                        hold_did, manifest_hold)
             return "foreign"
         fresh, prev = await self._claim(
             keys=[last_key(owner, repository, digest)],
@@ -119,10 +138,34 @@ class ScanHooks:
             summary["scannerVersion"] = version
         await emit_scan_event(
             self.valkey, owner_did=owner, repository=repository, digest=digest, summary=summary,
-            first=first, changed=changed, owner_handle=await self._handle(owner), media_type=entry.media_type,
+            first=first, changed=changed, owner_handle=await self._handle(owner), media_type=media_type,
             registry_host=self.registry_host, base_url=self.base_url,
         )
         return "queued"
+
+    async def _from_pds(self, owner: str, repository: str, digest: str, uri: Any) -> tuple[str | None, str] | None:
+        """(hold DID, media type) of the owner's manifest record, read from their PDS; None when
+        it is not there or cannot be read (no webhooks then: the hold rule cannot be checked)."""
+        if self.http is None or self.resolver is None:
+            return None
+        rkey = keys.manifest_rkey(digest)
+        prefix = f"at://{owner}/{keys.MANIFEST}/"
+        if isinstance(uri, str) and uri.startswith(prefix) and keys.digest_from_rkey(uri[len(prefix):]) == digest:
+            rkey = uri[len(prefix):]  # the repo-suffixed rkey of a digest pushed to two repositories
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT):
+                doc = await self.resolver.resolve_did(owner)
+                if not doc.pds_endpoint:
+                    return None
+                got = await XrpcClient(self.http, doc.pds_endpoint).get_record(owner, keys.MANIFEST, rkey)
+        except (AtcrError, TimeoutError) as exc:
+            log.info("manifest %s of %s not read from its PDS: %s", digest, owner, type(exc).__name__)
+            return None
+        value = got.get("value")
+        if not (isinstance(value, dict) and value.get("digest") == digest and value.get("repository") == repository):
+            return None
+        media_type = value.get("mediaType")
+        return hold_did_of(value), media_type if isinstance(media_type, str) else ""
 
     async def _handle(self, did: str) -> str | None:
         """The owner's handle if the AppView has it cached (push events carry it too); else the

@@ -7,6 +7,7 @@ Valkey and queues the events; a real delivery worker signs them to a real HTTP r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,15 @@ from jetstream.consumer import Consumer
 from jetstream.metrics import Metrics
 from jetstream.scanhooks import SCAN, last_key
 from tests.integration.hold_repo.conftest import serving
-from tests.integration.jetstream.helpers import consumer_settings, eventually, manifest_record, new_digest
+from tests.integration.jetstream.helpers import Writer, consumer_settings, eventually, manifest_record, new_digest
 from tests.support.jetstream_server import JetstreamServer
-from tests.support.pdsnet import TestNetwork
+from tests.support.pdsnet import TestNetwork, create_account
 from tests.support.ui_stack import _own_valkey
 from tests.support.webhook_receiver import Receiver, await_for, running_receiver
 from tests.unit.hold_repo.support import HOLD_DID, make_signer
 
 pytestmark = pytest.mark.integration
 
-OWNER = "did:plc:scanowner0000000000000000"
 OTHER_HOLD = "did:web:other-hold.example.com"
 SECRET = b"s" * 32
 
@@ -58,12 +58,12 @@ async def valkey(own_valkey_url: str) -> AsyncIterator[Any]:
         await client.aclose()
 
 
-def scan_record(repository: str, digest: str, scanned_at: str, critical: int, high: int) -> dict[str, Any]:
+def scan_record(owner: str, repository: str, digest: str, scanned_at: str, critical: int, high: int) -> dict[str, Any]:
     return {
         "$type": SCAN,
-        "manifest": f"at://{OWNER}/{keys.MANIFEST}/{keys.manifest_rkey(digest)}",
+        "manifest": f"at://{owner}/{keys.MANIFEST}/{keys.manifest_rkey(digest)}",
         "repository": repository,
-        "userDid": OWNER,
+        "userDid": owner,
         "critical": critical,
         "high": high,
         "medium": 0,
@@ -86,44 +86,75 @@ def scan_outcomes(consumer: Consumer) -> dict[str, float]:
 async def test_first_scan_rescan_and_replay_fire_the_right_webhooks(
     valkey: Any, own_valkey_url: str, pds_network: TestNetwork, tmp_path: Path
 ) -> None:
-    digest, foreign_digest = new_digest(), new_digest()
+    digest, foreign_digest, uncached_digest = new_digest(), new_digest(), new_digest()
+    owner = Writer(create_account(pds_network.pds_url, "scanhook"))
+    owner_did = owner.did
     # The owner's manifests, as the consumer stores them from the owner's PDS: one on this
-    # hold, one on another hold (whose scans this hold may not announce).
+    # hold, one on another hold (whose scans this hold may not announce); and one only in the
+    # owner's PDS (the read model lost it): the hold rule is then checked there.
+    await owner.put(keys.MANIFEST, keys.manifest_rkey(uncached_digest),
+                    manifest_record("app", uncached_digest, holdDid=HOLD_DID))
+    await owner.aclose()
     await apply_records(valkey, [
-        RecordChange(OWNER, keys.MANIFEST, keys.manifest_rkey(digest),
+        RecordChange(owner_did, keys.MANIFEST, keys.manifest_rkey(digest),
                      manifest_record("app", digest, holdDid=HOLD_DID), None, None),
-        RecordChange(OWNER, keys.MANIFEST, keys.manifest_rkey(foreign_digest),
+        RecordChange(owner_did, keys.MANIFEST, keys.manifest_rkey(foreign_digest),
                      manifest_record("app", foreign_digest, holdDid=OTHER_HOLD), None, None),
     ])
     store = WebhookStore(valkey, SessionCipher(SECRET))
     signer = make_signer("k256")
     repo = await Repo.open(tmp_path / "hold.sqlite", HOLD_DID, signer)
     with running_receiver() as receiver:
-        _, secret = await store.create(OWNER, receiver.url, ["scan:first", "scan:all", "scan:changed"], None)
+        _, secret = await store.create(owner_did, receiver.url, ["scan:first", "scan:all", "scan:changed"], None)
         http = SafeHttpClient(policy=SsrfPolicy(allowed_hosts=frozenset({f"127.0.0.1:{receiver.port}"})), timeout=5)
         worker = DeliveryWorker(store, http, retry_base=0.1, poll=0.05)
         worker.start()
         async with serving(repo, signer) as hold:
-            with JetstreamServer([hold.url]) as server:
+            # Stopped from a thread: its follower's close handshake needs this loop (the hold's).
+            server = JetstreamServer([hold.url]).start()
+            try:
                 settings = consumer_settings(
                     valkey_url=own_valkey_url, plc_url=pds_network.plc_url, pds_url=pds_network.pds_url,
                     jetstream_url=server.url, relay_url=server.relay_url, ATCR_BACKFILL_ENABLED="false",
                     ATCR_JETSTREAM_REWIND="600", ATCR_BASE_URL="https://registry.test",
                 )
-                rt = Runtime.from_settings(settings)
-                assert rt.valkey is not None
-                consumer = Consumer(settings, rt.valkey, rt.http, rt.resolver, metrics=Metrics())
-                hellos = len(server.hellos)
-                await consumer.start()
-                try:
+                runtimes: list[tuple[Consumer, Runtime]] = []
+
+                async def start_consumer() -> Consumer:
+                    rt = Runtime.from_settings(settings)
+                    assert rt.valkey is not None
+                    consumer = Consumer(settings, rt.valkey, rt.http, rt.resolver, metrics=Metrics())
+                    runtimes.append((consumer, rt))
+                    hellos = len(server.hellos)
+                    await consumer.start()
                     # Live from here (a cursorless connection starts its stream once greeted).
                     await eventually(lambda: _up(consumer, server, hellos), timeout=30)
-                    await _scenario(hold.repo, consumer, server, receiver, store, digest, foreign_digest, valkey)
-                finally:
+                    return consumer
+
+                try:
+                    consumer = await start_consumer()
+                    await _scenario(hold.repo, consumer, receiver, valkey, owner_did,
+                                    digest, foreign_digest, uncached_digest)
+                    # Replay: the consumer restarts from its saved cursor minus the rewind
+                    # (ATCR_JETSTREAM_REWIND) and is sent every scan again. Each is recognized
+                    # (its scannedAt was seen) and fires nothing.
                     await consumer.stop()
-                    await rt.aclose()
+                    again = await start_consumer()
+
+                    async def replayed() -> bool:
+                        return scan_outcomes(again) == {"replayed": 4, "foreign": 1}
+
+                    await eventually(replayed, timeout=30)
+                    assert await store.pending_count() == 0
+                    assert len(receiver.snapshot()) == 7
+                finally:
+                    for c, rt in runtimes:
+                        await c.stop()
+                        await rt.aclose()
                     await worker.stop()
                     await http.aclose()
+            finally:
+                await asyncio.to_thread(server.stop)
         got = receiver.snapshot()
 
     verifier = Verifier(secret)
@@ -131,22 +162,24 @@ async def test_first_scan_rescan_and_replay_fire_the_right_webhooks(
     types = [e["type"] for e in events]
     assert sorted(types[:2]) == ["scan:all", "scan:first"]
     assert sorted(types[2:4]) == ["scan:all", "scan:changed"]
-    assert types[4:] == ["scan:all"]  # a rescan with the same counts
+    assert types[4:5] == ["scan:all"]  # a rescan with the same counts
+    assert sorted(types[5:]) == ["scan:all", "scan:first"]  # the manifest read from the PDS
+    assert [e["data"]["digest"] for e in events] == [digest] * 5 + [uncached_digest] * 2
     for e in events:
-        assert e["data"]["digest"] == digest and e["data"]["owner"]["did"] == OWNER
+        assert e["data"]["owner"]["did"] == owner_did
         assert e["data"]["registry"] == "registry.test"
-        assert e["data"]["url"] == f"https://registry.test/r/{OWNER}/app"
-    assert [e["data"]["scan"]["critical"] for e in events] == [2, 2, 0, 0, 0]
+        assert e["data"]["url"] == f"https://registry.test/r/{owner_did}/app"
+    assert [e["data"]["scan"]["critical"] for e in events] == [2, 2, 0, 0, 0, 4, 4]
     assert events[0]["data"]["scan"]["scannedAt"] == "2026-01-01T00:00:00.000Z"
-    assert len({r.headers["webhook-id"] for r in got}) == 5
+    assert len({r.headers["webhook-id"] for r in got}) == 7
 
 
 async def _up(consumer: Consumer, server: JetstreamServer, hellos: int) -> bool:
     return all(s.status.connected for s in consumer.sources) and len(server.hellos) > hellos
 
 
-async def _scenario(repo: Repo, consumer: Consumer, server: JetstreamServer, receiver: Receiver,
-                    store: WebhookStore, digest: str, foreign_digest: str, valkey: Any) -> None:
+async def _scenario(repo: Repo, consumer: Consumer, receiver: Receiver, valkey: Any, owner: str, digest: str, foreign_digest: str,
+                    uncached_digest: str) -> None:
     rkey = keys.manifest_rkey(digest)
 
     async def delivered(n: int) -> None:
@@ -154,28 +187,18 @@ async def _scenario(repo: Repo, consumer: Consumer, server: JetstreamServer, rec
 
     # First scan: scan:first + scan:all. A scan of the manifest on another hold: nothing.
     await repo.apply_writes([Put(SCAN, keys.manifest_rkey(foreign_digest),
-                                 scan_record("app", foreign_digest, "2026-01-01T00:00:00.000Z", 9, 9))])
-    await repo.apply_writes([Put(SCAN, rkey, scan_record("app", digest, "2026-01-01T00:00:00.000Z", 2, 1))])
+                                 scan_record(owner, "app", foreign_digest, "2026-01-01T00:00:00.000Z", 9, 9))])
+    await repo.apply_writes([Put(SCAN, rkey, scan_record(owner, "app", digest, "2026-01-01T00:00:00.000Z", 2, 1))])
     await delivered(2)
     assert scan_outcomes(consumer) == {"foreign": 1, "queued": 1}
-    kept = await valkey.hgetall(last_key(OWNER, "app", digest))
+    kept = await valkey.hgetall(last_key(owner, "app", digest))
     assert kept[b"at"] == b"2026-01-01T00:00:00.000Z" and kept[b"hold"] == HOLD_DID.encode()
 
     # Rescan, other counts: scan:all + scan:changed. Then the same counts again: scan:all only.
-    await repo.apply_writes([Put(SCAN, rkey, scan_record("app", digest, "2026-01-02T00:00:00.000Z", 0, 1))])
+    await repo.apply_writes([Put(SCAN, rkey, scan_record(owner, "app", digest, "2026-01-02T00:00:00.000Z", 0, 1))])
     await delivered(4)
-    await repo.apply_writes([Put(SCAN, rkey, scan_record("app", digest, "2026-01-03T00:00:00.000Z", 0, 1))])
+    await repo.apply_writes([Put(SCAN, rkey, scan_record(owner, "app", digest, "2026-01-03T00:00:00.000Z", 0, 1))])
     await delivered(5)
-
-    # Replay: the connection drops, the consumer rewinds (ATCR_JETSTREAM_REWIND) and is sent
-    # every scan again. Each is recognized (same scannedAt, or older) and fires nothing.
-    before = scan_outcomes(consumer)
-    server.drop_connections()
-
-    async def replayed() -> bool:
-        return scan_outcomes(consumer).get("replayed", 0) >= before.get("replayed", 0) + 3
-
-    await eventually(replayed, timeout=30)
-    assert scan_outcomes(consumer)["queued"] == 3
-    assert await store.pending_count() == 0
-    assert len(receiver.snapshot()) == 5
+    await repo.apply_writes([Put(SCAN, keys.manifest_rkey(uncached_digest),
+                                 scan_record(owner, "app", uncached_digest, "2026-01-01T00:00:00.000Z", 4, 0))])
+    await delivered(7)
