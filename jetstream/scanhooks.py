@@ -47,7 +47,7 @@ from atcr.readmodel.read import read_manifest
 from atcr.readmodel.records import hold_did_of
 from atcr.syntax import is_did
 from atcr.xrpc import XrpcClient
-from jetstream.events import CommitEvent
+from jetstream.events import CommitEvent, iso_to_us
 
 log = logging.getLogger("jetstream.scanhooks")
 
@@ -60,17 +60,18 @@ FETCH_TIMEOUT: Final = 10.0
 """Seconds for resolving the owner and reading one manifest record from their PDS."""
 
 _CLAIM_LUA: Final = r"""
-local at = redis.call('HGET', KEYS[1], 'at')
-if at and ARGV[1] <= at then return {0, ''} end
+local us = redis.call('HGET', KEYS[1], 'us')
+if us and tonumber(ARGV[1]) <= tonumber(us) then return {0, ''} end
 local prev = redis.call('HGET', KEYS[1], 'counts') or ''
-redis.call('HSET', KEYS[1], 'at', ARGV[1], 'counts', ARGV[2], 'hold', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'us', ARGV[1], 'at', ARGV[2], 'counts', ARGV[3], 'hold', ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 return {1, prev}
 """
 
-
 def last_key(owner_did: str, repository: str, digest: str) -> str:
-    """The previous scan of one manifest: hash ``at`` (scannedAt), ``counts`` (JSON), ``hold``."""
+    """The previous scan of one manifest: hash ``us`` (scannedAt in unix microseconds, what is
+    compared: holds may write RFC 3339 with or without fractions), ``at`` (scannedAt as written),
+    ``counts`` (JSON), ``hold``."""
     return f"wh:scanlast:{owner_did}:{repository}@{digest}"
 
 
@@ -105,9 +106,11 @@ class ScanHooks:
     async def _one(self, hold_did: str, rkey: str, record: dict[str, Any]) -> str:
         owner, repository, scanned_at = record.get("userDid"), record.get("repository"), record.get("scannedAt")
         digest = keys.digest_from_rkey(rkey)
+        scanned_us = iso_to_us(scanned_at)
         counts = {name: _count(record, name) for name in COUNTS}
         if not (isinstance(owner, str) and is_did(owner) and isinstance(repository, str) and repository
-                and isinstance(scanned_at, str) and scanned_at and digest and None not in counts.values()):
+                and isinstance(scanned_at, str) and scanned_us is not None and digest
+                and None not in counts.values()):
             return "invalid"
         entry, _, _ = await read_manifest(self.valkey, owner, repository, digest)
         if entry is not None:
@@ -125,7 +128,7 @@ class ScanHooks:
             return "foreign"
         fresh, prev = await self._claim(
             keys=[last_key(owner, repository, digest)],
-            args=[scanned_at, json.dumps(counts, sort_keys=True), hold_did, self.ttl],
+            args=[scanned_us, scanned_at, json.dumps(counts, sort_keys=True), hold_did, self.ttl],
         )
         if not int(fresh):
             return "replayed"
