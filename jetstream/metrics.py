@@ -45,7 +45,7 @@ class Metrics:
         self.events = Counter(
             "atcr_jetstream_events",
             "Events handled, by source, kind and outcome (applied, ignored, hidden, malformed; kind scan: "
-            "queued, replayed, foreign, unknown, invalid).",
+            "queued, replayed, foreign, unknown, invalid, error).",
             ["source", "kind", "outcome"],
             registry=r,
         )

@@ -36,6 +36,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import valkey.asyncio as avalkey
+from valkey.exceptions import ValkeyError
 
 from appview.webhooks.events import emit_scan_event
 from atcr.errors import AtcrError
@@ -95,12 +96,20 @@ class ScanHooks:
 
     async def handle(self, commits: Sequence[CommitEvent]) -> Counter[str]:
         """One outcome per scan upsert: queued, replayed, foreign (another hold), unknown
-        (manifest not in the read model) or invalid. Valkey errors propagate (the batch is
-        retried, and the claim makes the retry fire each scan once)."""
+        (manifest not found), invalid or error. Valkey errors propagate (the consumer retries
+        the batch, and the claim makes the retry fire each scan at most once)."""
         outcomes: Counter[str] = Counter()
         for commit in commits:
-            if commit.collection == SCAN and commit.record is not None:
-                outcomes[await self._one(commit.did, commit.rkey, commit.record)] += 1
+            if commit.collection != SCAN or commit.record is None:
+                continue
+            try:
+                outcome = await self._one(commit.did, commit.rkey, commit.record)
+            except (ValkeyError, OSError):
+                raise
+            except Exception:  # a bug must not stop the stream: the read model matters more
+                log.exception("scan record %s/%s: no webhooks", commit.did, commit.rkey)
+                outcome = "error"
+            outcomes[outcome] += 1
         return outcomes
 
     async def _one(self, hold_did: str, rkey: str, record: dict[str, Any]) -> str:
@@ -161,7 +170,7 @@ class ScanHooks:
                 if not doc.pds_endpoint:
                     return None
                 got = await XrpcClient(self.http, doc.pds_endpoint).get_record(owner, keys.MANIFEST, rkey)
-        except (AtcrError, TimeoutError) as exc:
+        except (AtcrError, TimeoutError, ValueError) as exc:
             log.info("manifest %s of %s not read from its PDS: %s", digest, owner, type(exc).__name__)
             return None
         value = got.get("value")
