@@ -38,7 +38,9 @@ from urllib.parse import urlsplit
 import valkey.asyncio as avalkey
 from valkey.exceptions import ValkeyError
 
-from appview.webhooks.events import emit_scan_event
+from appview.auth.sessions import SessionCipher
+from appview.webhooks.events import WebhookEvents, emit_scan_event
+from appview.webhooks.store import WebhookStore
 from atcr.errors import AtcrError
 from atcr.http import SafeHttpClient
 from atcr.identity import IdentityResolver
@@ -89,8 +91,9 @@ class ScanHooks:
         self.valkey = valkey
         self.http = http
         self.resolver = resolver
-        self.base_url = base_url.rstrip("/")
-        self.registry_host = urlsplit(base_url).netloc
+        # Queuing reads no webhook secret, so the store needs no real cipher key.
+        store = WebhookStore(valkey, SessionCipher(b"\0" * 32))
+        self.events = WebhookEvents(store, registry_host=urlsplit(base_url).netloc, base_url=base_url)
         self.ttl = ttl
         self._claim = valkey.register_script(_CLAIM_LUA)
 
@@ -149,9 +152,8 @@ class ScanHooks:
         if isinstance(version, str):
             summary["scannerVersion"] = version
         await emit_scan_event(
-            self.valkey, owner_did=owner, repository=repository, digest=digest, summary=summary,
+            self.events, owner_did=owner, repository=repository, digest=digest, summary=summary,
             first=first, changed=changed, owner_handle=await self._handle(owner), media_type=media_type,
-            registry_host=self.registry_host, base_url=self.base_url,
         )
         return "queued"
 
