@@ -1,6 +1,7 @@
 """A hold's scan records fire the owner's scan:* webhooks, through the real consumer path.
 
-A real hold repo (signed commits, its own subscribeRepos) writes `io.atcr.hold.scan` records;
+A real hold repo (signed commits, its own subscribeRepos) gets `io.atcr.hold.scan` records from
+the hold's scan service (job queued on push or rescan, leased, a scanner's result recorded);
 the Jetstream double follows its firehose; the real consumer applies the stream to a real
 Valkey and queues the events; a real delivery worker signs them to a real HTTP receiver.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ from atcr.readmodel.events import RecordChange, apply_records
 from atcr.runtime import Runtime
 from atcr.valkey import connect
 from hold.repo import Put, Repo
+from hold.scan.blobs import RepoBlobs
+from hold.scan.queue import ScanQueue
+from hold.scan.service import ScanService
 from jetstream.consumer import Consumer
 from jetstream.metrics import Metrics
 from jetstream.scanhooks import SCAN, last_key
@@ -133,7 +138,11 @@ async def test_first_scan_rescan_and_replay_fire_the_right_webhooks(
 
                 try:
                     consumer = await start_consumer()
-                    await _scenario(hold.repo, consumer, receiver, valkey, owner_did,
+                    clock = Clock()
+                    service = ScanService(ScanQueue(valkey, HOLD_DID), RepoBlobs(tmp_path / "blobs"), lambda: repo,
+                                          hold_did=HOLD_DID, hold_endpoint=hold.url, scan_on_push=_always,
+                                          clock=clock)
+                    await _scenario(hold.repo, service, clock, consumer, receiver, valkey, owner_did,
                                     digest, foreign_digest, uncached_digest)
                     # Replay: the consumer restarts from its saved cursor minus the rewind
                     # (ATCR_JETSTREAM_REWIND) and is sent every scan again. Each is recognized
@@ -170,35 +179,65 @@ async def test_first_scan_rescan_and_replay_fire_the_right_webhooks(
         assert e["data"]["registry"] == "registry.test"
         assert e["data"]["url"] == f"https://registry.test/r/{owner_did}/app"
     assert [e["data"]["scan"]["critical"] for e in events] == [2, 2, 0, 0, 0, 4, 4]
-    assert events[0]["data"]["scan"]["scannedAt"] == "2026-01-01T00:00:00.000Z"
+    assert [e["data"]["scan"]["scannedAt"][:10] for e in events] == ["2026-01-01"] * 2 + ["2026-01-02"] * 2 + [
+        "2026-01-03"] + ["2026-01-04"] * 2
+    assert {e["data"]["scan"]["scannerVersion"] for e in events} == {"atcr-scanner test"}
     assert len({r.headers["webhook-id"] for r in got}) == 7
+
+
+async def _always(user: str) -> bool:
+    return True
 
 
 async def _up(consumer: Consumer, server: JetstreamServer, hellos: int) -> bool:
     return all(s.status.connected for s in consumer.sources) and len(server.hellos) > hellos
 
 
-async def _scenario(repo: Repo, consumer: Consumer, receiver: Receiver, valkey: Any, owner: str, digest: str, foreign_digest: str,
-                    uncached_digest: str) -> None:
-    rkey = keys.manifest_rkey(digest)
+class Clock:
+    """The hold's clock: each scan's `scannedAt` is what the test says."""
 
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def _hold_scans(service: ScanService, clock: Clock, owner: str, digest: str, day: int, critical: int,
+                      high: int, *, rescan: bool = False) -> None:
+    """What the hold does for a push (or a rescan) and a scanner's answer, minus the scanner."""
+    if rescan:
+        await service.rescan(digest, owner)
+    else:
+        layer = {"digest": "sha256:" + "0" * 63 + "1", "size": 10, "mediaType": "application/vnd.oci.image.layer.v1.tar"}
+        assert await service.on_push(owner, "app", digest, {"layers": [layer]}, manifest_uri=None, tag="v1")
+    lease = await service.queue.lease()
+    assert lease is not None and lease.digest == digest
+    clock.now = datetime(2026, 1, day, tzinfo=UTC)
+    summary = {"critical": critical, "high": high, "medium": 0, "low": 0, "total": critical + high}
+    assert await service.result(lease, {"summary": summary, "sbom": {"spdxVersion": "SPDX-2.3"},
+                                        "vulnReport": {"matches": []}, "scannerVersion": "atcr-scanner test"})
+
+
+async def _scenario(repo: Repo, service: ScanService, clock: Clock, consumer: Consumer, receiver: Receiver,
+                    valkey: Any, owner: str, digest: str, foreign_digest: str, uncached_digest: str) -> None:
     async def delivered(n: int) -> None:
         await await_for(lambda: len(receiver.snapshot()) >= n, what=f"{n} deliveries")
 
-    # First scan: scan:first + scan:all. A scan of the manifest on another hold: nothing.
+    # A scan of a manifest that lives on another hold, written straight into this hold's repo
+    # (any hold can): nothing. The first scan of a manifest stored here: scan:first + scan:all.
     await repo.apply_writes([Put(SCAN, keys.manifest_rkey(foreign_digest),
                                  scan_record(owner, "app", foreign_digest, "2026-01-01T00:00:00.000Z", 9, 9))])
-    await repo.apply_writes([Put(SCAN, rkey, scan_record(owner, "app", digest, "2026-01-01T00:00:00.000Z", 2, 1))])
+    await _hold_scans(service, clock, owner, digest, 1, 2, 1)
     await delivered(2)
     assert scan_outcomes(consumer) == {"foreign": 1, "queued": 1}
     kept = await valkey.hgetall(last_key(owner, "app", digest))
     assert kept[b"at"] == b"2026-01-01T00:00:00.000Z" and kept[b"hold"] == HOLD_DID.encode()
 
     # Rescan, other counts: scan:all + scan:changed. Then the same counts again: scan:all only.
-    await repo.apply_writes([Put(SCAN, rkey, scan_record(owner, "app", digest, "2026-01-02T00:00:00.000Z", 0, 1))])
+    await _hold_scans(service, clock, owner, digest, 2, 0, 1, rescan=True)
     await delivered(4)
-    await repo.apply_writes([Put(SCAN, rkey, scan_record(owner, "app", digest, "2026-01-03T00:00:00.000Z", 0, 1))])
+    await _hold_scans(service, clock, owner, digest, 3, 0, 1, rescan=True)
     await delivered(5)
-    await repo.apply_writes([Put(SCAN, keys.manifest_rkey(uncached_digest),
-                                 scan_record(owner, "app", uncached_digest, "2026-01-01T00:00:00.000Z", 4, 0))])
+    await _hold_scans(service, clock, owner, uncached_digest, 4, 4, 0)
     await delivered(7)
