@@ -34,6 +34,7 @@ from jetstream.firehose import CommitVerifier
 from jetstream.metrics import EventRate, Metrics
 from jetstream.model import ReadModel, ValkeyReadModel
 from jetstream.processor import BatchResult, Processor
+from jetstream.scanhooks import ScanHooks
 from jetstream.settings import JetstreamSettings
 from jetstream.sources import Backoff, Delivery, FirehoseSource, JetstreamSource, Source, firehose_source_name
 
@@ -72,7 +73,9 @@ class Consumer:
         self.settings = settings
         self.valkey = valkey
         self.metrics = metrics or Metrics()
-        self.processor = Processor(model or ValkeyReadModel(valkey))
+        scans = (ScanHooks(valkey, base_url=settings.base_url, http=http, resolver=resolver)
+                 if settings.scan_webhooks else None)
+        self.processor = Processor(model or ValkeyReadModel(valkey), scans=scans)
         self.holds = HoldRegistry(valkey, settings.backfill_holds)
         self.backfill = Backfill(
             self.processor,

@@ -44,7 +44,8 @@ class Metrics:
         r = self.registry
         self.events = Counter(
             "atcr_jetstream_events",
-            "Events handled, by source, kind and outcome (applied, ignored, hidden, malformed).",
+            "Events handled, by source, kind and outcome (applied, ignored, hidden, malformed; kind scan: "
+            "queued, replayed, foreign, unknown, invalid, error).",
             ["source", "kind", "outcome"],
             registry=r,
         )

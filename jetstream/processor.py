@@ -29,6 +29,7 @@ from atcr.readmodel.records import hold_did_of
 from atcr.syntax import is_did
 from jetstream.events import AccountEvent, CommitEvent, Event, IdentityEvent
 from jetstream.model import ReadModel, RecordChange
+from jetstream.scanhooks import ScanHooks
 
 log = logging.getLogger("jetstream.processor")
 
@@ -71,8 +72,9 @@ def holds_named(collection: str, did: str, record: dict[str, Any] | None) -> lis
 class Processor:
     """Applies batches of normalized events to the read model."""
 
-    def __init__(self, model: ReadModel) -> None:
+    def __init__(self, model: ReadModel, *, scans: ScanHooks | None = None) -> None:
         self.model = model
+        self.scans = scans  # queues scan:* webhooks for holds' new scan records (jetstream/scanhooks.py)
 
     async def apply(self, events: Sequence[Event]) -> BatchResult:
         """Apply `events` (in delivery order). Never raises for one bad event; Valkey errors
@@ -127,6 +129,9 @@ class Processor:
             result.count("commit", "applied" if ok else "ignored")
             if ok:
                 result.holds.update(holds_named(commit.collection, commit.did, commit.record))
+        if self.scans is not None:
+            for outcome, n in (await self.scans.handle(kept)).items():
+                result.count("scan", outcome, n)
 
     async def _accounts(self, accounts: list[AccountEvent], inactive: dict[str, str], result: BatchResult) -> None:
         if not accounts:

@@ -67,6 +67,12 @@ class JetstreamSettings(NetworkSettings):
         8 * 1024 * 1024, "ATCR_FIREHOSE_MAX_MESSAGE_BYTES", "largest firehose frame accepted, in bytes"
     )
     backfill_concurrency: int = setting(8, "ATCR_BACKFILL_CONCURRENCY", "repositories listed at the same time")
+    scan_webhooks: bool = setting(
+        True, "ATCR_JETSTREAM_SCAN_WEBHOOKS", "queue the owners' scan:* webhooks when a hold writes a new scan record"
+    )
+    base_url: str = setting(
+        "http://127.0.0.1:5000", "ATCR_BASE_URL", "public URL of the AppView (the links in scan webhook payloads)"
+    )
     backfill_holds: tuple[str, ...] = setting(
         (), "ATCR_BACKFILL_HOLDS", "hold DIDs to list at every backfill, besides the holds records name"
     )
@@ -79,6 +85,7 @@ class JetstreamSettings(NetworkSettings):
         for url in self.jetstream_urls:
             check_url("JETSTREAM_URL", url, schemes=("ws", "wss"))
         check_url("ATCR_RELAY_ENDPOINT", self.relay_endpoint)
+        check_url("ATCR_BASE_URL", self.base_url)
         for url in self.firehose_urls:
             check_url("ATCR_FIREHOSE_URLS", url, schemes=("ws", "wss", "http", "https"))
         for nsid in self.wanted_collections:
