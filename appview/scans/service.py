@@ -200,6 +200,8 @@ class ScanResults:
             if resp.status_code in (401, 403):
                 state = PRIVATE
                 headers = await self._headers(viewer, hold_did)
+                if headers is None:
+                    return None, None  # the viewer's PDS failed: nothing is known, nothing cached
                 if headers:
                     resp = await self._http.request("GET", url, params=params, headers=headers, max_bytes=MAX_DOCUMENT)
                     state = PRIVATE if resp.status_code in (401, 403) else GRANTED
@@ -216,15 +218,16 @@ class ScanResults:
             await self._v.set(_key(owner, "a", f"{hold_did}|{viewer or '-'}"), state, ex=RECORD_TTL)
         return state, None if state == PRIVATE else data
 
-    async def _headers(self, viewer: str | None, hold_did: str) -> dict[str, str]:
-        """The viewer's service token for getBlob; none when anonymous or their PDS will not mint one."""
+    async def _headers(self, viewer: str | None, hold_did: str) -> dict[str, str] | None:
+        """The viewer's service token for getBlob; {} when anonymous or their PDS will not mint one
+        (no session, refused), None when their PDS failed (so a passing outage is not cached)."""
         if viewer is None or self._authorize is None:
             return {}
         try:
             return await self._authorize(viewer, hold_did, NSID_GET_BLOB)
-        except AtcrError as exc:  # no PDS session, or the PDS refused: the viewer cannot prove crew
+        except AtcrError as exc:
             log.info("service token of %s for %s: %s", viewer, hold_did, exc)
-            return {}
+            return None if getattr(exc, "status", 0) >= 500 else {}
 
     async def referrers(
         self, did: str, repository: str, hold_did: str, subject: dict[str, Any], artifact_type: str | None,

@@ -16,7 +16,7 @@ import fakeredis
 import httpx
 import pytest
 
-from appview.holds.client import HoldError
+from appview.holds.client import HoldError, HoldUnavailable
 from appview.scans.service import REPORT_TYPE, SBOM_TYPE, ScanResults
 from appview.web.scanview import badges, sbom_document, scan_view
 from atcr.http import SafeHttpClient, SsrfPolicy
@@ -29,6 +29,7 @@ OWNER = "did:plc:owner"
 CREW = "did:plc:crewmate"
 STRANGER = "did:plc:stranger"
 NO_SESSION = "did:plc:nosession"
+PDS_DOWN = "did:plc:pdsdown"
 SUBJECT = "sha256:" + "a" * 64
 SBOM = json.dumps({"spdxVersion": "SPDX-2.3", "packages": [{"SPDXID": "p1", "name": "lodash", "versionInfo": "1"}]})
 REPORT = json.dumps({"vulnerabilities": [{"id": "CVE-1", "severity": "High",
@@ -73,6 +74,8 @@ async def mint(user: str, hold: str, lxm: str) -> dict[str, str]:
     assert hold == HOLD and lxm == "com.atproto.sync.getBlob"
     if user == NO_SESSION:
         raise HoldError(401, "SessionMissing", "no session with your PDS")
+    if user == PDS_DOWN:
+        raise HoldUnavailable(503, "PdsUnavailable", "your PDS is unreachable")
     return {"Authorization": f"Bearer {user}"}
 
 
@@ -128,6 +131,9 @@ async def test_access_verdicts_are_cached_per_viewer_and_a_failing_hold_caches_n
     assert await scans.access(OWNER, HOLD, hold.record, STRANGER) == "private"
     assert hold.calls[STRANGER] == asked
     assert await scans.access(OWNER, HOLD, hold.record, OWNER) == "granted"
+    assert await scans.access(OWNER, HOLD, hold.record, NO_SESSION) == "private"
+    assert await scans.access(OWNER, HOLD, hold.record, PDS_DOWN) is None  # unknown, and not cached
+    assert [k async for k in valkey.scan_iter(match=f"*{PDS_DOWN}*")] == []
 
     hold.failing = True
     other, valkey2 = results(hold)
