@@ -52,6 +52,7 @@ PUBLIC: Final = "public"  # the hold serves the documents to anyone
 GRANTED: Final = "granted"  # the hold serves them to this viewer's service token
 PRIVATE: Final = "private"  # the hold refuses this viewer (anonymous, or not crew)
 Access = Literal["public", "granted", "private"]
+_VERDICTS: Final[dict[str, Access]] = {PUBLIC: PUBLIC, GRANTED: GRANTED, PRIVATE: PRIVATE}
 # (user DID, hold DID, lxm) -> the Authorization header of a service token minted for that user.
 Authorizer = Callable[[str, str, str], Awaitable[dict[str, str]]]
 DOCUMENTS: Final = (("sbomBlob", SBOM_TYPE, "sbom.spdx.json"), ("vulnReportBlob", REPORT_TYPE, "vulnerabilities.json"))
@@ -180,9 +181,9 @@ class ScanResults:
         for who in ("*", viewer or "-"):
             cached = await self._v.get(_key(owner, "a", f"{hold_did}|{who}"))
             if cached is not None:
-                known = _text(cached)
-                if known in (PUBLIC, GRANTED, PRIVATE):
-                    return known  # type: ignore[return-value]
+                known = _VERDICTS.get(_text(cached))
+                if known is not None:
+                    return known
         state, _ = await self._fetch(owner, hold_did, probe, viewer)
         return state
 
