@@ -149,7 +149,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
     )
     from appview.scans import ScanResults
 
-    scans = ScanResults(valkey, rt.http, holds.endpoint)
+    scans = ScanResults(valkey, rt.http, holds.endpoint, holds.service_headers)
     oci = OciApi(
         registry,
         Auth(realm=f"{settings.base_url}/auth/token", service=settings.service, tokens=tokens),

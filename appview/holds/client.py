@@ -241,6 +241,11 @@ class HoldClient:
             raise HoldError(401, "SessionMissing", "no session with your PDS: run docker login again")
         return {"Authorization": f"Bearer {token}"}
 
+    async def service_headers(self, user_did: str, hold_did: str, lxm: str) -> dict[str, str]:
+        """The Authorization header of a fresh service token of `user_did`'s, for a call made
+        outside this client (appview/scans fetches documents with its own bounded reads)."""
+        return await self._token(user_did, hold_did, lxm, mint_next=False)
+
     async def _call(
         self,
         method: str,

@@ -346,7 +346,7 @@ class OciApi:
         except ManifestUnknown:
             served = await proof_manifest(self.provenance, repo, ref, head=head)
             if served is None:
-                served = await scan_manifest(self.scans, repo, ref, head=head)
+                served = await scan_manifest(self.scans, repo, ref, head=head, viewer=claims.subject or None)
             if served is None:
                 raise
             return served
@@ -423,7 +423,7 @@ class OciApi:
                     # Never for a push's "do you have it?": the blob must then go to the hold.
                     served = None if pushing else await proof_blob(self.provenance, repo, digest, head=True)
                     if served is None and not pushing:
-                        served = await scan_blob(self.scans, repo, digest, head=True)
+                        served = await scan_blob(self.scans, repo, digest, head=True, viewer=claims.subject or None)
                     if served is not None:
                         return served
                     raise BlobUnknown(detail={"digest": digest})
@@ -435,7 +435,7 @@ class OciApi:
             except BlobUnknown:
                 served = await proof_blob(self.provenance, repo, digest, head=False)
                 if served is None:
-                    served = await scan_blob(self.scans, repo, digest, head=False)
+                    served = await scan_blob(self.scans, repo, digest, head=False, viewer=claims.subject or None)
                 if served is None:
                     raise
                 return served
@@ -581,12 +581,14 @@ class OciApi:
         return Response({"name": name, "tags": tags}, status_code=200, headers=headers)
 
     async def referrers(self, request: Request[Any, Any, State], name: str, digest: str) -> Response[Any]:
-        _require(request, self.auth, name, "pull")
+        claims = _require(request, self.auth, name, "pull")
         repo = await self.registry.resolve(name)
         artifact_type = request.query_params.get("artifactType")
         manifests = await self.registry.referrers(repo, digest, artifact_type)
         manifests += await proof_referrers(self.provenance, self.registry, repo, digest, artifact_type)
-        manifests += await scan_referrers(self.scans, self.registry, repo, digest, artifact_type)
+        manifests += await scan_referrers(
+            self.scans, self.registry, repo, digest, artifact_type, claims.subject or None
+        )
         headers = dict(API_VERSION)
         if artifact_type:
             headers["OCI-Filters-Applied"] = "artifactType"

@@ -1,4 +1,8 @@
-"""Where the OCI API meets scan results (appview/oci/routes.py only calls these three)."""
+"""Where the OCI API meets scan results (appview/oci/routes.py only calls these three).
+
+`viewer` is the pulling user (the registry token's subject, None when anonymous): a private
+hold's documents are listed and served only when the hold lets that user read them.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ _HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 
 async def scan_referrers(
-    scans: ScanResults | None, registry: Registry, repo: RepoRef, digest: str, artifact_type: str | None
+    scans: ScanResults | None, registry: Registry, repo: RepoRef, digest: str, artifact_type: str | None,
+    viewer: str | None = None,
 ) -> list[dict[str, Any]]:
     if scans is None:
         return []
@@ -34,28 +39,30 @@ async def scan_referrers(
         return []
     subject = {"mediaType": entry.media_type or OCI_MANIFEST, "digest": entry.digest, "size": len(entry.raw)}
     try:
-        return await scans.referrers(repo.did, repo.repository, entry.hold_did, subject, artifact_type)
+        return await scans.referrers(repo.did, repo.repository, entry.hold_did, subject, artifact_type, viewer)
     except (AtcrError, OSError) as exc:
         log.warning("scan referrers of %s@%s: %s", repo.name, digest, exc)
         return []
 
 
 async def scan_manifest(
-    scans: ScanResults | None, repo: RepoRef, reference: str, *, head: bool
+    scans: ScanResults | None, repo: RepoRef, reference: str, *, head: bool, viewer: str | None = None
 ) -> Response[Any] | None:
     if scans is None or not reference.startswith("sha256:"):
         return None
-    raw = await scans.manifest(repo.did, reference)
+    raw = await scans.manifest(repo.did, reference, viewer)
     if raw is None:
         return None
     headers = {**_HEADERS, "Docker-Content-Digest": reference, "Content-Length": str(len(raw))}
     return Response(b"" if head else raw, status_code=200, headers=headers, media_type=OCI_MANIFEST)
 
 
-async def scan_blob(scans: ScanResults | None, repo: RepoRef, digest: str, *, head: bool) -> Response[Any] | None:
+async def scan_blob(
+    scans: ScanResults | None, repo: RepoRef, digest: str, *, head: bool, viewer: str | None = None
+) -> Response[Any] | None:
     if scans is None or not digest.startswith("sha256:"):
         return None
-    data = await scans.blob(repo.did, digest)
+    data = await scans.blob(repo.did, digest, viewer)
     if data is None:
         return None
     headers = {**_HEADERS, "Docker-Content-Digest": digest, "Content-Length": str(len(data))}

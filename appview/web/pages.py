@@ -316,12 +316,14 @@ class WebUi:
             manifest = await self.ui.manifest(where.owner, where.repository, where.digest, viewer)
             hold_did = manifest.hold.did if manifest.hold is not None else None
             if request.query_params.get("download") == "sbom":
-                return await self._sbom_download(manifest.owner.did, manifest.repository, manifest.digest, hold_did)
+                return await self._sbom_download(manifest.owner.did, manifest.repository, manifest.digest, hold_did,
+                                                 viewer.did if viewer else None)
             published = await self.provenance.badge(manifest.owner.did, manifest.repository, manifest.digest) \
                 if self.provenance is not None else None
             scan = await scan_view(
                 self.scans, manifest.owner.did, manifest.repository, manifest.digest, hold_did,
                 sort=request.query_params.get("sort", "severity"), package_filter=request.query_params.get("pkg", ""),
+                viewer=viewer.did if viewer else None,
             )
             signed = await signature_infos(self.signatures, self.ui.loader, manifest.owner.did, manifest.repository,
                                            manifest.referrers)
@@ -330,7 +332,7 @@ class WebUi:
         if where.action is None:
             page = await self.ui.repo(where.owner, where.repository, viewer)
             scan_badges = await badges(self.scans, page.owner.did, page.repository,
-                                       [(t.digest, t.hold_did) for t in page.tags])
+                                       [(t.digest, t.hold_did) for t in page.tags], viewer.did if viewer else None)
             return self.render(request, "repo.html", session, page=page, scan_badges=scan_badges,
                                message=_message(request.query_params.get("done")))
         if where.action not in ("edit", "delete", "rules"):
@@ -354,8 +356,9 @@ class WebUi:
             raise BadInput("Name the tag or the manifest to delete.")
         return self.render(request, "confirm_delete.html", session, page=page, tag=tag, digest=digest)
 
-    async def _sbom_download(self, did: str, repository: str, digest: str, hold_did: str | None) -> Response[Any]:
-        doc = await sbom_document(self.scans, did, repository, digest, hold_did)
+    async def _sbom_download(self, did: str, repository: str, digest: str, hold_did: str | None,
+                             viewer: str | None) -> Response[Any]:
+        doc = await sbom_document(self.scans, did, repository, digest, hold_did, viewer)
         if doc is None:
             raise PageNotFound("This manifest has no SBOM (it was not scanned, or its hold did not answer).")
         name = f"{repository.replace('/', '_')}-{digest.removeprefix('sha256:')[:12]}.spdx.json"

@@ -2,9 +2,12 @@
 
 Everything here comes from the hold: its `io.atcr.hold.scan` record (counts), its
 `getScanStatus` (queued / scanning / failed before a first record), and the record's two
-documents. Reports in our schema (docs/scanning.md) and Grype's (`matches[]`, what ATCR's
-scanner writes) are both read, so records of foreign scanners show too. Waits are bounded
-(a hung hold costs a page a second, then shows "not scanned").
+documents. On a private hold the documents (and so the counts too) are shown only to a viewer
+the hold lets read them (its captain and crew, proven by the signed-in viewer's service
+token); everyone else sees the "private" state, not "not scanned". Reports in our schema
+(docs/scanning.md) and Grype's (`matches[]`, what ATCR's scanner writes) are both read, so
+records of foreign scanners show too. Waits are bounded (a hung hold costs a page a second,
+then shows "not scanned").
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ async def _bounded(call: Awaitable[T], default: T) -> T:
 
 @dataclass(frozen=True)
 class Badge:
-    state: str  # done | scanning | failed | none
+    state: str  # done | scanning | failed | none | private (results exist; the hold's crew only)
     critical: int = 0
     high: int = 0
     medium: int = 0
@@ -147,24 +150,30 @@ def packages_of(sbom: Any) -> list[SbomPackage]:
 
 
 async def badges(
-    scans: ScanResults | None, did: str, repository: str, items: Sequence[tuple[str, str | None]]
+    scans: ScanResults | None, did: str, repository: str, items: Sequence[tuple[str, str | None]],
+    viewer: str | None = None,
 ) -> dict[str, Badge]:
     """Badges for (digest, hold DID) pairs, from the (cached) records; a missing record has none."""
     if scans is None:
         return {}
     wanted = {d: h for d, h in items if h}
-
-    async def one(digest: str, hold: str) -> tuple[str, Badge | None]:
-        record = await _bounded(scans.record(hold, did, repository, digest), None)
-        return digest, badge_of(record, None) if record is not None else None
-
-    found = await asyncio.gather(*(one(d, h) for d, h in list(wanted.items())[:50]))
-    return {d: b for d, b in found if b is not None}
+    pairs = list(wanted.items())[:50]
+    records = await asyncio.gather(*(_bounded(scans.record(h, did, repository, d), None) for d, h in pairs))
+    # Access is per hold and viewer: asked once per hold, with any of its records.
+    probes = {h: r for (_, h), r in zip(pairs, records, strict=True) if r is not None}
+    holds = list(probes)
+    verdicts = await asyncio.gather(*(_bounded(scans.access(did, h, probes[h], viewer), None) for h in holds))
+    allowed = dict(zip(holds, verdicts, strict=True))
+    out = {}
+    for (digest, hold), record in zip(pairs, records, strict=True):
+        if record is not None:
+            out[digest] = Badge("private") if allowed.get(hold) == "private" else badge_of(record, None)
+    return out
 
 
 async def scan_view(
     scans: ScanResults | None, did: str, repository: str, digest: str, hold_did: str | None, *,
-    sort: str = "severity", package_filter: str = "",
+    sort: str = "severity", package_filter: str = "", viewer: str | None = None,
 ) -> ScanView | None:
     if scans is None or not hold_did:
         return None
@@ -181,11 +190,13 @@ async def scan_view(
         view.error = error
     if record is None:
         return view
+    if await _bounded(scans.access(did, hold_did, record, viewer), None) == "private":
+        return ScanView(Badge("private"), sort=view.sort, package_filter=view.package_filter)
     view.scanned_at = str(record.get("scannedAt") or "") or None
     view.scanner = str(record.get("scannerVersion") or "") or None
     report, sbom = await asyncio.gather(
-        _bounded(scans.document(hold_did, record, "vulnReportBlob"), None),
-        _bounded(scans.document(hold_did, record, "sbomBlob"), None),
+        _bounded(scans.document(hold_did, record, "vulnReportBlob", viewer), None),
+        _bounded(scans.document(hold_did, record, "sbomBlob", viewer), None),
     )
     view.findings = sort_findings(findings_of(report), view.sort)
     packages = packages_of(sbom)
@@ -197,10 +208,10 @@ async def scan_view(
 
 
 async def sbom_document(scans: ScanResults | None, did: str, repository: str, digest: str,
-                        hold_did: str | None) -> Any:
+                        hold_did: str | None, viewer: str | None = None) -> Any:
     if scans is None or not hold_did:
         return None
     record = await _bounded(scans.record(hold_did, did, repository, digest), None)
     if record is None:
         return None
-    return await _bounded(scans.document(hold_did, record, "sbomBlob"), None)
+    return await _bounded(scans.document(hold_did, record, "sbomBlob", viewer), None)
