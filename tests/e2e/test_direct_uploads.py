@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
 
 
-def seeded(seed: int, size: int) -> bytes:
+def seeded(seed: int | str, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
@@ -46,7 +46,9 @@ async def test_skopeo_and_oras_push_straight_to_the_hold(
     tmp_path: Path, direct_stack: RegistryStack, pusher: Pusher
 ) -> None:
     layout = Layout(tmp_path / "src")
-    layers = [layout.add_blob(seeded(1, 7 * MiB + 3)), layout.add_blob(seeded(2, 300_000))]
+    # Bytes no other test of the session pushed to the shared hold (a blob the hold has already
+    # answers the HEAD and is never uploaded): seeded by this session's account.
+    layers = [layout.add_blob(seeded(f"{pusher.did}/1", 7 * MiB + 3)), layout.add_blob(seeded(f"{pusher.did}/2", 300_000))]
     desc = layout.image(layers=layers)
     layout.tag(desc, "v1")
     async with CountingProxy(direct_stack.url) as proxy:

@@ -258,6 +258,9 @@ def reliability_stack(work: Path, network: TestNetwork, s3: S3Endpoint) -> Itera
                 "ATCR_SECRET_KEY_PATH": str(shared / "session-secret.key"),
                 "ATCR_OAUTH_KEY_PATH": str(shared / "oauth-client.pem"),
                 "ATCR_RATE_LIMIT_ADDRESS": "0",  # every test request comes from 127.0.0.1
+                # These tests put faults and replicas on the AppView's proxied upload path; the
+                # direct path (bytes to the hold) has its own (tests/e2e/test_direct_uploads.py).
+                "ATCR_DIRECT_UPLOADS": "off",
                 "ATCR_BCRYPT_ROUNDS": "4",
                 "ATCR_DEVICE_POLL_INTERVAL": "1",
                 # Entries go stale after 2 s, so "served while the PDS is down" means served stale.
