@@ -30,6 +30,28 @@ SENTINEL_SCHEMES = ("valkey+sentinel://", "redis+sentinel://")
 CLUSTER_SCHEMES = ("valkey+cluster://", "redis+cluster://", "valkeys+cluster://", "rediss+cluster://")
 
 
+def _split_auth(rest: str) -> tuple[str | None, str | None, str]:
+    """``[user][:password]@`` off the front of a URL's rest: (username, password, the rest)."""
+    auth, at, rest = rest.rpartition("@")
+    if not at:
+        return None, None, rest
+    user, colon, secret = auth.partition(":")
+    return (unquote(user) or None), (unquote(secret) if colon else None), rest
+
+
+def _addresses(hosts: str, default_port: int, what: str) -> list[tuple[str, int]]:
+    """``host[:port][,host[:port]...]`` as (host, port) pairs; brackets off IPv6 hosts."""
+    out = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), str(default_port)
+        if not host or not port.isdigit():
+            raise ConfigError(f"VALKEY_URL: bad {what} {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
 @dataclass(frozen=True)
 class SentinelUrl:
     """``valkey+sentinel://[[user]:password@]host[:port][,host[:port]...]/<service>[/<db>]``.
@@ -48,20 +70,9 @@ class SentinelUrl:
         scheme, sep, rest = url.partition("://")
         if not sep or f"{scheme}://" not in SENTINEL_SCHEMES:
             raise ConfigError(f"not a Sentinel URL: {scheme}://")
-        auth, at, rest = rest.rpartition("@")
-        username = password = None
-        if at:
-            user, colon, secret = auth.partition(":")
-            username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+        username, password, rest = _split_auth(rest)
         hosts, _, path = rest.partition("/")
-        sentinels = []
-        for item in hosts.split(","):
-            host, colon, port = item.strip().rpartition(":")
-            if not colon:
-                host, port = item.strip(), "26379"
-            if not host or not port.isdigit():
-                raise ConfigError(f"VALKEY_URL: bad Sentinel address {item!r}")
-            sentinels.append((host.strip("[]"), int(port)))
+        sentinels = _addresses(hosts, 26379, "Sentinel address")
         service, _, db = path.strip("/").partition("/")
         if not service:
             raise ConfigError("VALKEY_URL: a Sentinel URL names the monitored service: .../<service>[/<db>]")
@@ -90,22 +101,11 @@ class ClusterUrl:
         if not sep or f"{scheme}://" not in CLUSTER_SCHEMES:
             raise ConfigError(f"not a cluster URL: {scheme}://")
         rest, _, query = rest.partition("?")
-        auth, at, rest = rest.rpartition("@")
-        username = password = None
-        if at:
-            user, colon, secret = auth.partition(":")
-            username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+        username, password, rest = _split_auth(rest)
         hosts, _, path = rest.partition("/")
         if path.strip("/") not in ("", "0"):
             raise ConfigError("VALKEY_URL: a cluster has only database 0")
-        nodes = []
-        for item in hosts.split(","):
-            host, colon, port = item.strip().rpartition(":")
-            if not colon:
-                host, port = item.strip(), "6379"
-            if not host or not port.isdigit():
-                raise ConfigError(f"VALKEY_URL: bad cluster node address {item!r}")
-            nodes.append((host.strip("[]"), int(port)))
+        nodes = _addresses(hosts, 6379, "cluster node address")
         params = parse_qs(query)
         unknown = set(params) - {"ssl_ca_certs"}
         if unknown:

@@ -1204,17 +1204,22 @@ class Registry:
         except HoldUnavailable as exc:
             raise Unavailable(_unavailable_message(exc), headers={"Retry-After": "10"}) from None
         except HoldError as exc:
-            if exc.error == "SessionMissing":
-                raise Unauthorized(exc.message) from None
-            if exc.status in (401, 403) and "quota" not in exc.error.lower():
-                raise Denied(await self._refusal(hold)) from None
-            if exc.status in (401, 403, 413):
-                raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
+            await self._raise_refusal(exc, hold)
             if exc.status == 429:
                 raise TooManyRequests(exc.message or "too many open uploads", headers={"Retry-After": "60"}) from None
             # A hold that advertised direct uploads but refuses this one: the proxied path still works.
             log.warning("hold %s refused a direct upload (%s); proxying it", hold, exc)
             return None
+
+    async def _raise_refusal(self, exc: HoldError, hold_did: str) -> None:
+        """The client's error for a hold that refused an upload for who the user is or for its
+        quota (a missing session, not crew, over quota, too large); returns for anything else."""
+        if exc.error == "SessionMissing":
+            raise Unauthorized(exc.message) from None
+        if exc.status in (401, 403) and "quota" not in exc.error.lower():
+            raise Denied(await self._refusal(hold_did)) from None
+        if exc.status in (401, 403, 413):
+            raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
 
     async def mount(self, ref: RepoRef, user_did: str, digest: str) -> bool:
         """Cross-repository mount: true when the blob is already on the user's hold."""
@@ -1295,12 +1300,7 @@ class Registry:
         except HoldUnavailable as exc:
             raise Unavailable(_unavailable_message(exc), headers={"Retry-After": "10"}) from None
         except HoldError as exc:
-            if exc.error == "SessionMissing":
-                raise Unauthorized(exc.message) from None
-            if exc.status in (401, 403) and "quota" not in exc.error.lower():
-                raise Denied(await self._refusal(session.hold_did)) from None
-            if exc.status in (401, 403, 413):
-                raise Denied(f"your hold refused the upload: {exc.message or exc.error}") from None
+            await self._raise_refusal(exc, session.hold_did)
             raise BlobUploadInvalid(f"hold refused the upload: {exc.error}") from None
         session.parts.append({"partNumber": number, "etag": etag})
         # The buffered tail went into this part (or the ones before it): the durable state is now
