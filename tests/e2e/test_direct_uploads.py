@@ -59,7 +59,9 @@ async def test_skopeo_and_oras_push_straight_to_the_hold(
             f"oci:{layout.root}:v1", f"docker://{host}/{pusher.handle}/direct:v1",
         )
         posts = [r for r in proxy.requests if r[0] == "POST" and r[1].endswith("/blobs/uploads/")]
-        assert len(posts) == 3, proxy.requests  # config and two layers: each started here ...
+        # The two layers are started here (and the config, unless an earlier test already put
+        # those bytes, the same in every Layout image, on the shared hold: then its HEAD answers) ...
+        assert len(posts) in (2, 3), proxy.requests
         assert not [r for r in proxy.requests if r[0] in ("PATCH", "PUT") and "/blobs/uploads/" in r[1]]
         assert upload_bytes_at_appview(proxy) == []  # ... and sent elsewhere
         manifest_puts = [r for r in proxy.requests if r[0] == "PUT" and "/manifests/" in r[1]]
