@@ -215,6 +215,7 @@ def create_app(settings: AppViewSettings, runtime: Runtime | None = None) -> Lit
         try:
             yield
         finally:
+            await registry.drain()  # a re-tag's record check and hold notification, under way
             await schedule.stop()
             await webhooks.aclose()
             await pulls.stop()  # the last flush: the hold is still up when the AppView stops first

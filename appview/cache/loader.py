@@ -696,11 +696,15 @@ class Loader:
         refreshing anything: a push's hint of what it may not need to write (it checks at the
         PDS before relying on it). (None, None) when Valkey cannot say."""
         try:
-            entry, _, _ = await read.read_manifest(self._v, did, repository, digest)
-            tags, _ = await read.read_tags(self._v, did, repository) if tag is not None else ({}, None)
+            if tag is None:
+                entry, _, _ = await read.read_manifest(self._v, did, repository, digest)
+                return entry, None
+            (entry, _, _), (tags, _) = await asyncio.gather(
+                read.read_manifest(self._v, did, repository, digest), read.read_tags(self._v, did, repository)
+            )
         except ValkeyError:
             return None, None
-        return entry, tags.get(tag) if tag is not None else None
+        return entry, tags.get(tag)
 
     async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]:
         """Every rkey known to hold `digest` in `repository` (for deletes; empty when unknown)."""

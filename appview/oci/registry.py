@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -138,6 +139,9 @@ class PutResult:
     subject: str | None
     tags: tuple[str, ...] = ()
     """Every tag the push pointed at the manifest (the reference's, then the `tag` query's)."""
+    after: Callable[[], Awaitable[None]] | None = None
+    """Work to run once the answer is sent (a re-tag's record check and hold notification):
+    the HTTP layer runs it after the response, so it does not compete with the answer."""
 
 
 RECORD_BUDGET = 256 * 1024
@@ -355,6 +359,7 @@ class Registry:
         self.default_hold_did = default_hold_did
         self.retention_schedule: RetentionSchedule | None = None  # set by the app (appview/policy/schedule.py)
         self.events: WebhookEvents | None = None  # set by the app: webhook events (appview/webhooks/)
+        self._background: set[asyncio.Future[None]] = set()  # work after an answer (`_spawn`)
 
     # --- names --------------------------------------------------------------------------------
 
@@ -413,8 +418,7 @@ class Registry:
         if wanted is not None and manifest.digest != str(wanted):
             raise DigestInvalid("manifest digest does not match the reference", detail={"digest": manifest.digest})
 
-        hold_did = await self.push_hold(user_did)
-        client = await self._pds(user_did)
+        hold_did, client = await asyncio.gather(self.push_hold(user_did), self._pds(user_did))
         # Retention runs after a tagged push by the owner; its rules are read meanwhile.
         rules = (
             asyncio.ensure_future(self._retention_rules(client, ref))
@@ -530,12 +534,15 @@ class Registry:
         hold_did: str,
         rkey: str,
     ) -> PutResult:
-        """A push of a manifest the repository already holds: one write per tag.
+        """A push of a manifest the repository already holds: one PDS write per tag.
 
-        The manifest record the read model names is checked at the PDS while the tags are
-        written, not before, so a re-tag costs one PDS write per tag. Should the check find the
-        record gone or changed (deleted behind the model's back), the record is written again
-        the slow way and the tags re-pointed before the push is answered.
+        The read model says this repository's record at `rkey` holds exactly this manifest, and
+        the blobs are on the push hold (the reference check). The tags are written and the push
+        answered; the record itself is checked at the PDS right after (`_after_retag`), not
+        before nor beside the tag write: a read racing the write on the PDS slowed the write by
+        more than the read cost. Should the check find the record gone or changed (deleted
+        behind the model's back, which the Jetstream consumer reports within a second), the
+        record is written again and the tags re-pointed then. docs/records.md has the rule.
         """
         await self._check_references(ref, user_did, manifest, hold_did)
         digest = manifest.digest
@@ -555,41 +562,62 @@ class Registry:
         }
         try:
             await self._check_tag_moves(client, ref, digest, first_reads)
-        except BaseException:
-            for read in first_reads.values():
-                read.cancel()
-            await asyncio.gather(*first_reads.values(), return_exceptions=True)
-            raise
-        check = asyncio.ensure_future(self._read_slot(client, ref.did, rkey))
-        write = asyncio.ensure_future(self._write_tags(client, ref, digest, rkey, first_reads))
-        pending: list[asyncio.Future[Any]] = [check, write, *first_reads.values()]
-        try:
-            with _pds_errors():
-                slot = await check
-            replaced = await write
+            replaced = await self._write_tags(client, ref, digest, rkey, first_reads)
         finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
-        if slot is not None and _holds(slot[1], ref.repository, digest) and _same_record(
-            slot[1], fit_record(wanted), len(raw)
-        ):
-            await self.model.wrote_record(ref.did, MANIFEST_COLLECTION, rkey, slot[1], cid=slot[0], raw_manifest=raw)
-        else:
-            log.info("re-tag of %s in %s: record %s was gone or changed; writing it again", digest, ref.name, rkey)
-            with _pds_errors():
-                slots = await self._read_slots(client, ref, digest, [])
-                written = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), None)
-            if written != rkey:
-                again = {t: self._read_tag(client, ref.did, tag_rkey(ref.repository, t)) for t in tags}
-                await self._write_tags(client, ref, digest, written, again)
-                rkey = written
-        asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tags[0], rkey))  # noqa: RUF006
+            for read in first_reads.values():
+                read.cancel()  # no-op once done
+            await asyncio.gather(*first_reads.values(), return_exceptions=True)
         await self._remove_replaced(ref, user_did, client, digest, replaced)
         return PutResult(
-            digest=digest, subject=manifest.subject.digest if manifest.subject else None, tags=tuple(tags)
+            digest=digest,
+            subject=manifest.subject.digest if manifest.subject else None,
+            tags=tuple(tags),
+            after=functools.partial(self._after_retag, ref, user_did, client, raw, manifest, hold_did, rkey, tags),
         )
+
+    async def _after_retag(
+        self,
+        ref: RepoRef,
+        user_did: str,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        hold_did: str,
+        rkey: str,
+        tags: list[str],
+    ) -> None:
+        """What a re-tag leaves until after its answer: the manifest record checked at the PDS
+        (rewritten, and the tags re-pointed, if it is gone or changed), then notifyManifest."""
+        digest = manifest.digest
+        try:
+            slot = await self._read_slot(client, ref.did, rkey)
+            wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
+            if slot is None or not (
+                _holds(slot[1], ref.repository, digest) and _same_record(slot[1], fit_record(wanted), len(raw))
+            ):
+                log.warning("re-tag of %s in %s: record %s was gone or changed; writing it again",
+                            digest, ref.name, rkey)
+                slots = await self._read_slots(client, ref, digest, [])
+                written = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), None)
+                if written != rkey:
+                    again = {t: self._read_tag(client, ref.did, tag_rkey(ref.repository, t)) for t in tags}
+                    await self._write_tags(client, ref, digest, written, again)
+                    rkey = written
+        except Exception as exc:  # after the answer: nobody to raise to
+            # The tags point at the record the model showed; the next push of the image checks again.
+            log.warning("re-tag of %s in %s: its manifest record could not be checked: %s", digest, ref.name, exc)
+        await self._notify_push(ref, user_did, hold_did, manifest, tags[0], rkey)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Run `work` after the answer; kept referenced until done (the loop holds tasks weakly)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Let work started after an answer finish (on shutdown), for at most `timeout` seconds."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
 
     @staticmethod
     async def _read_slot(client: XrpcClient, did: str, rkey: str) -> tuple[str, dict[str, Any]] | None:
@@ -635,7 +663,7 @@ class Registry:
         with _pds_errors():
             rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
         if rkey != planned:  # another push took the planned key meanwhile: the layers follow the record
-            asyncio.create_task(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))  # noqa: RUF006
+            self._spawn(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))
         replaced = await self._write_tags(client, ref, manifest.digest, rkey, tag_reads) if tag_reads else []
         await self._remove_replaced(ref, user_did, client, manifest.digest, replaced)
         return PutResult(

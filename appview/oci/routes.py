@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from litestar import Request, Response, route
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.enums import HttpMethod
 from litestar.response.base import ASGIResponse
@@ -385,11 +386,12 @@ class OciApi:
         }
         if result.subject:
             headers["OCI-Subject"] = result.subject
+        after = BackgroundTask(result.after) if result.after is not None else None
         if not tags:
-            return Response(b"", status_code=201, headers=headers)
+            return Response(b"", status_code=201, headers=headers, background=after)
         # One OCI-Tag header per tag applied, as the spec asks (RFC 9110 field lines).
         return RepeatedHeaders(
-            b"", status_code=201, headers=headers, repeated=[("OCI-Tag", t) for t in result.tags]
+            b"", status_code=201, headers=headers, repeated=[("OCI-Tag", t) for t in result.tags], background=after
         )
 
     async def delete_manifest(self, request: Request[Any, Any, State], name: str, ref: str) -> Response[Any]:

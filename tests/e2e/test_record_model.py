@@ -170,6 +170,32 @@ def test_retag_keeps_the_manifest_record(registry: Registry, registry_stack: Reg
     assert sorted(registry.tags("retag").json()["tags"]) == ["a", "b"]
 
 
+def test_a_retag_writes_again_a_record_deleted_behind_the_model(
+    registry: Registry, registry_stack: RegistryStack, pusher: Pusher
+) -> None:
+    """A re-tag answers once its tag is written, trusting the read model's record, and checks
+    that record at the PDS right after. One another client deleted (no Jetstream consumer runs
+    here, so the model still shows it) is written again, and both tags pull."""
+    raw = image(40)
+    d = digest_of(raw)
+    assert registry.put("healed", "a", raw).status_code == 201
+    pds = httpx.Client(base_url=registry_stack.network.pds_url, headers=pusher.account.auth_headers, timeout=30)
+    with pds:
+        where = {"repo": pusher.did, "collection": keys.MANIFEST, "rkey": keys.manifest_rkey(d)}
+        assert pds.post("/xrpc/com.atproto.repo.deleteRecord", json=where).status_code == 200
+        assert pds.get("/xrpc/com.atproto.repo.getRecord", params=where).status_code == 400
+        assert registry.put("healed", "b", raw).status_code == 201
+        deadline = time.monotonic() + 30
+        while (found := pds.get("/xrpc/com.atproto.repo.getRecord", params=where)).status_code != 200:
+            assert time.monotonic() < deadline, f"the record was not written again: {found.text}"
+            time.sleep(0.05)
+        assert found.json()["value"]["repository"] == "healed" and found.json()["value"]["digest"] == d
+    registry.forget_tokens()
+    for ref in ("a", "b", d):
+        r = registry.get("healed", ref)
+        assert r.status_code == 200 and r.content == raw, (ref, r.text)
+
+
 def test_records_written_the_old_way_serve_both_tags(
     registry: Registry, registry_stack: RegistryStack, pusher: Pusher
 ) -> None:
