@@ -119,6 +119,12 @@ class AppViewSettings(NetworkSettings):
         3600.0, "ATCR_CACHE_MAX_STALE", "seconds a stale entry may still be served while its PDS is failing"
     )
     cache_negative_ttl: float = setting(30.0, "ATCR_CACHE_NEGATIVE_TTL", "seconds an unknown name is remembered")
+    cache_blob_hint_ttl: float = setting(
+        3600.0,
+        "ATCR_CACHE_BLOB_HINT_TTL",
+        "seconds the owner's HEAD before an upload trusts that a blob a manifest named is on its hold "
+        "(0: always ask the hold); keep it below the holds' HOLD_GC_GRACE",
+    )
     cache_upstream_timeout: float = setting(
         5.0, "ATCR_CACHE_UPSTREAM_TIMEOUT", "seconds a cache miss waits on a PDS before failing fast"
     )
@@ -241,6 +247,7 @@ class AppViewSettings(NetworkSettings):
             ("ATCR_CACHE_FRESH_TTL", self.cache_fresh_ttl),
             ("ATCR_CACHE_MAX_STALE", self.cache_max_stale),
             ("ATCR_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
+            ("ATCR_CACHE_BLOB_HINT_TTL", self.cache_blob_hint_ttl),
             ("ATCR_CACHE_UPSTREAM_TIMEOUT", self.cache_upstream_timeout),
             ("ATCR_HOLD_TIMEOUT", self.hold_timeout),
             ("ATCR_HOLD_DOWN_SECONDS", self.hold_down_seconds),

@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -97,6 +97,7 @@ class LoaderConfig:
     direct_ttl: float = 5.0
     valkey_retry: float = 2.0
     near_ttl: float = 2.0
+    blob_hint_ttl: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: object) -> LoaderConfig:
@@ -712,6 +713,27 @@ class Loader:
             return await read.read_manifest_rkeys(self._v, did, repository, digest)
         except ValkeyError:
             return []
+
+    async def blob_hint(self, did: str, digest: str) -> tuple[str, int] | None:
+        """(hold DID, size) of a blob a manifest of the account named when it was last applied
+        from the PDS or written, no longer than `blob_hint_ttl` ago (`keys.blob_hints`); None
+        when none did, or Valkey cannot say."""
+        if self.config.blob_hint_ttl <= 0:
+            return None
+        try:
+            raw: Any = await done(self._v.hget(keys.blob_hints(did), digest))  # bytes: no decoding client
+        except ValkeyError:
+            return None
+        hint = rm_apply.parse_blob_hint(raw)
+        if hint is None or _now_ms() - hint[2] > self.config.blob_hint_ttl * 1000:
+            return None
+        return hint[0], hint[1]
+
+    async def forget_blob_hints(self, did: str, digests: Sequence[str]) -> None:
+        """Drop hints the hold contradicted (a blob it no longer stores)."""
+        if digests:
+            with contextlib.suppress(ValkeyError):
+                await done(self._v.hdel(keys.blob_hints(did), *digests))
 
     async def _with_bytes(self, entry: ManifestEntry) -> ManifestEntry:
         if entry.raw:

@@ -101,6 +101,8 @@ class ReadModel(Protocol):
         self, did: str, repository: str, digest: str, tag: TagEntry | None = None
     ) -> ManifestEntry | None: ...
     async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]: ...
+    async def blob_hint(self, did: str, digest: str) -> tuple[str, int] | None: ...
+    async def forget_blob_hints(self, did: str, digests: Sequence[str]) -> None: ...
     async def peek(
         self, did: str, repository: str, digest: str, tag: str | None
     ) -> tuple[ManifestEntry | None, TagEntry | None]: ...
@@ -242,6 +244,13 @@ def _kept_record(
         return None
     wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at="")
     return entry.rkey if _same_record(entry.record, fit_record(wanted), len(raw)) else None
+
+
+def _record_blobs(record: dict[str, Any]) -> list[str]:
+    """The blob digests (config, layers) a manifest record names."""
+    layers = record.get("layers")
+    descs = [record.get("config"), *(layers if isinstance(layers, list) else [])]
+    return [str(d["digest"]) for d in descs if isinstance(d, dict) and isinstance(d.get("digest"), str)]
 
 
 def _hold_name(hold_did: str) -> str:
@@ -928,12 +937,20 @@ class Registry:
             if exc.status in (401, 403):
                 raise Denied(await self._refusal(hold_did)) from None
             if exc.error == "LayerNotStored":
-                # A blob checked a moment ago is gone from the hold's storage: nothing is written.
+                # A blob checked a moment ago is gone from the hold's storage: nothing is written,
+                # and what said it was there is forgotten, so the client's retry uploads it.
+                await self._forget_blobs(ref, user_did, manifest)
                 raise ManifestBlobUnknown(exc.message or "the manifest names blobs your hold does not store") from None
             # Anything else (an older hold refusing a field, say) must not lose the push.
             log.warning("notifyManifest(push) to %s refused (%s); writing the manifest anyway", hold_did, exc)
         except NetworkError as exc:
             raise Unavailable(f"your hold did not answer the push ({exc}); nothing was written") from None
+
+    async def _forget_blobs(self, ref: RepoRef, user_did: str, manifest: Manifest) -> None:
+        digests = [d.digest for d in manifest.blob_references()]
+        for digest in digests:
+            self._locations.drop((ref.did, ref.repository, digest, user_did))
+        await self.model.forget_blob_hints(ref.did, digests)
 
     def _push_body(self, ref: RepoRef, manifest: Manifest, tag: str | None, rkey: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -1030,6 +1047,8 @@ class Registry:
             except (XrpcError, NetworkError) as exc:
                 raise Unavailable(f"delete failed at your PDS: {exc}") from None
             await self.model.deleted_record(ref.did, MANIFEST_COLLECTION, rkey, rev=_rev(out))
+            # Its blobs may soon be the GC's to delete: HEADs before an upload ask the hold again.
+            await self.model.forget_blob_hints(ref.did, _record_blobs(slot[1]))
 
     async def _delete(self, client: XrpcClient, did: str, collection: str, rkey: str) -> None:
         try:
@@ -1127,14 +1146,21 @@ class Registry:
         except InvalidDigest:
             raise DigestInvalid(detail={"digest": digest[:200]}) from None
         key = (ref.did, ref.repository, digest, user_did or "")
-        # The HEAD a client sends before uploading is always asked of the hold: a remembered
-        # yes for a blob the hold's GC has since deleted would make the client skip the upload.
-        # The manifest's reference check may use what that push's own HEADs just learned; a
-        # blob deleted in between is caught by the hold's storage check at notifyManifest
-        # (LayerNotStored, so MANIFEST_BLOB_UNKNOWN and the client's retry uploads it).
+        # The HEAD a client sends before uploading is not answered from this process's memory
+        # of locations (it keeps no promise the blob is still there). It is answered from the
+        # account's blob hints when a manifest of the owner names the blob on the push hold:
+        # the hold's GC keeps a blob a live manifest names, and one whose manifests are gone
+        # for HOLD_GC_GRACE (a day) first. A hint that is wrong all the same is caught by the
+        # hold's storage check at notifyManifest before anything is written (LayerNotStored,
+        # so MANIFEST_BLOB_UNKNOWN), which drops the hints, and the client's retry uploads it.
         hit = None if fresh else self._locations.get(key)
         if hit is not None and (prefer is None or hit[0] == prefer):
             return hit
+        if only and prefer is not None and user_did == ref.did:
+            hint = await self.model.blob_hint(ref.did, digest)
+            if hint is not None and hint[0] == prefer:
+                self._locations.put(key, hint)
+                return hint
         found = await self._locate(ref, digest, user_did=user_did, prefer=prefer, only=only)
         if found is not None:
             self._locations.put(key, found)

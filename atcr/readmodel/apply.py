@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -323,6 +324,40 @@ def _change(
     return status, _Change(did, collection, rkey, norm, old_ptr, int(result[2]), status == 2)
 
 
+def queue_blob_hints(pipe: Any, did: str, payload: str, retention: int) -> None:
+    """Remember the blobs a manifest names, on its hold, and when (`keys.blob_hints`): the
+    owner's HEAD before an upload is answered from a recent one instead of asking the hold.
+    Entries are not removed with a manifest (another may name the blob): they age out, well
+    before a hold's GC may delete a blob whose manifests are gone (docs/cache.md)."""
+    entry = json.loads(payload)
+    hold = entry.get("hold_did")
+    record = entry.get("record")
+    if not isinstance(hold, str) or not hold or not isinstance(record, dict):
+        return
+    layers = record.get("layers")
+    hints: dict[str, str] = {}
+    stamp = int(time.time() * 1000)
+    for desc in [record.get("config"), *(layers if isinstance(layers, list) else [])]:
+        if not isinstance(desc, dict):
+            continue
+        digest, size = desc.get("digest"), desc.get("size")
+        if is_digest(digest) and isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            hints[str(digest)] = f"{hold}|{size}|{stamp}"
+    if hints:
+        pipe.hset(keys.blob_hints(did), mapping=hints)
+        pipe.expire(keys.blob_hints(did), retention)
+
+
+def parse_blob_hint(raw: Any) -> tuple[str, int, int] | None:
+    """(hold DID, size, ms written) of one `keys.blob_hints` value; None if absent or malformed."""
+    if not raw:
+        return None
+    hold, size, stamp = (*(raw.decode() if isinstance(raw, bytes) else str(raw)).rsplit("|", 2), "", "")[:3]
+    if not hold or not size.isdigit() or not stamp.isdigit():
+        return None
+    return hold, int(size), int(stamp)
+
+
 async def _update_indexes(v: avalkey.Valkey, changes: Sequence[_Change], retention: int) -> None:
     """Cross-DID indexes: catalog, recent, popular, search, star sets, stats sums."""
     if not changes:
@@ -334,6 +369,8 @@ async def _update_indexes(v: avalkey.Valkey, changes: Sequence[_Change], retenti
     page_docs: dict[tuple[str, str], str | None] = {}
     for ch in changes:
         new_ptr = ch.new.ptr if ch.new is not None else None
+        if ch.collection == keys.MANIFEST and ch.new is not None:
+            queue_blob_hints(pipe, ch.did, ch.new.payload, retention)
         if ch.collection in (keys.MANIFEST, keys.TAG):
             if new_ptr is not None:
                 member = f"{ch.did}/{new_ptr['repo']}"

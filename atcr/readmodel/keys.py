@@ -165,6 +165,11 @@ def manifest_bytes(did: str, digest: str) -> str:
     return f"{did_prefix(did)}mb:{digest}"
 
 
+def blob_hints(did: str) -> str:
+    """Blob digest -> ``<hold DID>|<size>|<ms>`` for the blobs the account's manifests name (when applied)."""
+    return f"{did_prefix(did)}bl"
+
+
 def referrers(did: str, repository: str, subject: str) -> str:
     return f"{did_prefix(did)}ref:{repository}@{subject}"
 
