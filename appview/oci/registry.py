@@ -835,6 +835,10 @@ class Registry:
             read = first_read if attempt == 0 else self._read_tag(client, ref.did, tag_key)
             swap, current = await read
             previous = _tag_target(current)
+            if attempt > 0 and previous is not None and previous != digest:
+                # The tag turned out to exist (the read model did not know it, or another push
+                # moved it meanwhile): `immutableTags` is checked for this move too.
+                check_move(await read_policy(client, ref.did, ref.repository), ref.name, tag, previous, digest)
             if current is not None and swap and current.get("manifest") == uri and previous == digest:
                 await self.model.wrote_record(
                     ref.did, TAG_COLLECTION, tag_key, {"$type": TAG_COLLECTION, **current}, cid=swap

@@ -114,3 +114,53 @@ def test_retention_keep_three_after_five_pushes(
     assert head(pushed["v1"]).status_code == 200  # build-1's image is still v1
     assert head(pushed["build-2"]).status_code == 404  # build-2's image lost its only tag: removed with it
     assert head(pushed["build-3"]).status_code == 200
+
+
+def test_an_immutable_tag_the_read_model_does_not_know_is_protected_too(
+    registry_stack: RegistryStack, pusher: Pusher
+) -> None:
+    """The tag was written at the PDS by another client and no Jetstream consumer told the
+    read model: the re-tag's create-only write finds it, and the move is checked before the
+    tag is overwritten."""
+    import hashlib
+    import json
+
+    from atcr.readmodel import keys
+
+    stack, h = registry_stack, pusher.handle
+    token = token_for(stack, pusher, f"repository:{h}/frozen:pull,push,delete")
+    http = httpx.Client(base_url=f"{stack.url}/v2/{h}/frozen", headers={"Authorization": f"Bearer {token}"},
+                        timeout=30)
+    oci = "application/vnd.oci.image.manifest.v1+json"
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def image(n: int) -> bytes:
+        config = json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode()
+        r = http.post("/blobs/uploads/", params={"digest": digest(config)}, content=config,
+                      headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        return json.dumps({"schemaVersion": 2, "mediaType": oci, "layers": [], "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config),
+            "size": len(config)}}).encode()
+
+    a, b = image(1), image(2)
+    for tag, raw in (("keep", a), ("other", b)):
+        assert http.put(f"/manifests/{tag}", content=raw, headers={"Content-Type": oci}).status_code == 201
+    put_policy(pusher, "frozen", immutableTags=["v*"])
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    r = httpx.post(
+        f"{pusher.account.pds_url}/xrpc/com.atproto.repo.putRecord",
+        json={"repo": pusher.did, "collection": keys.TAG, "rkey": keys.tag_rkey("frozen", "v9"), "record": {
+            "$type": keys.TAG, "repository": "frozen", "tag": "v9", "manifestDigest": digest(b), "createdAt": now,
+            "manifest": f"at://{pusher.did}/{keys.MANIFEST}/{keys.manifest_rkey(digest(b))}"}},
+        headers=pusher.account.auth_headers, timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    moved = http.put("/manifests/v9", content=a, headers={"Content-Type": oci})
+    assert moved.status_code == 403 and moved.json()["errors"][0]["code"] == "DENIED", moved.text
+    assert "rule 'v*'" in moved.json()["errors"][0]["message"]
+    got = http.get("/manifests/v9", headers={"Accept": oci})
+    assert got.status_code == 200 and got.headers["Docker-Content-Digest"] == digest(b)
+    http.close()
