@@ -7,7 +7,7 @@ response to pick up nonces and retry once).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -198,6 +198,24 @@ class XrpcClient:
         if swap_commit is not None:
             payload["swapCommit"] = swap_commit
         out: dict[str, Any] = await self.procedure("com.atproto.repo.putRecord", payload)
+        return out
+
+    async def create_records(self, repo: str, creates: Sequence[tuple[str, str, Mapping[str, Any]]]) -> dict[str, Any]:
+        """Create several records (collection, rkey, record) in one commit (`applyWrites`).
+
+        All or nothing: a record already at one of the keys fails the whole call (the reference
+        PDS answers 500 for it). Each record is validated first, as in `put_record`. Returns
+        `{commit: {cid, rev}, results: [{uri, cid}, ...]}` in the order given.
+        """
+        writes = []
+        for collection, rkey, record in creates:
+            body = {"$type": collection, **record}
+            if collection in known_record_nsids():
+                validate_record(collection, body)
+            writes.append(
+                {"$type": "com.atproto.repo.applyWrites#create", "collection": collection, "rkey": rkey, "value": body}
+            )
+        out: dict[str, Any] = await self.procedure("com.atproto.repo.applyWrites", {"repo": repo, "writes": writes})
         return out
 
     async def delete_record(

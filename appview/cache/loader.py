@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -713,6 +714,21 @@ class Loader:
             return await read.read_manifest_rkeys(self._v, did, repository, digest)
         except ValkeyError:
             return []
+
+    async def manifest_slots(self, did: str, rkeys: list[str]) -> dict[str, tuple[str, str] | None] | None:
+        """(repository, digest) of the record the model shows at each manifest rkey, None where
+        it shows none; None overall when it cannot say (Valkey down, or the account's manifests
+        were never listed: they are then listed in the background, so the account's next push
+        can rely on them). A push's guess, which create-only writes keep honest."""
+        try:
+            found, listed = await read.read_manifest_slots(self._v, did, rkeys)
+        except ValkeyError:
+            return None
+        if not listed:
+            flight = f"c:{did}:{keys.MANIFEST}"
+            self._background(flight, functools.partial(self._fetch_collection, did, keys.MANIFEST))
+            return None
+        return found
 
     async def blob_hint(self, did: str, digest: str) -> tuple[str, int] | None:
         """(hold DID, size) of a blob a manifest of the account named when it was last applied

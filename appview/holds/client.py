@@ -204,9 +204,14 @@ class HoldClient:
     def mint_ahead(self, user_did: str, hold_did: str, lxm: str) -> None:
         """Start minting the token a coming call will need (e.g. `initiateUpload` at POST)."""
         key = (user_did, hold_did, lxm)
-        if self._mint is None or key in self._ahead:
-            return
         now = time.monotonic()
+        if self._mint is None:
+            return
+        held = self._ahead.get(key)
+        if held is not None:
+            if held[0] > now:
+                return
+            self._ahead.pop(key)[1].cancel()  # too old to be used: mint a fresh one
         if len(self._ahead) >= AHEAD_MAX:
             for stale in [k for k, (until, _) in self._ahead.items() if until <= now]:
                 self._ahead.pop(stale)[1].cancel()
@@ -366,10 +371,12 @@ class HoldClient:
         The URL must be on the hold's own endpoint: the AppView hands it to the user's client.
         """
         body = {"direct": {"repository": repository, "blobUrl": blob_url, "maxSize": max_size}}
-        # No part or completion tokens follow: the client talks to the hold from here on.
+        # No part or completion tokens follow: the client talks to the hold from here on. A
+        # push uploads its blobs one after another, so the next blob's token is minted now.
         out = self._check(
             await self._call("POST", hold_did, NSID_INITIATE, user_did=user_did, json_body=body, mint_next=False)
         )
+        self.mint_ahead(user_did, hold_did, NSID_INITIATE)
         url = out.get("url") if isinstance(out, dict) else None
         upload_id = out.get("uploadId") if isinstance(out, dict) else None
         base = await self.endpoint(hold_did)

@@ -101,6 +101,7 @@ class ReadModel(Protocol):
         self, did: str, repository: str, digest: str, tag: TagEntry | None = None
     ) -> ManifestEntry | None: ...
     async def manifest_rkeys(self, did: str, repository: str, digest: str) -> list[str]: ...
+    async def manifest_slots(self, did: str, rkeys: list[str]) -> dict[str, tuple[str, str] | None] | None: ...
     async def blob_hint(self, did: str, digest: str) -> tuple[str, int] | None: ...
     async def forget_blob_hints(self, did: str, digests: Sequence[str]) -> None: ...
     async def peek(
@@ -494,31 +495,39 @@ class Registry:
         all_tags: Sequence[str],
     ) -> PutResult:
         # What the model knows of the manifest and of every tag, in one round of reads.
-        known, seen = await asyncio.gather(
-            self.model.manifest_rkeys(ref.did, ref.repository, manifest.digest),
-            asyncio.gather(*(self.model.peek(ref.did, ref.repository, manifest.digest, t) for t in all_tags)),
+        digest = manifest.digest
+        known, seen, guess = await asyncio.gather(
+            self.model.manifest_rkeys(ref.did, ref.repository, digest),
+            asyncio.gather(*(self.model.peek(ref.did, ref.repository, digest, t) for t in all_tags)),
+            self.model.manifest_slots(ref.did, [manifest_rkey(digest), repo_manifest_rkey(ref.repository, digest)]),
         )
         if known and all_tags:
             kept = _kept_record(seen[0][0], known, ref, raw, manifest, hold_did)
             if kept is not None:
                 known_tags = {t: found[1] for t, found in zip(all_tags, seen, strict=True)}
                 return await self._retag(ref, user_did, client, raw, manifest, known_tags, hold_did, kept)
-        # Independent round trips at once: the records that may already hold this manifest
-        # are read, the references are checked, the tags' current versions are read for the
-        # compare-and-swap and, unless the repository already has the manifest, its bytes go
-        # to the PDS (unreferenced, they stay a temporary blob the PDS discards). The hold's
-        # token for the quota check is minted meanwhile.
+        # Independent round trips at once: the references are checked, the tags' current
+        # versions are read (for the compare-and-swap and the immutable-tag check), the
+        # manifest's bytes go to the PDS (unreferenced, they stay a temporary blob the PDS
+        # discards) unless the repository already has it, and the hold's token for the quota
+        # check is minted. The records that may already hold this manifest are read too, unless
+        # the read model has listed the account's manifests and shows none in this repository
+        # (`fresh`): a new manifest under new tags is then created in one commit, create-only,
+        # and a guess the PDS contradicts is read after all.
         self.holds.mint_ahead(user_did, hold_did, NSID_NOTIFY)
-        slots_task = asyncio.ensure_future(self._read_slots(client, ref, manifest.digest, known))
+        fresh = guess is not None and not known and all(g is None or g[0] != ref.repository for g in guess.values())
         blob_task = None if known else asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
-        reads = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
-        tag_reads = {
-            t: asyncio.ensure_future(self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t))))
-            for t in all_tags
-        }
+        slots_task: asyncio.Future[dict[str, tuple[str, dict[str, Any]] | None]]
+        if fresh and guess is not None:
+            slots_task = _resolved(
+                {rk: None if g is None else ("", {"repository": g[0], "digest": g[1]}) for rk, g in guess.items()}
+            )
+        else:
+            slots_task = asyncio.ensure_future(self._read_slots(client, ref, digest, known))
+        tag_reads = self._read_tags(client, ref, all_tags)
         try:
             return await self._write_manifest(
-                ref, user_did, client, raw, manifest, hold_did, slots_task, blob_task, tag_reads
+                ref, user_did, client, raw, manifest, hold_did, slots_task, blob_task, tag_reads, fresh=fresh
             )
         finally:
             tasks = [t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None]
@@ -526,6 +535,16 @@ class Registry:
                 task.cancel()  # no-op once done
             # Collected so no failure goes unretrieved; one that mattered was raised where awaited.
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _read_tags(
+        self, client: XrpcClient, ref: RepoRef, tags: Sequence[str]
+    ) -> dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]]:
+        """Start reading the tags' records at the PDS, a few at once."""
+        reads = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
+        return {
+            t: asyncio.ensure_future(self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t))))
+            for t in tags
+        }
 
     @staticmethod
     async def _bounded(sem: asyncio.Semaphore, aw: Awaitable[T]) -> T:
@@ -659,6 +678,8 @@ class Registry:
         slots_task: Awaitable[dict[str, tuple[str, dict[str, Any]] | None]],
         blob_task: Awaitable[Any] | None,
         tag_reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
+        *,
+        fresh: bool = False,
     ) -> PutResult:
         await self._check_references(ref, user_did, manifest, hold_did)
         with _pds_errors():
@@ -669,6 +690,21 @@ class Registry:
         tag = next(iter(tag_reads), None)  # the hold's body names one tag (ATCR's field)
         await self._check_tag_moves(client, ref, manifest.digest, tag_reads)  # immutable tags: nothing written yet
         await self._admit_manifest(ref, user_did, hold_did, manifest, tag, planned)
+        if fresh and slots.get(planned) is None and all([(await r)[0] is None for r in tag_reads.values()]):
+            with _pds_errors():
+                created = await self._create_fresh(ref, client, raw, manifest, hold_did, planned, slots, blob_task,
+                                                   list(tag_reads))
+            if created:
+                return PutResult(
+                    digest=manifest.digest,
+                    subject=manifest.subject.digest if manifest.subject else None,
+                    tags=tuple(tag_reads),
+                )
+            # The read model's guess was wrong (a record or tag another client wrote): read them.
+            tag_reads = self._read_tags(client, ref, list(tag_reads))
+            with _pds_errors():
+                slots = await self._read_slots(client, ref, manifest.digest, [])
+            await self._check_tag_moves(client, ref, manifest.digest, tag_reads)
         with _pds_errors():
             rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
         if rkey != planned:  # another push took the planned key meanwhile: the layers follow the record
@@ -680,6 +716,54 @@ class Registry:
             subject=manifest.subject.digest if manifest.subject else None,
             tags=tuple(tag_reads),
         )
+
+    async def _create_fresh(
+        self,
+        ref: RepoRef,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        hold_did: str,
+        rkey: str,
+        slots: dict[str, tuple[str, dict[str, Any]] | None],
+        blob_task: Awaitable[Any] | None,
+        new_tags: Sequence[str],
+    ) -> bool:
+        """A new manifest record and its new tags in one commit, every one create-only; False
+        when the PDS refuses (some key was taken after all), with nothing written."""
+        blob = await self._manifest_blob(client, raw, manifest, slots, blob_task)
+        stamp = now_iso()
+        wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at=stamp)
+        record = fit_record({**wanted, "manifestBlob": blob})
+        uri = f"at://{ref.did}/{MANIFEST_COLLECTION}/{rkey}"
+        tag_records = {
+            t: {"repository": ref.repository, "tag": t, "manifest": uri, "manifestDigest": manifest.digest,
+                "createdAt": stamp, "updatedAt": stamp}
+            for t in new_tags
+        }
+        creates = [(MANIFEST_COLLECTION, rkey, record)]
+        creates += [(TAG_COLLECTION, tag_rkey(ref.repository, t), rec) for t, rec in tag_records.items()]
+        try:
+            out = await client.create_records(ref.did, creates)
+        except XrpcError as exc:
+            log.info("push of %s in %s: one commit refused (%s); reading the records", manifest.digest, ref.name, exc)
+            return False
+        results = out.get("results") or []
+        rev = _rev(out)
+        cids = [r.get("cid") if isinstance(r, dict) else None for r in results] + [None] * len(creates)
+        await self.model.wrote_record(
+            ref.did, MANIFEST_COLLECTION, rkey, {"$type": MANIFEST_COLLECTION, **record}, cid=cids[0],
+            raw_manifest=raw, rev=rev,
+        )
+        for i, (t, rec) in enumerate(tag_records.items(), start=1):
+            await self.model.wrote_record(
+                ref.did, TAG_COLLECTION, tag_rkey(ref.repository, t), {"$type": TAG_COLLECTION, **rec}, cid=cids[i],
+                rev=rev,
+            )
+            if self.events is not None:
+                await self.events.emit("tag", ref.did, ref.handle, ref.repository, tag=t, digest=manifest.digest,
+                                       previousDigest=None)
+        return True
 
     async def _write_tags(
         self,
@@ -1236,8 +1320,10 @@ class Registry:
     async def start_upload(self, ref: RepoRef, user_did: str) -> UploadSession:
         hold = await self.push_hold(user_did)
         session = await self.uploads.create(ref.did, ref.repository, hold)
-        # The hold upload starts with the first part; its token is ready by then.
+        # The hold upload starts with the first part; its token is ready by then, and the
+        # manifest PUT that ends the push finds the hold's notifyManifest token minted.
         self.holds.mint_ahead(user_did, hold, NSID_INITIATE)
+        self.holds.mint_ahead(user_did, hold, NSID_NOTIFY)
         return session
 
     async def prepare_direct_upload(self, user_did: str) -> None:
@@ -1257,6 +1343,7 @@ class Registry:
         hold = await self.push_hold(user_did)
         if not await self.holds.takes_direct_uploads(hold):
             return None
+        self.holds.mint_ahead(user_did, hold, NSID_NOTIFY)  # for the manifest PUT that ends the push
         try:
             return await self.holds.initiate_direct_upload(hold, user_did, ref.repository, blob_url, max_size)
         except HoldUnavailable as exc:

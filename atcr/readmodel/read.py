@@ -149,6 +149,26 @@ async def read_manifest_pointer(
     return (str(ptr.get("repo", "")), str(ptr.get("dg", ""))), True, applied, _int(at)
 
 
+async def read_manifest_slots(
+    v: avalkey.Valkey, did: str, rkeys: list[str]
+) -> tuple[dict[str, tuple[str, str] | None], bool]:
+    """What the model shows at each manifest rkey, (repository, digest) or None for no record,
+    and whether the account's manifests were listed once (if not, an absence means nothing)."""
+    pipe = v.pipeline(transaction=False)
+    pipe.hmget(keys.records(did, keys.MANIFEST), rkeys)
+    pipe.hget(keys.sync(did), marker_field(keys.MANIFEST))
+    recs, marker = await pipe.execute()
+    out: dict[str, tuple[str, str] | None] = {}
+    for rkey, rec in zip(rkeys, recs, strict=True):
+        entry = json.loads(rec) if rec else {}
+        if entry.get("d") == "1" or not entry.get("p"):
+            out[rkey] = None
+        else:
+            ptr = json.loads(entry["p"])
+            out[rkey] = (str(ptr.get("repo", "")), str(ptr.get("dg", "")))
+    return out, _int(marker) is not None
+
+
 async def read_manifest_rkeys(v: avalkey.Valkey, did: str, repository: str, digest: str) -> list[str]:
     """Every rkey the model knows holding `digest` in `repository` (see keys.manifest_rkeys)."""
     members = await done(v.smembers(keys.manifest_rkeys(did, repository, digest)))

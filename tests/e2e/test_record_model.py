@@ -196,6 +196,67 @@ def test_a_retag_writes_again_a_record_deleted_behind_the_model(
         assert r.status_code == 200 and r.content == raw, (ref, r.text)
 
 
+def test_a_new_manifest_and_tag_go_in_one_commit_and_a_wrong_guess_is_read_after_all(
+    registry: Registry, registry_stack: RegistryStack, pusher: Pusher
+) -> None:
+    """Once the account's manifests are listed, a new manifest under a new tag is created in
+    one commit without reading its record keys first. A record another client wrote at the
+    digest hex for another repository, which the read model has not seen, makes that commit
+    fail as a whole; the push then reads the keys and writes this repository's own record,
+    leaving the other one as it was."""
+    from atcr.oci import parse_manifest
+    from atcr.readmodel.read import marker_field
+
+    assert registry.put("one", "a", image(50)).status_code == 201  # lists the account's manifests
+    v = asyncio.run(_valkey_get(registry_stack, keys.sync(pusher.did), marker_field(keys.MANIFEST)))
+    deadline = time.monotonic() + 30
+    while v is None:
+        assert time.monotonic() < deadline, "the account's manifests were never listed"
+        time.sleep(0.05)
+        v = asyncio.run(_valkey_get(registry_stack, keys.sync(pusher.did), marker_field(keys.MANIFEST)))
+    raw2 = image(51)
+    assert registry.put("one", "b", raw2).status_code == 201
+    assert registry.get("one", "b").content == raw2
+
+    raw3 = image(52)
+    d3 = digest_of(raw3)
+    pds = httpx.Client(base_url=registry_stack.network.pds_url, headers=pusher.account.auth_headers, timeout=30)
+    with pds:
+        blob = pds.post("/xrpc/com.atproto.repo.uploadBlob", content=raw3, headers={"Content-Type": OCI_MANIFEST})
+        assert blob.status_code == 200, blob.text
+        record = parse_manifest(raw3, OCI_MANIFEST).to_record(
+            repository="other", hold_did=registry_stack.hold_did, manifest_blob=blob.json()["blob"],
+            created_at="2026-01-01T00:00:00Z")
+        r = pds.post("/xrpc/com.atproto.repo.putRecord", json={
+            "repo": pusher.did, "collection": keys.MANIFEST, "rkey": keys.manifest_rkey(d3),
+            "record": {"$type": keys.MANIFEST, **record}})
+        assert r.status_code == 200, r.text
+        before = pds.get("/xrpc/com.atproto.repo.getRecord", params={
+            "repo": pusher.did, "collection": keys.MANIFEST, "rkey": keys.manifest_rkey(d3)}).json()["cid"]
+        assert registry.put("one", "c", raw3).status_code == 201
+        logs = registry_stack.appview.logs().splitlines()
+        assert any(d3 in line and "one commit refused" in line for line in logs)
+        at_hex = pds.get("/xrpc/com.atproto.repo.getRecord", params={
+            "repo": pusher.did, "collection": keys.MANIFEST, "rkey": keys.manifest_rkey(d3)}).json()
+        assert at_hex["cid"] == before and at_hex["value"]["repository"] == "other"
+        own = pds.get("/xrpc/com.atproto.repo.getRecord", params={
+            "repo": pusher.did, "collection": keys.MANIFEST, "rkey": keys.repo_manifest_rkey("one", d3)})
+        assert own.status_code == 200 and own.json()["value"]["repository"] == "one"
+    for ref in ("c", d3):
+        r = registry.get("one", ref)
+        assert r.status_code == 200 and r.content == raw3, (ref, r.text)
+
+
+async def _valkey_get(stack: RegistryStack, key: str, field: str) -> Any:
+    from atcr.valkey import connect
+
+    client = connect(stack.appview.env["VALKEY_URL"])
+    try:
+        return await client.hget(key, field)
+    finally:
+        await client.aclose()
+
+
 def test_records_written_the_old_way_serve_both_tags(
     registry: Registry, registry_stack: RegistryStack, pusher: Pusher
 ) -> None:

@@ -27,17 +27,66 @@ class Holds:
         return {}
 
 
-def admit(refusal: HoldError | None) -> None:
+class Model:
+    def __init__(self) -> None:
+        self.forgotten: list[tuple[str, list[str]]] = []
+
+    async def forget_blob_hints(self, did: str, digests: list[str]) -> None:
+        self.forgotten.append((did, list(digests)))
+
+
+LAYER = "sha256:" + "a" * 64
+CONFIG = "sha256:" + "c" * 64
+MANIFEST = (
+    b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":'
+    b'"application/vnd.oci.image.config.v1+json","digest":"' + CONFIG.encode() + b'","size":2},"layers":[{"mediaType":'
+    b'"application/vnd.oci.image.layer.v1.tar","digest":"' + LAYER.encode() + b'","size":3}]}'
+)
+
+
+def admit(refusal: HoldError | None) -> Model:
+    from atcr.oci import parse_manifest
+    from atcr.ttlcache import TtlCache
+
     registry = Registry.__new__(Registry)
     registry.holds = cast(Any, Holds(refusal))
+    model = Model()
+    registry.model = cast(Any, model)
+    registry._locations = TtlCache(ttl=30.0)
     registry._push_body = lambda *args: {}  # type: ignore[method-assign]
-    ref = cast(RepoRef, object())
-    asyncio.run(registry._admit_manifest(ref, "did:plc:user", HOLD, cast(Any, None), "v1", "rkey"))
+    ref = RepoRef.__new__(RepoRef)
+    object.__setattr__(ref, "did", "did:plc:user")
+    object.__setattr__(ref, "repository", "app")
+    manifest = parse_manifest(MANIFEST, "application/vnd.oci.image.manifest.v1+json", "sha256")
+    asyncio.run(registry._admit_manifest(ref, "did:plc:user", HOLD, manifest, "v1", "rkey"))
+    return model
 
 
 def test_a_layer_gone_from_storage_is_manifest_blob_unknown_and_nothing_is_written() -> None:
     with pytest.raises(ManifestBlobUnknown):
         admit(HoldError(400, "LayerNotStored", "sha256:abc is not in this hold's storage"))
+
+
+def test_a_layer_gone_from_storage_drops_the_blob_hints_of_the_manifest() -> None:
+    from atcr.ttlcache import TtlCache
+
+    model = Model()
+    registry = Registry.__new__(Registry)
+    registry.holds = cast(Any, Holds(HoldError(400, "LayerNotStored", "gone")))
+    registry.model = cast(Any, model)
+    registry._locations = TtlCache(ttl=30.0)
+    registry._push_body = lambda *args: {}  # type: ignore[method-assign]
+    ref = RepoRef.__new__(RepoRef)
+    object.__setattr__(ref, "did", "did:plc:user")
+    object.__setattr__(ref, "repository", "app")
+    registry._locations.put(("did:plc:user", "app", LAYER, "did:plc:user"), (HOLD, 3))
+    from atcr.oci import parse_manifest
+
+    manifest = parse_manifest(MANIFEST, "application/vnd.oci.image.manifest.v1+json", "sha256")
+    with pytest.raises(ManifestBlobUnknown):
+        asyncio.run(registry._admit_manifest(ref, "did:plc:user", HOLD, manifest, "v1", "rkey"))
+    assert model.forgotten == [("did:plc:user", [CONFIG, LAYER])]
+    assert registry._locations.get(("did:plc:user", "app", LAYER, "did:plc:user")) is None
 
 
 def test_quota_is_denied_naming_the_hold() -> None:
@@ -64,6 +113,13 @@ def test_a_push_head_asks_the_hold_afresh_while_other_lookups_use_the_remembered
         return answer[0]
 
     registry._locate = locate  # type: ignore[method-assign]
+    hints: dict[str, tuple[str, int]] = {}
+
+    class Hints:
+        async def blob_hint(self, did: str, digest: str) -> tuple[str, int] | None:
+            return hints.get(digest)
+
+    registry.model = cast(Any, Hints())
     ref = RepoRef.__new__(RepoRef)
     object.__setattr__(ref, "did", "did:plc:user")
     object.__setattr__(ref, "repository", "app")
@@ -79,5 +135,13 @@ def test_a_push_head_asks_the_hold_afresh_while_other_lookups_use_the_remembered
         answer[0] = None  # the hold's GC deleted the blob
         found = await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True, fresh=True)
         assert found is None and asked == [False, True]  # the HEAD before an upload asked the hold
+        # ... unless a manifest of the owner named the blob on the push hold (a blob hint).
+        hints[digest] = (HOLD, 10)
+        found = await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True, fresh=True)
+        assert found == (HOLD, 10) and asked == [False, True]
+        hints[digest] = ("did:web:other.example", 10)  # a hint for another hold is no answer
+        registry._locations = TtlCache(ttl=30.0)
+        found = await registry.locate_blob(ref, digest, user_did="did:plc:user", prefer=HOLD, only=True, fresh=True)
+        assert found is None and asked == [False, True, True]
 
     asyncio.run(run())

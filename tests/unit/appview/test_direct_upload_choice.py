@@ -58,6 +58,9 @@ class Holds:
     async def takes_direct_uploads(self, hold: str) -> bool:
         return self.takes
 
+    def mint_ahead(self, *args: Any) -> None:
+        pass
+
     async def initiate_direct_upload(self, *args: Any) -> tuple[str, str]:
         if isinstance(self.answer, Exception):
             raise self.answer

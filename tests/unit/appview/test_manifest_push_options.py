@@ -112,6 +112,9 @@ class Model:
     async def profile(self, did: str) -> dict[str, Any] | None:
         return None
 
+    async def blob_hint(self, did: str, digest: str) -> tuple[str, int] | None:
+        return None
+
 
 class Holds:
     def __init__(self, blobs: set[str]) -> None:
