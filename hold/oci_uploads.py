@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atcr.digest import Digest
-from atcr.valkey import atomic
+from atcr.valkey import atomic, compare_and_delete
 from hold.errors import BlobTooLarge, HoldError, InvalidRequest, UploadBusy, UploadNotFound
 from hold.gc.guard import GcGuard
 from hold.quota import QuotaExceeded, QuotaService
@@ -217,18 +217,22 @@ class DirectUploads:
         raise TooManyUploads(f"at most {self.max_open} open uploads per user: finish or cancel some first")
 
     async def _close(self, did: str, upload_id: str) -> None:
-        await self._v.delete(self._key(upload_id))
-        await self._v.zrem(self._open_key(did), upload_id)
+        async with self._v.pipeline(transaction=False) as pipe:
+            pipe.delete(self._key(upload_id))
+            pipe.zrem(self._open_key(did), upload_id)
+            await pipe.execute()
 
     async def _save(self, session: DirectSession) -> None:
-        await self._v.hset(
-            self._key(session.id),
-            mapping={
-                "did": session.did, "repo": session.repository,
-                "parts": json.dumps(session.parts), "tail": session.tail,
-            },
-        )
-        await self._v.expire(self._key(session.id), self.ttl)
+        async with self._v.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                self._key(session.id),
+                mapping={
+                    "did": session.did, "repo": session.repository,
+                    "parts": json.dumps(session.parts), "tail": session.tail,
+                },
+            )
+            pipe.expire(self._key(session.id), self.ttl)
+            await pipe.execute()
 
     async def get(self, upload_id: str, did: str, repository: str) -> DirectSession:
         """The session, if it is `did`'s upload into `repository`; otherwise it is unknown."""
@@ -254,8 +258,7 @@ class DirectUploads:
         try:
             yield
         finally:
-            if await self._v.get(key) == token.encode():
-                await self._v.delete(key)
+            await compare_and_delete(self._v, key, token)
 
     async def _bound(
         self, session: DirectSession, max_size: int, length: int | None
@@ -294,28 +297,45 @@ class DirectUploads:
     ) -> DirectSession:
         """Take one chunk (`start`: its Content-Range start); `final` also flushes the tail."""
         async with self._locked(upload_id):
-            session = await self.get(upload_id, did, repository)
-            if start is not None and start != session.offset:
-                raise RangeMismatch(session.offset)
-            bound, over = await self._bound(session, max_size, length)
-            reader = _Body(body, session.tail, bound + len(session.tail), over)
-            while True:
-                buffered = await reader.fill(self.min_part)
-                if buffered < self.min_part:  # the body ended
-                    if final and (buffered or not session.parts):
-                        await self._write_part(session, self._whole(reader))
-                        session.tail = b""
-                    else:
-                        session.tail = reader.take()
-                    break
-                await self._write_part(session, self._streamed(reader))
-                session.tail = b""
-                await self._save(session)  # the tail went into this part
-            if length is not None and reader.received != length:
-                await self._save(session)
-                raise SizeInvalid(f"body of {reader.received} bytes, but Content-Length said {length}")
+            return await self._append(
+                upload_id, did, repository, body, start=start, length=length, max_size=max_size, final=final
+            )
+
+    async def _append(
+        self,
+        upload_id: str,
+        did: str,
+        repository: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None,
+        length: int | None,
+        max_size: int,
+        final: bool,
+    ) -> DirectSession:
+        """`append` with the upload's lock held by the caller."""
+        session = await self.get(upload_id, did, repository)
+        if start is not None and start != session.offset:
+            raise RangeMismatch(session.offset)
+        bound, over = await self._bound(session, max_size, length)
+        reader = _Body(body, session.tail, bound + len(session.tail), over)
+        while True:
+            buffered = await reader.fill(self.min_part)
+            if buffered < self.min_part:  # the body ended
+                if final and (buffered or not session.parts):
+                    await self._write_part(session, self._whole(reader))
+                    session.tail = b""
+                else:
+                    session.tail = reader.take()
+                break
+            await self._write_part(session, self._streamed(reader))
+            session.tail = b""
+            await self._save(session)  # the tail went into this part
+        if length is not None and reader.received != length:
             await self._save(session)
-            return session
+            raise SizeInvalid(f"body of {reader.received} bytes, but Content-Length said {length}")
+        await self._save(session)
+        return session
 
     @staticmethod
     async def _whole(reader: _Body) -> AsyncIterator[bytes]:
@@ -356,10 +376,11 @@ class DirectUploads:
     ) -> Digest:
         """The closing PUT: its body (if any) is the last chunk; then verify and admit the blob."""
 
-        session = await self.append(
-            upload_id, did, repository, body or _empty(), start=start, length=length, max_size=max_size, final=True
-        )
-        async with self._locked(upload_id):
+        async with self._locked(upload_id):  # one lock from the last chunk to the blob's admission
+            session = await self._append(
+                upload_id, did, repository, body or _empty(), start=start, length=length, max_size=max_size,
+                final=True,
+            )
             parts = [{"partNumber": p["partNumber"], "etag": p["etag"]} for p in session.parts]
             try:
                 done = await admitted_completion(
