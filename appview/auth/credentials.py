@@ -147,9 +147,20 @@ class Authenticator:
             raise Unauthorized("unknown handle or DID") from None
         except NetworkError:
             raise Unavailable("cannot resolve your identity right now", headers={"Retry-After": "5"}) from None
-        if self._limiter is not None:
-            # Before the remembered-proof check too: guesses must not be tried against it freely.
-            await self._limiter.check(address, ident.did)
+        proof_key = f"av:apppw:{ident.did}"
+        remembered: asyncio.Future[Any] | None = None
+        if not (self._devices is not None and password.startswith("atcr_")):
+            # Read meanwhile, looked at only once the budget check below has passed.
+            remembered = asyncio.ensure_future(self._remembered(proof_key, ident.did))
+        try:
+            if self._limiter is not None:
+                # Before the remembered-proof check too: guesses must not be tried against it freely.
+                await self._limiter.check(address, ident.did)
+        except BaseException:
+            if remembered is not None:
+                remembered.cancel()
+                await asyncio.gather(remembered, return_exceptions=True)
+            raise
 
         if self._devices is not None and password.startswith("atcr_"):
             async with self._attempt(address, ident.did, address_wide=False):
@@ -157,14 +168,10 @@ class Authenticator:
                     return Principal(ident.did, ident.handle, "oauth")
                 raise Unauthorized("device secret revoked or invalid: run docker-credential-atcr login")
 
-        proof_key = f"av:apppw:{ident.did}"
-        try:
-            remembered = await self._v.get(proof_key)
-            proven = remembered is not None and hmac.compare_digest(remembered, self._proof(ident.did, password))
-            if proven and await self._sessions.load(ident.did) is not None:
-                return Principal(ident.did, ident.handle, "app_password")
-        except ValkeyError:
-            pass  # Valkey is down: the PDS can still prove the password (pulls keep working)
+        assert remembered is not None
+        proof, has_session = await remembered
+        if proof is not None and has_session and hmac.compare_digest(proof, self._proof(ident.did, password)):
+            return Principal(ident.did, ident.handle, "app_password")
 
         # The same credentials from the same address at the same moment (a CI job's parallel
         # pulls) share one PDS check instead of each spending a PDS call and a reservation.
@@ -175,6 +182,16 @@ class Authenticator:
             self._inflight[flight] = task
             task.add_done_callback(lambda t: self._landed(flight, t))
         return await asyncio.shield(task)
+
+    async def _remembered(self, proof_key: str, did: str) -> tuple[bytes | None, bool]:
+        """The remembered proof of an app password and whether a PDS session is kept, read in
+        one round; (None, False) when Valkey is down (the PDS can still prove the password,
+        so pulls keep working)."""
+        try:
+            proof, session = await asyncio.gather(self._v.get(proof_key), self._sessions.load(did))
+        except ValkeyError:
+            return None, False
+        return proof, session is not None
 
     def _landed(self, flight: tuple[str, bytes], task: asyncio.Task[Principal]) -> None:
         if self._inflight.get(flight) is task:
