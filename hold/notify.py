@@ -156,11 +156,10 @@ class Notifications:
         return [got for got in found if got is not None]
 
     async def _config_stored(self, summary: Any) -> None:
-        """The config blob must be stored too when garbage collection runs: a manifest naming a
-        config the collector deleted would be unpullable (LayerNotStored; the client uploads it
-        again). Without a collector the check is skipped, as before."""
-        if self.guard is None:
-            return
+        """The config blob must be stored too: a manifest naming a config that was never
+        uploaded, or that the collector deleted, would be unpullable (LayerNotStored; the
+        client uploads it again). With this check the hold alone proves every blob a manifest
+        names, so an AppView may leave its own check to it (docs/direct-uploads.md)."""
         for digest in _config_digests(summary):
             try:
                 size = await self._size_of(Digest.parse(digest))

@@ -681,7 +681,11 @@ class Registry:
         *,
         fresh: bool = False,
     ) -> PutResult:
-        await self._check_references(ref, user_did, manifest, hold_did)
+        # A hold of ours (it takes direct uploads) proves every blob the manifest names at
+        # notifyManifest, before anything is written: asking it blob by blob first only repeats that.
+        await self._check_references(
+            ref, user_did, manifest, hold_did, blobs=not await self.holds.takes_direct_uploads(hold_did)
+        )
         with _pds_errors():
             slots = await slots_task
         planned = _planned_rkey(slots, ref.repository, manifest.digest)
@@ -975,13 +979,16 @@ class Registry:
         except (RegistryError, NetworkError, XrpcError) as exc:
             log.info("autoRemoveUntagged of %s in %s kept it: %s", digest, ref.name, exc)
 
-    async def _check_references(self, ref: RepoRef, user_did: str, manifest: Manifest, hold_did: str) -> None:
+    async def _check_references(
+        self, ref: RepoRef, user_did: str, manifest: Manifest, hold_did: str, *, blobs: bool = True
+    ) -> None:
         """MANIFEST_BLOB_UNKNOWN unless the blobs (config, layers) are on the push hold and the
         child manifests (an index's) are in the repository. With sparse indexes on, absent
-        children are allowed: a pull of one answers MANIFEST_UNKNOWN until it is pushed."""
+        children are allowed: a pull of one answers MANIFEST_UNKNOWN until it is pushed.
+        `blobs=False` leaves the blobs to the hold's own check at notifyManifest."""
         missing: list[str] = []
         absent: list[str] = []
-        blobs = manifest.blob_references()
+        blob_refs = manifest.blob_references() if blobs else []
 
         async def check_blob(digest: str) -> None:
             if await self.blob_size(ref, digest, user_did=user_did, prefer=hold_did, pushing=True) is None:
@@ -998,7 +1005,7 @@ class Registry:
                 await coro
 
         await asyncio.gather(
-            *(bounded(check_blob(d.digest)) for d in blobs),
+            *(bounded(check_blob(d.digest)) for d in blob_refs),
             *(bounded(check_child(d.digest)) for d in manifest.manifests),
         )
         refused = refused_references(missing, absent, sparse_indexes=self.sparse_indexes)
