@@ -248,11 +248,12 @@ def test_a_new_manifest_and_tag_go_in_one_commit_and_a_wrong_guess_is_read_after
 
 
 async def _valkey_get(stack: RegistryStack, key: str, field: str) -> Any:
+    from atcr.readmodel._compat import done
     from atcr.valkey import connect
 
     client = connect(stack.appview.env["VALKEY_URL"])
     try:
-        return await client.hget(key, field)
+        return await done(client.hget(key, field))
     finally:
         await client.aclose()
 

@@ -44,7 +44,7 @@ MANIFEST = (
 )
 
 
-def admit(refusal: HoldError | None) -> Model:
+def setup(refusal: HoldError | None) -> tuple[Registry, Model, RepoRef, Any]:
     from atcr.oci import parse_manifest
     from atcr.ttlcache import TtlCache
 
@@ -58,8 +58,12 @@ def admit(refusal: HoldError | None) -> Model:
     object.__setattr__(ref, "did", "did:plc:user")
     object.__setattr__(ref, "repository", "app")
     manifest = parse_manifest(MANIFEST, "application/vnd.oci.image.manifest.v1+json", "sha256")
+    return registry, model, ref, manifest
+
+
+def admit(refusal: HoldError | None) -> None:
+    registry, _, ref, manifest = setup(refusal)
     asyncio.run(registry._admit_manifest(ref, "did:plc:user", HOLD, manifest, "v1", "rkey"))
-    return model
 
 
 def test_a_layer_gone_from_storage_is_manifest_blob_unknown_and_nothing_is_written() -> None:
@@ -68,21 +72,8 @@ def test_a_layer_gone_from_storage_is_manifest_blob_unknown_and_nothing_is_writt
 
 
 def test_a_layer_gone_from_storage_drops_the_blob_hints_of_the_manifest() -> None:
-    from atcr.ttlcache import TtlCache
-
-    model = Model()
-    registry = Registry.__new__(Registry)
-    registry.holds = cast(Any, Holds(HoldError(400, "LayerNotStored", "gone")))
-    registry.model = cast(Any, model)
-    registry._locations = TtlCache(ttl=30.0)
-    registry._push_body = lambda *args: {}  # type: ignore[method-assign]
-    ref = RepoRef.__new__(RepoRef)
-    object.__setattr__(ref, "did", "did:plc:user")
-    object.__setattr__(ref, "repository", "app")
+    registry, model, ref, manifest = setup(HoldError(400, "LayerNotStored", "gone"))
     registry._locations.put(("did:plc:user", "app", LAYER, "did:plc:user"), (HOLD, 3))
-    from atcr.oci import parse_manifest
-
-    manifest = parse_manifest(MANIFEST, "application/vnd.oci.image.manifest.v1+json", "sha256")
     with pytest.raises(ManifestBlobUnknown):
         asyncio.run(registry._admit_manifest(ref, "did:plc:user", HOLD, manifest, "v1", "rkey"))
     assert model.forgotten == [("did:plc:user", [CONFIG, LAYER])]
