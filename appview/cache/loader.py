@@ -537,14 +537,26 @@ class Loader:
         if state is _State.STALE:
             self._background(flight, lambda: self._fetch_collection(did, collection))
             return False
-        await self._flight.do(flight, lambda: self._fetch_collection(did, collection))
+        await self._flight.do(flight, lambda: self._list_unless_listed_since(did, collection, at))
         return True
+
+    async def _list_unless_listed_since(self, did: str, collection: str, seen: int | None) -> None:
+        """List the collection, unless a listing started after the caller read marker `seen`:
+        a caller that looked just before another replica's listing ended, and reached the
+        flight once it had, reads that listing instead of making a second one."""
+        marker = await done(self._v.hget(keys.sync(did), read.marker_field(collection)))
+        now = int(marker) if marker is not None else None
+        if now is not None and (seen is None or now > seen):
+            return
+        await self._fetch_collection(did, collection)
 
     async def _reload_collection(self, did: str, collection: str, at: int | None) -> bool:
         """Synchronous reload after a miss on a not-fresh collection. False when the upstream
         failed but the stale answer may still be served."""
         try:
-            await self._flight.do(f"c:{did}:{collection}", lambda: self._fetch_collection(did, collection))
+            await self._flight.do(
+                f"c:{did}:{collection}", lambda: self._list_unless_listed_since(did, collection, at)
+            )
         except errors.UpstreamUnavailable:
             if self._state(at) is _State.STALE:
                 return False
@@ -762,6 +774,10 @@ class Loader:
         return replace(entry, raw=raw, size=len(raw))
 
     async def _fetch_bytes(self, entry: ManifestEntry) -> None:
+        # Looked at again inside the flight: a caller that read the entry before another
+        # flight stored the bytes, and reached the flight after it ended, must not fetch again.
+        if await read.read_manifest_bytes(self._v, entry.did, entry.digest) is not None:
+            return
         if not entry.blob_cid:
             raise errors.ManifestBytesUnavailable(f"{entry.did} {entry.digest}: record has no manifestBlob")
         client = await self._client(entry.did)

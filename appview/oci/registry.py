@@ -705,10 +705,35 @@ class Registry:
                     tags=tuple(tag_reads),
                 )
             # The read model's guess was wrong (a record or tag another client wrote): read them.
-            tag_reads = self._read_tags(client, ref, list(tag_reads))
             with _pds_errors():
                 slots = await self._read_slots(client, ref, manifest.digest, [])
-            await self._check_tag_moves(client, ref, manifest.digest, tag_reads)
+            again = self._read_tags(client, ref, list(tag_reads))
+            try:
+                await self._check_tag_moves(client, ref, manifest.digest, again)
+                return await self._write_records(ref, user_did, client, raw, manifest, hold_did, slots, blob_task,
+                                                 again, planned)
+            finally:
+                for read in again.values():
+                    read.cancel()  # no-op once done
+                await asyncio.gather(*again.values(), return_exceptions=True)
+        return await self._write_records(ref, user_did, client, raw, manifest, hold_did, slots, blob_task, tag_reads,
+                                         planned)
+
+    async def _write_records(
+        self,
+        ref: RepoRef,
+        user_did: str,
+        client: XrpcClient,
+        raw: bytes,
+        manifest: Manifest,
+        hold_did: str,
+        slots: dict[str, tuple[str, dict[str, Any]] | None],
+        blob_task: Awaitable[Any] | None,
+        tag_reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
+        planned: str,
+    ) -> PutResult:
+        """The manifest record (found or written), then every tag by compare-and-swap."""
+        tag = next(iter(tag_reads), None)
         with _pds_errors():
             rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
         if rkey != planned:  # another push took the planned key meanwhile: the layers follow the record
