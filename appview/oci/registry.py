@@ -137,6 +137,18 @@ class RepoRef:
 
 
 @dataclass(frozen=True)
+class _Push:
+    """One manifest PUT: what each step of writing it needs."""
+
+    ref: RepoRef
+    user_did: str
+    client: XrpcClient
+    raw: bytes
+    manifest: Manifest
+    hold_did: str
+
+
+@dataclass(frozen=True)
 class PutResult:
     digest: str
     subject: str | None
@@ -436,7 +448,7 @@ class Registry:
             else None
         )
         try:
-            result = await self._put_manifest(ref, user_did, client, raw, manifest, hold_did, all_tags)
+            result = await self._put_manifest(_Push(ref, user_did, client, raw, manifest, hold_did), all_tags)
         except BaseException:
             if rules is not None:
                 rules.cancel()
@@ -484,16 +496,8 @@ class Registry:
             delete_manifest=lambda digest: self._delete_manifest_records(client, ref, digest),
         )
 
-    async def _put_manifest(
-        self,
-        ref: RepoRef,
-        user_did: str,
-        client: XrpcClient,
-        raw: bytes,
-        manifest: Manifest,
-        hold_did: str,
-        all_tags: Sequence[str],
-    ) -> PutResult:
+    async def _put_manifest(self, push: _Push, all_tags: Sequence[str]) -> PutResult:
+        ref, client, raw, manifest, hold_did = push.ref, push.client, push.raw, push.manifest, push.hold_did
         # What the model knows of the manifest and of every tag, in one round of reads.
         digest = manifest.digest
         known, seen, guess = await asyncio.gather(
@@ -505,7 +509,7 @@ class Registry:
             kept = _kept_record(seen[0][0], known, ref, raw, manifest, hold_did)
             if kept is not None:
                 known_tags = {t: found[1] for t, found in zip(all_tags, seen, strict=True)}
-                return await self._retag(ref, user_did, client, raw, manifest, known_tags, hold_did, kept)
+                return await self._retag(push, known_tags, kept)
         # Independent round trips at once: the references are checked, the tags' current
         # versions are read (for the compare-and-swap and the immutable-tag check), the
         # manifest's bytes go to the PDS (unreferenced, they stay a temporary blob the PDS
@@ -514,7 +518,7 @@ class Registry:
         # the read model has listed the account's manifests and shows none in this repository
         # (`fresh`): a new manifest under new tags is then created in one commit, create-only,
         # and a guess the PDS contradicts is read after all.
-        self.holds.mint_ahead(user_did, hold_did, NSID_NOTIFY)
+        self.holds.mint_ahead(push.user_did, hold_did, NSID_NOTIFY)
         fresh = guess is not None and not known and all(g is None or g[0] != ref.repository for g in guess.values())
         blob_task = None if known else asyncio.ensure_future(client.upload_blob(raw, manifest.media_type))
         slots_task: asyncio.Future[dict[str, tuple[str, dict[str, Any]] | None]]
@@ -526,9 +530,7 @@ class Registry:
             slots_task = asyncio.ensure_future(self._read_slots(client, ref, digest, known))
         tag_reads = self._read_tags(client, ref, all_tags)
         try:
-            return await self._write_manifest(
-                ref, user_did, client, raw, manifest, hold_did, slots_task, blob_task, tag_reads, fresh=fresh
-            )
+            return await self._write_manifest(push, slots_task, blob_task, tag_reads, fresh=fresh)
         finally:
             tasks = [t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None]
             for task in tasks:
@@ -551,17 +553,7 @@ class Registry:
         async with sem:
             return await aw
 
-    async def _retag(
-        self,
-        ref: RepoRef,
-        user_did: str,
-        client: XrpcClient,
-        raw: bytes,
-        manifest: Manifest,
-        known_tags: dict[str, TagEntry | None],
-        hold_did: str,
-        rkey: str,
-    ) -> PutResult:
+    async def _retag(self, push: _Push, known_tags: dict[str, TagEntry | None], rkey: str) -> PutResult:
         """A push of a manifest the repository already holds: one PDS write per tag.
 
         The read model says this repository's record at `rkey` holds exactly this manifest, and
@@ -572,7 +564,8 @@ class Registry:
         behind the model's back, which the Jetstream consumer reports within a second), the
         record is written again and the tags re-pointed then. docs/records.md has the rule.
         """
-        await self._check_references(ref, user_did, manifest, hold_did)
+        ref, client, manifest = push.ref, push.client, push.manifest
+        await self._check_references(ref, push.user_did, manifest, push.hold_did)
         digest = manifest.digest
         tags = list(known_tags)
         # A tag the model does not know is created with create-only semantics (a tag that does
@@ -595,27 +588,18 @@ class Registry:
             for read in first_reads.values():
                 read.cancel()  # no-op once done
             await asyncio.gather(*first_reads.values(), return_exceptions=True)
-        await self._remove_replaced(ref, user_did, client, digest, replaced)
+        await self._remove_replaced(ref, push.user_did, client, digest, replaced)
         return PutResult(
             digest=digest,
             subject=manifest.subject.digest if manifest.subject else None,
             tags=tuple(tags),
-            after=functools.partial(self._after_retag, ref, user_did, client, raw, manifest, hold_did, rkey, tags),
+            after=functools.partial(self._after_retag, push, rkey, tags),
         )
 
-    async def _after_retag(
-        self,
-        ref: RepoRef,
-        user_did: str,
-        client: XrpcClient,
-        raw: bytes,
-        manifest: Manifest,
-        hold_did: str,
-        rkey: str,
-        tags: list[str],
-    ) -> None:
+    async def _after_retag(self, push: _Push, rkey: str, tags: list[str]) -> None:
         """What a re-tag leaves until after its answer: the manifest record checked at the PDS
         (rewritten, and the tags re-pointed, if it is gone or changed), then notifyManifest."""
+        ref, client, raw, manifest, hold_did = push.ref, push.client, push.raw, push.manifest, push.hold_did
         digest = manifest.digest
         try:
             slot = await self._read_slot(client, ref.did, rkey)
@@ -634,7 +618,7 @@ class Registry:
         except Exception as exc:  # after the answer: nobody to raise to
             # The tags point at the record the model showed; the next push of the image checks again.
             log.warning("re-tag of %s in %s: its manifest record could not be checked: %s", digest, ref.name, exc)
-        await self._notify_push(ref, user_did, hold_did, manifest, tags[0], rkey)
+        await self._notify_push(ref, push.user_did, hold_did, manifest, tags[0], rkey)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         """Run `work` after the answer; kept referenced until done (the loop holds tasks weakly)."""
@@ -669,18 +653,14 @@ class Registry:
 
     async def _write_manifest(
         self,
-        ref: RepoRef,
-        user_did: str,
-        client: XrpcClient,
-        raw: bytes,
-        manifest: Manifest,
-        hold_did: str,
+        push: _Push,
         slots_task: Awaitable[dict[str, tuple[str, dict[str, Any]] | None]],
         blob_task: Awaitable[Any] | None,
         tag_reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
         *,
         fresh: bool = False,
     ) -> PutResult:
+        ref, user_did, client, manifest, hold_did = push.ref, push.user_did, push.client, push.manifest, push.hold_did
         # A hold of ours (it takes direct uploads) proves every blob the manifest names at
         # notifyManifest, before anything is written: asking it blob by blob first only repeats that.
         await self._check_references(
@@ -696,8 +676,7 @@ class Registry:
         await self._admit_manifest(ref, user_did, hold_did, manifest, tag, planned)
         if fresh and slots.get(planned) is None and all([(await r)[0] is None for r in tag_reads.values()]):
             with _pds_errors():
-                created = await self._create_fresh(ref, client, raw, manifest, hold_did, planned, slots, blob_task,
-                                                   list(tag_reads))
+                created = await self._create_fresh(push, planned, slots, blob_task, list(tag_reads))
             if created:
                 return PutResult(
                     digest=manifest.digest,
@@ -710,32 +689,26 @@ class Registry:
             again = self._read_tags(client, ref, list(tag_reads))
             try:
                 await self._check_tag_moves(client, ref, manifest.digest, again)
-                return await self._write_records(ref, user_did, client, raw, manifest, hold_did, slots, blob_task,
-                                                 again, planned)
+                return await self._write_records(push, slots, blob_task, again, planned)
             finally:
                 for read in again.values():
                     read.cancel()  # no-op once done
                 await asyncio.gather(*again.values(), return_exceptions=True)
-        return await self._write_records(ref, user_did, client, raw, manifest, hold_did, slots, blob_task, tag_reads,
-                                         planned)
+        return await self._write_records(push, slots, blob_task, tag_reads, planned)
 
     async def _write_records(
         self,
-        ref: RepoRef,
-        user_did: str,
-        client: XrpcClient,
-        raw: bytes,
-        manifest: Manifest,
-        hold_did: str,
+        push: _Push,
         slots: dict[str, tuple[str, dict[str, Any]] | None],
         blob_task: Awaitable[Any] | None,
         tag_reads: Mapping[str, Awaitable[tuple[str | None, dict[str, Any] | None]]],
         planned: str,
     ) -> PutResult:
         """The manifest record (found or written), then every tag by compare-and-swap."""
+        ref, user_did, client, manifest, hold_did = push.ref, push.user_did, push.client, push.manifest, push.hold_did
         tag = next(iter(tag_reads), None)
         with _pds_errors():
-            rkey = await self._put_manifest_record(ref, client, raw, manifest, hold_did, _ready(slots), blob_task)
+            rkey = await self._put_manifest_record(ref, client, push.raw, manifest, hold_did, _ready(slots), blob_task)
         if rkey != planned:  # another push took the planned key meanwhile: the layers follow the record
             self._spawn(self._notify_push(ref, user_did, hold_did, manifest, tag, rkey))
         replaced = await self._write_tags(client, ref, manifest.digest, rkey, tag_reads) if tag_reads else []
@@ -748,11 +721,7 @@ class Registry:
 
     async def _create_fresh(
         self,
-        ref: RepoRef,
-        client: XrpcClient,
-        raw: bytes,
-        manifest: Manifest,
-        hold_did: str,
+        push: _Push,
         rkey: str,
         slots: dict[str, tuple[str, dict[str, Any]] | None],
         blob_task: Awaitable[Any] | None,
@@ -760,6 +729,7 @@ class Registry:
     ) -> bool:
         """A new manifest record and its new tags in one commit, every one create-only; False
         when the PDS refuses (some key was taken after all), with nothing written."""
+        ref, client, raw, manifest, hold_did = push.ref, push.client, push.raw, push.manifest, push.hold_did
         blob = await self._manifest_blob(client, raw, manifest, slots, blob_task)
         stamp = now_iso()
         wanted = manifest.to_record(repository=ref.repository, hold_did=hold_did, manifest_blob=None, created_at=stamp)
