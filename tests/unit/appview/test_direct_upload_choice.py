@@ -54,12 +54,13 @@ class Holds:
     def __init__(self, takes: bool, answer: Exception | tuple[str, str]) -> None:
         self.takes = takes
         self.answer = answer
+        self.ahead: list[str] = []
 
     async def takes_direct_uploads(self, hold: str) -> bool:
         return self.takes
 
-    def mint_ahead(self, *args: Any) -> None:
-        pass
+    def mint_ahead(self, user: str, hold: str, lxm: str) -> None:
+        self.ahead.append(lxm)
 
     async def initiate_direct_upload(self, *args: Any) -> tuple[str, str]:
         if isinstance(self.answer, Exception):
@@ -96,6 +97,13 @@ def test_direct_when_advertised_else_proxied() -> None:
         start(Holds(True, HoldUnavailable(503, "HoldUnavailable", "down")))
     with pytest.raises(TooManyRequests):  # the hold's cap on open uploads is the user's answer
         start(Holds(True, HoldError(429, "TooManyUploads", "at most 100 open uploads")))
+
+
+def test_a_direct_start_mints_the_manifest_puts_notify_token_ahead() -> None:
+    direct, proxied = Holds(True, ("id1", "https://hold.example/_hold/oci/uploads/id1/cap")), Holds(False, ("", ""))
+    start(direct)
+    start(proxied)
+    assert direct.ahead == ["io.atcr.hold.notifyManifest"] and proxied.ahead == []
 
 
 def test_a_direct_start_mints_no_tokens_for_parts_it_will_never_send() -> None:
