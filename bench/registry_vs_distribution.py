@@ -14,7 +14,8 @@ off. Measures:
 * blob GET: ours answers 307 to the hold's signed URL; distribution streams the bytes itself
   (its filesystem driver has no redirect), so the figure is "how fast a pull learns where the
   bytes are" vs "serving a small blob";
-* push and pull of an image of `--image-mb` in 4 layers with skopeo, timed by hyperfine.
+* push and pull of an image of `--image-mb` in 4 layers with skopeo, timed by hyperfine. New
+  layers are generated and `sync`ed before every push (hyperfine's --prepare, untimed).
 
 Writes a section into docs/benchmarks.md between markers.
 """
@@ -314,8 +315,10 @@ def main() -> None:
             src = work / "big"
             gen = work / "gen.py"
             gen.write_text(GEN.format(root=str(ROOT), path=str(src), size=size))
-            prepare = f"{sys.executable} {gen}"
-            subprocess.run(prepare.split(), check=True)
+            # `sync` after the new layers are written: a registry's fsync during the timed push
+            # must not pay for flushing the generator's 200 MB (ext4 commits them together).
+            prepare = f"{sys.executable} {gen} && sync"
+            subprocess.run([sys.executable, str(gen)], check=True)
             pushes: dict[str, tuple[str, str]] = {}
             pulls: dict[str, tuple[str, str]] = {}
             if args.layout == "production" and args.with_proxied:

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -528,7 +528,11 @@ class Registry:
             )
         else:
             slots_task = asyncio.ensure_future(self._read_slots(client, ref, digest, known))
-        tag_reads = self._read_tags(client, ref, all_tags)
+        # In a fresh push a tag the model does not know is not read either: the create-only
+        # commit finds it if it exists after all, and the tags are then read (as in `_retag`).
+        # So notifyManifest waits on no PDS read and runs beside the manifest's upload.
+        unknown = {t for t, found in zip(all_tags, seen, strict=True) if found[1] is None} if fresh else set()
+        tag_reads = self._read_tags(client, ref, all_tags, absent=unknown)
         try:
             return await self._write_manifest(push, slots_task, blob_task, tag_reads, fresh=fresh)
         finally:
@@ -539,12 +543,19 @@ class Registry:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _read_tags(
-        self, client: XrpcClient, ref: RepoRef, tags: Sequence[str]
+        self, client: XrpcClient, ref: RepoRef, tags: Sequence[str], absent: Collection[str] = ()
     ) -> dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]]:
-        """Start reading the tags' records at the PDS, a few at once."""
+        """Start reading the tags' records at the PDS, a few at once; those in `absent` are
+        taken as missing without a read (for create-only writes, which find them if not)."""
         reads = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
         return {
-            t: asyncio.ensure_future(self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t))))
+            t: (
+                _resolved((None, None))
+                if t in absent
+                else asyncio.ensure_future(
+                    self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t)))
+                )
+            )
             for t in tags
         }
 
@@ -570,17 +581,7 @@ class Registry:
         tags = list(known_tags)
         # A tag the model does not know is created with create-only semantics (a tag that does
         # exist after all makes it re-read); one it knows is read for its CAS and createdAt.
-        reads = asyncio.Semaphore(TAG_WRITES_AT_ONCE)
-        first_reads: dict[str, asyncio.Future[tuple[str | None, dict[str, Any] | None]]] = {
-            t: (
-                asyncio.ensure_future(
-                    self._bounded(reads, self._read_tag(client, ref.did, tag_rkey(ref.repository, t)))
-                )
-                if known is not None
-                else _resolved((None, None))
-            )
-            for t, known in known_tags.items()
-        }
+        first_reads = self._read_tags(client, ref, tags, absent={t for t, known in known_tags.items() if known is None})
         try:
             await self._check_tag_moves(client, ref, digest, first_reads)
             replaced = await self._write_tags(client, ref, digest, rkey, first_reads)

@@ -1,7 +1,9 @@
 """Local-disk blob storage (the embedded default): the same contract as S3, on one filesystem.
 
 Every part is fsynced before it is acknowledged: a part the hold has acknowledged survives a
-crash, so a digest proven from the running hash is the digest of what is on disk. Parts that
+crash, so a digest proven from the running hash is the digest of what is on disk. The bytes
+are synced in the background while they arrive (`_EarlySync`), so that fsync waits for the
+last few MiB only, not for the whole part while the client stalls. Parts that
 extend the hash chain (the usual case: an AppView sends parts in order) are written straight
 to their offset in one staging file, so assembly is a rename and each byte is written once;
 other parts go to files of their own and assembly concatenates them in the kernel
@@ -20,7 +22,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -44,6 +46,8 @@ BLOB_URL_PREFIX = "/_hold/blobs"
 UPLOAD_URL_PREFIX = "/_hold/uploads"
 IN_PLACE = "inplace"  # staging/inplace: parts that extend the hash chain, each at its offset
 IN_PLACE_SUFFIX = ".at"
+EARLY_SYNC_BYTES = 8 * 1024 * 1024
+_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hold-early-sync")
 
 
 def upload_id_of(staging: str) -> str:
@@ -93,6 +97,36 @@ def _in_place_range(marker: Path) -> tuple[int, int]:
     return int(offset), int(size)
 
 
+class _EarlySync:
+    """fdatasync in the background while a part's bytes still arrive.
+
+    An fsync costs in proportion to what was written since the last one (~1.8 ms per MiB on a
+    virtio disk, the host flushing its cache): one at the end of a 50 MB layer stalled the
+    client ~90 ms while nothing was received. Syncing every `every` bytes on a side thread,
+    at most one at a time, leaves the commit's own fsync, which is what makes a part durable
+    before it is acknowledged, only the last few MiB. It never replaces that fsync.
+    """
+
+    def __init__(self, every: int = EARLY_SYNC_BYTES) -> None:
+        self._every = every
+        self._unsynced = 0
+        self._flight: Future[None] | None = None
+
+    def wrote(self, fd: int, n: int) -> None:
+        self._unsynced += n
+        if self._unsynced >= self._every and (self._flight is None or self._flight.done()):
+            self._unsynced = 0
+            self._flight = _SYNCS.submit(os.fdatasync, fd)
+
+    def settle(self) -> None:
+        """Wait for the sync in flight (before the fd is synced for good or closed); its
+        failure does not matter here: the commit's fsync reports any I/O error itself."""
+        if self._flight is not None:
+            with contextlib.suppress(OSError):
+                self._flight.result()
+            self._flight = None
+
+
 def _supersede(final: Path, number: int) -> None:
     """The last write of a part number wins, as on S3: drop the part's other files and markers."""
     for other in final.parent.glob(f"{number:05d}.*"):
@@ -107,6 +141,7 @@ class _FsPartWriter:
         self._tmp = parts_dir / f".{number:05d}.{secrets.token_hex(8)}.tmp"
         self._fh: IO[bytes] | None = None
         self._size = 0
+        self._sync = _EarlySync()
 
     def _open(self) -> IO[bytes]:
         if self._fh is None:
@@ -117,12 +152,15 @@ class _FsPartWriter:
         return self._fh
 
     def write(self, data: bytes) -> None:
-        self._open().write(data)
+        fh = self._open()
+        fh.write(data)
         self._size += len(data)
+        self._sync.wrote(fh.fileno(), len(data))
 
     def commit(self) -> PartInfo:
         fh = self._open()
         fh.flush()
+        self._sync.settle()
         os.fsync(fh.fileno())
         fh.close()
         etag = secrets.token_hex(16)
@@ -132,6 +170,7 @@ class _FsPartWriter:
         return PartInfo(self._number, etag, self._size)
 
     def abort(self) -> None:
+        self._sync.settle()
         if self._fh is not None:
             self._fh.close()
         self._tmp.unlink(missing_ok=True)
@@ -152,6 +191,7 @@ class _FsInPlaceWriter:
         self._offset = offset
         self._fd: int | None = None
         self._size = 0
+        self._sync = _EarlySync()
 
     def _open(self) -> int:
         if self._fd is None:
@@ -167,9 +207,11 @@ class _FsInPlaceWriter:
             n = os.pwrite(fd, view, pos)
             view, pos = view[n:], pos + n
         self._size += len(data)
+        self._sync.wrote(fd, len(data))
 
     def commit(self) -> PartInfo:
         fd = self._open()
+        self._sync.settle()
         os.fsync(fd)
         os.close(fd)
         self._fd = None
@@ -186,6 +228,7 @@ class _FsInPlaceWriter:
         return PartInfo(self._number, etag, self._size)
 
     def abort(self) -> None:
+        self._sync.settle()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
