@@ -170,7 +170,7 @@ def alternating(commands: dict[str, tuple[str, str]], runs: int, work: Path) -> 
             times[label].append(hyperfine_once(command, prepare, work / f"hf-{label}.json"))
     out = {
         label: {"mean": statistics.mean(t), "stddev": statistics.stdev(t) if len(t) > 1 else 0.0,
-                "min": min(t), "max": max(t)}
+                "min": min(t), "max": max(t), "rounds": [round(x, 3) for x in t]}
         for label, t in times.items()
     }
     base = "distribution" if "distribution" in commands else list(commands)[-1]
