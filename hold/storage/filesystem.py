@@ -47,7 +47,8 @@ UPLOAD_URL_PREFIX = "/_hold/uploads"
 IN_PLACE = "inplace"  # staging/inplace: parts that extend the hash chain, each at its offset
 IN_PLACE_SUFFIX = ".at"
 EARLY_SYNC_BYTES = 8 * 1024 * 1024
-_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hold-early-sync")
+EARLY_SYNC_THREADS = 4
+_SYNCS = ThreadPoolExecutor(max_workers=EARLY_SYNC_THREADS, thread_name_prefix="hold-early-sync")
 
 
 def upload_id_of(staging: str) -> str:
@@ -120,11 +121,12 @@ class _EarlySync:
 
     def settle(self) -> None:
         """Wait for the sync in flight (before the fd is synced for good or closed); its
-        failure does not matter here: the commit's fsync reports any I/O error itself."""
-        if self._flight is not None:
+        failure does not matter here: the commit's fsync reports any I/O error itself. One
+        still queued behind other uploads' syncs is dropped rather than waited for."""
+        if self._flight is not None and not self._flight.cancel():
             with contextlib.suppress(OSError):
                 self._flight.result()
-            self._flight = None
+        self._flight = None
 
 
 def _supersede(final: Path, number: int) -> None:

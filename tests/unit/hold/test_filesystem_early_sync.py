@@ -18,7 +18,7 @@ import pytest
 
 from hold.signed_urls import UrlSigner
 from hold.storage.base import staging_name
-from hold.storage.filesystem import EARLY_SYNC_BYTES, FilesystemBlobStore
+from hold.storage.filesystem import EARLY_SYNC_BYTES, EARLY_SYNC_THREADS, FilesystemBlobStore
 
 STEP = 1024 * 1024
 
@@ -102,5 +102,44 @@ def test_an_abort_waits_for_the_background_sync(tmp_path: Path, monkeypatch: pyt
         await aborting
         assert finished, "the background sync did not complete"
         await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_commit_does_not_wait_for_its_sync_queued_behind_other_uploads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under many concurrent uploads the background syncs queue up; a part's commit drops its
+    own queued one (its fsync covers the bytes) instead of waiting behind the others."""
+    running, release = threading.Semaphore(0), threading.Event()
+    real = os.fdatasync
+
+    def blocked(fd: int) -> None:
+        running.release()
+        release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", blocked)
+
+    async def main() -> None:
+        store = _store(tmp_path)
+        writers = []
+        for i in range(EARLY_SYNC_THREADS + 1):
+            upload = await store.start_upload(staging_name(int(time.time()), f"queued-sync-{i:02d}"))
+            writer = store.part_writer(upload, 1, offset=0)
+            writers.append(writer)
+            for _ in range(EARLY_SYNC_BYTES // STEP):
+                await store.run(functools.partial(writer.write, b"y" * STEP))
+            if i < EARLY_SYNC_THREADS:  # every sync thread is now busy
+                assert await asyncio.to_thread(running.acquire, True, 10)
+        try:
+            last = writers[-1]
+            info = await asyncio.wait_for(store.run(last.commit), 10)  # not behind the blocked syncs
+            assert info.size == EARLY_SYNC_BYTES
+        finally:
+            release.set()
+            for writer in writers[:-1]:
+                await store.run(writer.abort)
+            await store.aclose()
 
     asyncio.run(main())
