@@ -205,18 +205,15 @@ def test_a_new_manifest_and_tag_go_in_one_commit_and_a_wrong_guess_is_read_after
     fail as a whole; the push then reads the keys and writes this repository's own record,
     leaving the other one as it was."""
     from atcr.oci import parse_manifest
-    from atcr.readmodel.read import marker_field
 
     assert registry.put("one", "a", image(50)).status_code == 201  # lists the account's manifests
-    v = asyncio.run(_valkey_get(registry_stack, keys.sync(pusher.did), marker_field(keys.MANIFEST)))
-    deadline = time.monotonic() + 30
-    while v is None:
-        assert time.monotonic() < deadline, "the account's manifests were never listed"
-        time.sleep(0.05)
-        v = asyncio.run(_valkey_get(registry_stack, keys.sync(pusher.did), marker_field(keys.MANIFEST)))
+    _wait_until_manifests_listed(registry_stack, pusher.did)
     raw2 = image(51)
+    pds_url, did = registry_stack.network.pds_url, pusher.did
+    rev = _latest_rev(pds_url, did)
     assert registry.put("one", "b", raw2).status_code == 201
     assert registry.get("one", "b").content == raw2
+    assert _commits_since(pds_url, did, rev) == 1  # the manifest record and its tag, together
 
     raw3 = image(52)
     d3 = digest_of(raw3)
@@ -245,6 +242,65 @@ def test_a_new_manifest_and_tag_go_in_one_commit_and_a_wrong_guess_is_read_after
     for ref in ("c", d3):
         r = registry.get("one", ref)
         assert r.status_code == 200 and r.content == raw3, (ref, r.text)
+
+
+def _wait_until_manifests_listed(stack: RegistryStack, did: str) -> None:
+    """Until the read model has listed the account's manifests (the first push starts that in
+    the background), which is what lets a push create a new manifest in one commit."""
+    deadline = time.monotonic() + 30
+    while asyncio.run(_valkey_get(stack, keys.sync(did), read.marker_field(keys.MANIFEST))) is None:
+        assert time.monotonic() < deadline, "the account's manifests were never listed"
+        time.sleep(0.05)
+
+
+def _latest_rev(pds_url: str, did: str) -> str:
+    r = httpx.get(f"{pds_url}/xrpc/com.atproto.sync.getLatestCommit", params={"did": did}, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["rev"])
+
+
+def _commits_since(pds_url: str, did: str, rev: str) -> int:
+    """How many commits the account's repository has made after `rev` (from the PDS's own CAR
+    of everything newer: every commit block is in it)."""
+    from atcr import dagcbor
+
+    r = httpx.get(f"{pds_url}/xrpc/com.atproto.sync.getRepo", params={"did": did, "since": rev}, timeout=30)
+    assert r.status_code == 200, r.text
+    _, blocks = dagcbor.read_car(r.content)
+    commits = [
+        node for node in map(dagcbor.decode, blocks.values())
+        if isinstance(node, dict) and {"did", "rev", "data", "sig"} <= node.keys() and node["rev"] > rev
+    ]
+    return len(commits)
+
+
+def test_a_fresh_push_under_a_tag_the_model_has_not_seen_moves_it(
+    registry: Registry, registry_stack: RegistryStack, pusher: Pusher
+) -> None:
+    """A fresh push does not read the tags the read model does not know (so the hold's check
+    runs beside the manifest's upload). A tag another client wrote, unseen by the model, makes
+    the one-commit create fail; the push then reads the tag and moves it, as a client expects."""
+    assert registry.put("seen", "first", image(60)).status_code == 201
+    _wait_until_manifests_listed(registry_stack, pusher.did)
+    old = digest_of(image(60))
+    pds = httpx.Client(base_url=registry_stack.network.pds_url, headers=pusher.account.auth_headers, timeout=30)
+    with pds:
+        r = pds.post("/xrpc/com.atproto.repo.putRecord", json={
+            "repo": pusher.did, "collection": keys.TAG, "rkey": keys.tag_rkey("seen", "behind"),
+            "record": {"$type": keys.TAG, "repository": "seen", "tag": "behind",
+                       "manifest": f"at://{pusher.did}/{keys.MANIFEST}/{keys.manifest_rkey(old)}",
+                       "manifestDigest": old, "createdAt": "2026-01-01T00:00:00Z"}})
+        assert r.status_code == 200, r.text
+        raw = image(61)
+        assert registry.put("seen", "behind", raw).status_code == 201
+        tag = pds.get("/xrpc/com.atproto.repo.getRecord", params={
+            "repo": pusher.did, "collection": keys.TAG, "rkey": keys.tag_rkey("seen", "behind")})
+        assert tag.status_code == 200 and tag.json()["value"]["manifestDigest"] == digest_of(raw), tag.text
+    assert any(digest_of(raw) in line and "one commit refused" in line
+               for line in registry_stack.appview.logs().splitlines())
+    for ref in ("behind", digest_of(raw)):
+        got = registry.get("seen", ref)
+        assert got.status_code == 200 and got.content == raw, (ref, got.text)
 
 
 async def _valkey_get(stack: RegistryStack, key: str, field: str) -> Any:
