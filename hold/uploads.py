@@ -252,6 +252,13 @@ class _HashSink:
         return self._hash.hexdigest()
 
 
+def _wanted(digest: str) -> Digest:
+    try:
+        return Digest.parse(digest)
+    except DigestSyntaxError as exc:
+        raise InvalidDigest(str(exc)) from None
+
+
 def _keys(upload_id: str) -> tuple[str, str, str]:
     # One hash tag per upload: every key of a session lands in one cluster slot (Lua needs that).
     base = f"hold:upload:{{{upload_id}}}"
@@ -552,26 +559,45 @@ class UploadManager:
         `admit(digest, size)` runs when the size is known, before anything becomes visible; a
         refusal (a 4xx `HoldError`, e.g. over quota) discards the upload like a wrong digest.
         """
-        try:
-            wanted = Digest.parse(digest)
-        except DigestSyntaxError as exc:
-            raise InvalidDigest(str(exc)) from None
+        wanted = _wanted(digest)
         listed = self._parse_parts(parts)
-        session = await self._load(upload_id, caller)
-        if session.state == "done":
-            if session.result == str(wanted):
-                return wanted  # a retried completion whose first answer was lost
-            raise UploadNotFound()
-        began = await self._begin(upload_id, "closing")
-        if began == "gone":
-            raise UploadNotFound()
-        if began == "done":
-            return await self.complete(caller, upload_id, digest, parts, admit=admit)
-        if began == "busy":
-            raise UploadBusy("the upload is still receiving parts or being completed")
+        return await self._completing(
+            caller, upload_id, wanted, lambda session: self._finish(session, wanted, listed, admit)
+        )
 
+    async def complete_whole(
+        self, caller: str, upload_id: str, digest: str, data: bytes, *, admit: Admit | None = None
+    ) -> Digest:
+        """`complete` for an upload with no part stored whose bytes the caller holds whole (a
+        small blob in one request): hashed here, admitted, written once at its address."""
+        wanted = _wanted(digest)
+        return await self._completing(
+            caller, upload_id, wanted, lambda session: self._finish_whole(session, wanted, data, admit)
+        )
+
+    async def _completing(
+        self, caller: str, upload_id: str, wanted: Digest, finish: Callable[[Session], Awaitable[None]]
+    ) -> Digest:
+        """Run `finish` as the session's one completion, and mark the upload done after it."""
+        session = await self._load(upload_id, caller)
+        if session.state != "done":
+            began = await self._begin(upload_id, "closing")
+            if began == "gone":
+                raise UploadNotFound()
+            if began == "busy":
+                raise UploadBusy("the upload is still receiving parts or being completed")
+            if began != "done":
+                await self._finished(session, wanted, finish)
+                return wanted
+            session = await self._load(upload_id, caller)  # another request completed it meanwhile
+        if session.result == str(wanted):
+            return wanted  # a retried completion whose first answer was lost
+        raise UploadNotFound()
+
+    async def _finished(self, session: Session, wanted: Digest, finish: Callable[[Session], Awaitable[None]]) -> None:
+        upload_id = session.id
         try:
-            await self._finish(session, wanted, listed, admit)
+            await finish(session)
         except DigestMismatch:
             await self._discard(session)
             raise
@@ -592,7 +618,20 @@ class UploadManager:
             ("DEL", keys[1]),
             ("DEL", keys[2]),
         )
-        return wanted
+
+    async def _finish_whole(self, session: Session, wanted: Digest, data: bytes, admit: Admit | None) -> None:
+        size = len(data)
+        if size > self.limits.max_blob_size or (session.size is not None and size > session.size):
+            raise BlobTooLarge(f"the blob has {size} bytes, more than declared or allowed")
+        if session.size is not None and size != session.size:
+            raise SizeMismatch(f"the blob has {size} bytes, but {session.size} were declared")
+        if hashlib.new(wanted.algorithm, data).hexdigest() != wanted.hex:
+            raise DigestMismatch(f"the uploaded content does not hash to {wanted}")
+        await self._admit(admit, wanted, size)
+        if await self.store.stat(wanted) is not None:
+            await self.store.abort(session.upload)  # already stored: nothing to write
+            return
+        await self.store.put_whole(session.upload, wanted, data)
 
     @staticmethod
     async def _admit(admit: Admit | None, wanted: Digest, size: int) -> None:

@@ -160,6 +160,11 @@ class BlobStore(Protocol):
         """Make the staged object visible under `digest` (atomically), then drop the staging."""
         ...
 
+    async def put_whole(self, upload: StagedUpload, digest: Digest, data: bytes) -> None:
+        """Store a small blob the caller holds whole and has verified under `digest` (atomically:
+        absent or complete), then drop the upload's staging: one write instead of parts."""
+        ...
+
     async def abort(self, upload: StagedUpload) -> None:
         """Drop the upload's parts and staged object, whatever state it is in."""
         ...

@@ -440,6 +440,30 @@ class FilesystemBlobStore:
 
         await self.run(move)
 
+    async def put_whole(self, upload: StagedUpload, digest: Digest, data: bytes) -> None:
+        staging = self._staging_dir(upload)
+        final = self.blob_file(digest)
+
+        def write() -> None:
+            if not staging.is_dir():
+                raise UploadNotFound("upload was aborted or expired")
+            tmp = staging / f".whole.{secrets.token_hex(4)}.tmp"
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
+            except OSError as exc:
+                raise StorageError(f"could not store the blob: {exc.strerror}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+
+        await self.run(write)
+
     async def abort(self, upload: StagedUpload) -> None:
         staging = self._staging_dir(upload)
         await self.run(lambda: shutil.rmtree(staging, ignore_errors=True))

@@ -425,6 +425,23 @@ class S3BlobStore:
 
         await self.run(copy_then_delete)
 
+    async def put_whole(self, upload: StagedUpload, digest: Digest, data: bytes) -> None:
+        dst = self.blob_key(digest)
+        bucket = self.options.bucket
+
+        def put() -> None:
+            # One PutObject at the content address (the object appears only once complete):
+            # no multipart completion and no server-side copy for a blob held whole.
+            self.call(
+                "PutObject",
+                lambda: self.client.put_object(
+                    Bucket=bucket, Key=dst, Body=data, ContentType="application/octet-stream"
+                ),
+            )
+
+        await self.run(put)
+        await self.abort(upload)
+
     async def abort(self, upload: StagedUpload) -> None:
         key = self.staging_key(upload.staging)
         bucket = self.options.bucket

@@ -263,3 +263,63 @@ async def test_open_direct_uploads_per_user_are_capped(make_hold: MakeHold) -> N
         assert r.status_code == 201, r.text
         await start(hold)
         assert (await hold.client.get(third)).status_code == 204
+
+
+async def test_a_blob_whole_in_its_closing_request_is_written_once(
+    make_hold: MakeHold, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob under a part's minimum that is whole in the closing PUT (with what earlier chunks
+    left as the tail) is hashed in memory and stored at its address in one write: no storage
+    part is opened. At the minimum it takes the part path. Either way the bytes are exact,
+    nothing stays staged, and a wrong digest stores nothing."""
+    async with make_hold(driver) as hold:
+        store: Any = hold.services.store
+        opened: list[int] = []
+        real = store.part_writer
+
+        def counting(upload: Any, number: int, **kw: Any) -> Any:
+            opened.append(number)
+            return real(upload, number, **kw)
+
+        monkeypatch.setattr(store, "part_writer", counting)
+        minimum = hold.settings.upload_part_min_size
+
+        # Chunked: a PATCH leaves a tail, the closing PUT brings the rest.
+        data = blob(7, minimum - 1)
+        url = await start(hold)
+        r = await hold.client.patch(url, content=data[:1000], headers={"Content-Range": "0-999"})
+        assert r.status_code == 202, r.text
+        r = await hold.client.put(
+            with_digest(r.headers["Location"], digest_of(data)), content=data[1000:],
+            headers={"Content-Range": f"1000-{len(data) - 1}"},
+        )
+        assert r.status_code == 201, r.text
+        assert r.headers["Docker-Content-Digest"] == digest_of(data)
+        assert (await fetch(hold, digest_of(data))).content == data
+        assert opened == [] and await staging_is_empty(hold)
+
+        # The same blob again, monolithic: already stored, answered the same, nothing staged.
+        url = await start(hold)
+        r = await hold.client.put(with_digest(url, digest_of(data)), content=data)
+        assert r.status_code == 201, r.text
+        assert (await fetch(hold, digest_of(data))).content == data
+        assert opened == [] and await staging_is_empty(hold)
+
+        # A wrong digest on a tail and a body removes the upload and stores nothing.
+        other = blob(8, 5000)
+        url = await start(hold)
+        r = await hold.client.patch(url, content=other[:100], headers={"Content-Range": "0-99"})
+        url = r.headers["Location"]
+        r = await hold.client.put(with_digest(url, digest_of(b"not it")), content=other[100:])
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID", r.text
+        assert (await hold.client.get(url)).status_code == 404
+        assert (await hold.get_blob(digest_of(other), method="HEAD")).status_code == 404
+        assert opened == [] and await staging_is_empty(hold)
+
+        # At the minimum the blob goes through storage parts, as large ones do.
+        big = blob(9, minimum)
+        url = await start(hold)
+        r = await hold.client.put(with_digest(url, digest_of(big)), content=big)
+        assert r.status_code == 201, r.text
+        assert (await fetch(hold, digest_of(big))).content == big
+        assert opened == [1] and await staging_is_empty(hold)
