@@ -1017,7 +1017,12 @@ class Registry:
         """notifyManifest(push) before the record is written: the hold's quota decides."""
         try:
             await self.holds.notify_manifest(hold_did, user_did, self._push_body(ref, manifest, tag, rkey))
-        except HoldUnavailable:
+        except HoldUnavailable as exc:
+            if exc.error == "PdsUnavailable":  # the hold's token could not be had from the PDS
+                raise Unavailable(
+                    "your PDS is unreachable (it issues the hold's tokens); nothing was written",
+                    headers={"Retry-After": "10"},
+                ) from None
             raise Unavailable(
                 f"your hold {_hold_name(hold_did)} did not answer the push; nothing was written",
                 headers={"Retry-After": "10"},

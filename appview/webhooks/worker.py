@@ -63,6 +63,7 @@ class DeliveryWorker:
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Something was queued: look now instead of at the next poll."""
@@ -72,16 +73,26 @@ class DeliveryWorker:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="webhook-worker")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; let the deliveries in flight finish (and be logged) for up to
+        `grace` seconds, then cancel them. A cancelled one is still queued and is sent again."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        finally:
+            self._stopping = False
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 handled = await self.run_once()
                 failures = 0
@@ -92,7 +103,7 @@ class DeliveryWorker:
                 log.warning("webhook worker: %s; retrying", type(exc).__name__)
                 handled = 0
                 await asyncio.sleep(min(0.5 * 2**failures, 30.0))
-            if handled == 0:
+            if handled == 0 and not self._stopping:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
@@ -141,23 +152,26 @@ class DeliveryWorker:
             error = str(exc)[:200] or type(exc).__name__
         latency = (time.perf_counter() - started) * 1000
         if error is None:
-            await self.store.done(pending)
-            await self.store.set_health(hook.id, failing=False, error=None)
             outcome = "delivered"
         elif permanent or now - pending.first >= self.max_age:
-            await self.store.done(pending)
-            await self.store.set_health(hook.id, failing=True, error=error)
             outcome = "failed"
-            log.info("webhook %s: delivery %s given up after %d attempt(s): %s", hook.id, pending.message_id,
-                     attempt_no, error)
         else:
-            await self.store.retry_at(pending, now + backoff(attempt_no, self.retry_base))
             outcome = "retrying"
+        # Logged before the queue lets the message go: an empty queue means every attempt is in
+        # the delivery log, and a stop between the two at worst sends and logs it once more.
         await self.store.log(
             hook.id,
             Attempt(pending.message_id, pending.type, now, status, latency, attempt_no, outcome, error),
             pending.body,
         )
+        if outcome == "retrying":
+            await self.store.retry_at(pending, now + backoff(attempt_no, self.retry_base))
+            return
+        await self.store.done(pending)
+        await self.store.set_health(hook.id, failing=outcome == "failed", error=error)
+        if outcome == "failed":
+            log.info("webhook %s: delivery %s given up after %d attempt(s): %s", hook.id, pending.message_id,
+                     attempt_no, error)
 
 
 __all__ = ["DeliveryWorker", "backoff"]

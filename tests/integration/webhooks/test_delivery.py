@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -201,3 +202,31 @@ async def test_a_private_address_is_refused_at_creation_and_at_delivery(
     assert log[0]["outcome"] == "failed" and log[0]["status"] is None and "refused" in log[0]["error"]
     assert (await store.get(hook.id)).failing
     assert await store.pending_count() == 0
+
+
+async def test_a_delivery_in_flight_when_the_worker_stops_is_finished_and_logged(
+    valkey: Any, receiver: Receiver, http: SafeHttpClient
+) -> None:
+    """An AppView shutting down lets the deliveries it has sent finish: the receiver's answer is
+    logged and the message leaves the queue, instead of being cut off and sent again later."""
+    store = _store(valkey)
+    hook, _ = await store.create(OWNER, receiver.url, ["push"], None)
+    events = WebhookEvents(store, registry_host="registry.test", base_url="http://registry.test")
+    worker = _worker(store, http)
+    receiver.hold()
+    worker.start()
+    try:
+        await events.emit("push", OWNER, "alice.test", "app", actor_did=OWNER, tag="v1", digest="sha256:" + "b" * 64,
+                          media_type="application/vnd.oci.image.manifest.v1+json", tags=["v1"])
+        await await_for(lambda: receiver.held >= 1, what="the delivery in flight")
+        stopping = asyncio.ensure_future(worker.stop(grace=30))
+        await asyncio.sleep(0)  # the stop has begun while the receiver still holds the request
+        receiver.release()
+        await stopping
+    finally:
+        receiver.release()
+        await worker.stop()
+    log = await store.deliveries(hook.id)
+    assert [e["outcome"] for e in log] == ["delivered"], log
+    assert await store.pending_count() == 0
+    assert len(receiver.snapshot()) == 1

@@ -7,8 +7,8 @@ from typing import Any, cast
 
 import pytest
 
-from appview.errors import Denied, ManifestBlobUnknown
-from appview.holds.client import HoldError
+from appview.errors import Denied, ManifestBlobUnknown, Unavailable
+from appview.holds.client import HoldError, HoldUnavailable
 from appview.oci.registry import Registry, RepoRef
 
 pytestmark = pytest.mark.unit
@@ -136,3 +136,20 @@ def test_a_push_head_asks_the_hold_afresh_while_other_lookups_use_the_remembered
         assert found is None and asked == [False, True, True]
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("refusal", "says"),
+    [
+        (HoldUnavailable(503, "PdsUnavailable", "your PDS is unreachable (service token): refused"), "your PDS"),
+        (HoldUnavailable(503, "HoldUnavailable", "did not answer"), "your hold hold.example"),
+    ],
+    ids=["pds-down", "hold-down"],
+)
+def test_an_unreachable_side_is_named_503_with_nothing_written(refusal: HoldError, says: str) -> None:
+    """notifyManifest needs a token the user's PDS issues: with the PDS down the push says so,
+    not that the hold did not answer (the hold was never asked)."""
+    with pytest.raises(Unavailable) as caught:
+        admit(refusal)
+    assert caught.value.message.startswith(says), caught.value.message
+    assert "nothing was written" in caught.value.message
