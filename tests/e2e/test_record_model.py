@@ -253,6 +253,16 @@ def _wait_until_manifests_listed(stack: RegistryStack, did: str) -> None:
         time.sleep(0.05)
 
 
+def _write_tag_behind_the_model(pds: httpx.Client, did: str, repository: str, tag: str, digest: str) -> None:
+    """Another client writes a tag record at the PDS pointing at the record at `digest`'s hex."""
+    r = pds.post("/xrpc/com.atproto.repo.putRecord", json={
+        "repo": did, "collection": keys.TAG, "rkey": keys.tag_rkey(repository, tag),
+        "record": {"$type": keys.TAG, "repository": repository, "tag": tag,
+                   "manifest": f"at://{did}/{keys.MANIFEST}/{keys.manifest_rkey(digest)}",
+                   "manifestDigest": digest, "createdAt": "2026-01-01T00:00:00Z"}})
+    assert r.status_code == 200, r.text
+
+
 def _latest_rev(pds_url: str, did: str) -> str:
     r = httpx.get(f"{pds_url}/xrpc/com.atproto.sync.getLatestCommit", params={"did": did}, timeout=30)
     assert r.status_code == 200, r.text
@@ -285,12 +295,7 @@ def test_a_fresh_push_under_a_tag_the_model_has_not_seen_moves_it(
     old = digest_of(image(60))
     pds = httpx.Client(base_url=registry_stack.network.pds_url, headers=pusher.account.auth_headers, timeout=30)
     with pds:
-        r = pds.post("/xrpc/com.atproto.repo.putRecord", json={
-            "repo": pusher.did, "collection": keys.TAG, "rkey": keys.tag_rkey("seen", "behind"),
-            "record": {"$type": keys.TAG, "repository": "seen", "tag": "behind",
-                       "manifest": f"at://{pusher.did}/{keys.MANIFEST}/{keys.manifest_rkey(old)}",
-                       "manifestDigest": old, "createdAt": "2026-01-01T00:00:00Z"}})
-        assert r.status_code == 200, r.text
+        _write_tag_behind_the_model(pds, pusher.did, "seen", "behind", old)
         raw = image(61)
         assert registry.put("seen", "behind", raw).status_code == 201
         tag = pds.get("/xrpc/com.atproto.repo.getRecord", params={
@@ -325,12 +330,7 @@ def test_records_written_the_old_way_serve_both_tags(
     assert registry.put("app-staging", "1", raw).status_code == 201  # record <hex>, repository app-staging
     pds = httpx.Client(base_url=registry_stack.network.pds_url, headers=pusher.account.auth_headers, timeout=30)
     with pds:
-        r = pds.post("/xrpc/com.atproto.repo.putRecord", json={
-            "repo": pusher.did, "collection": keys.TAG, "rkey": keys.tag_rkey("app", "1"),
-            "record": {"$type": keys.TAG, "repository": "app", "tag": "1",
-                       "manifest": f"at://{pusher.did}/{keys.MANIFEST}/{keys.manifest_rkey(d)}",
-                       "manifestDigest": d, "createdAt": "2026-01-01T00:00:00Z"}})
-        assert r.status_code == 200, r.text
+        _write_tag_behind_the_model(pds, pusher.did, "app", "1", d)
     for repo in ("app", "app-staging"):
         for ref in ("1", d):
             r = registry.get(repo, ref)
