@@ -440,7 +440,10 @@ class S3BlobStore:
             )
 
         await self.run(put)
-        await self.abort(upload)
+        try:
+            await self.abort(upload)
+        except HoldError as exc:  # the blob is stored; the hold's sweep drops what is left
+            log.warning("upload %s: its multipart upload could not be dropped: %s", upload.staging, exc)
 
     async def abort(self, upload: StagedUpload) -> None:
         key = self.staging_key(upload.staging)
