@@ -34,10 +34,11 @@ from atcr.valkey import atomic, compare_and_delete
 from hold.errors import BlobTooLarge, HoldError, InvalidRequest, UploadBusy, UploadNotFound
 from hold.gc.guard import GcGuard
 from hold.quota import QuotaExceeded, QuotaService
-from hold.uploads import UploadManager
+from hold.uploads import Admit, UploadManager
 
 PART_SIZE = 16 * 1024 * 1024  # a part streams on to this size (plus a remainder under the minimum)
 LOCK_MS = 600_000
+Completion = Callable[[Admit], Awaitable[Digest]]  # completes an upload, calling `admit` before it is visible
 
 
 class RangeMismatch(HoldError):
@@ -91,7 +92,7 @@ async def admitted_completion(
 
 async def admitted(
     did: str,
-    complete: Callable[[Callable[[Digest, int], Awaitable[None]]], Awaitable[Digest]],
+    complete: Completion,
     *,
     quota: QuotaService | None,
     guard: GcGuard | None,
@@ -402,19 +403,19 @@ class DirectUploads:
             session, reader = await self._open(
                 upload_id, did, repository, body or _empty(), start=start, length=length, max_size=max_size
             )
-            complete: Callable[[Callable[[Digest, int], Awaitable[None]]], Awaitable[Digest]]
+            complete: Completion
             if not session.parts and await reader.fill(self.min_part) < self.min_part:
                 data = reader.take()
                 if length is not None and reader.received != length:
                     raise SizeInvalid(f"body of {reader.received} bytes, but Content-Length said {length}")
 
-                def complete(admit: Callable[[Digest, int], Awaitable[None]]) -> Awaitable[Digest]:
+                def complete(admit: Admit) -> Awaitable[Digest]:
                     return self.manager.complete_whole(did, upload_id, digest, data, admit=admit)
             else:
                 session = await self._take(session, reader, length=length, final=True)
                 parts = [{"partNumber": p["partNumber"], "etag": p["etag"]} for p in session.parts]
 
-                def complete(admit: Callable[[Digest, int], Awaitable[None]]) -> Awaitable[Digest]:
+                def complete(admit: Admit) -> Awaitable[Digest]:
                     return self.manager.complete(did, upload_id, digest, parts, admit=admit)
             try:
                 done = await admitted(did, complete, quota=self.quota, guard=self.guard)
