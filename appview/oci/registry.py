@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -192,13 +192,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _unavailable_message(exc: HoldUnavailable) -> str:
-    """Which side of an upload is down: the user's PDS (service tokens) or the hold."""
+def _unavailable_message(exc: HoldUnavailable, *, unreachable: str = "your hold is unreachable",
+                         nothing: str = "stored") -> str:
+    """Which side of a push is down: the user's PDS (it issues the hold's tokens, so the hold
+    was never asked), the hold's storage, or the hold (`unreachable`)."""
     if exc.error == "PdsUnavailable":
-        return "your PDS is unreachable (it issues the hold's upload tokens); nothing was stored"
+        return f"your PDS is unreachable (it issues the hold's tokens); nothing was {nothing}"
     if exc.error in ("StorageUnavailable", "UploadsUnavailable"):
         return f"your hold's storage is unavailable: {exc.message or exc.error}"
-    return "your hold is unreachable"
+    return unreachable
 
 
 @contextlib.contextmanager
@@ -228,6 +230,15 @@ def _resolved(value: T) -> asyncio.Future[T]:
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     future.set_result(value)
     return future
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel what is still running (a no-op for what is done) and collect every outcome, so
+    no failure goes unretrieved; one that mattered was raised where it was awaited."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _first_error(awaitables: Sequence[Awaitable[T]]) -> list[T]:
@@ -536,11 +547,7 @@ class Registry:
         try:
             return await self._write_manifest(push, slots_task, blob_task, tag_reads, fresh=fresh)
         finally:
-            tasks = [t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None]
-            for task in tasks:
-                task.cancel()  # no-op once done
-            # Collected so no failure goes unretrieved; one that mattered was raised where awaited.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None)
 
     def _read_tags(
         self, client: XrpcClient, ref: RepoRef, tags: Sequence[str], absent: Collection[str] = ()
@@ -586,9 +593,7 @@ class Registry:
             await self._check_tag_moves(client, ref, digest, first_reads)
             replaced = await self._write_tags(client, ref, digest, rkey, first_reads)
         finally:
-            for read in first_reads.values():
-                read.cancel()  # no-op once done
-            await asyncio.gather(*first_reads.values(), return_exceptions=True)
+            await _cancel_all(first_reads.values())
         await self._remove_replaced(ref, push.user_did, client, digest, replaced)
         return PutResult(
             digest=digest,
@@ -692,9 +697,7 @@ class Registry:
                 await self._check_tag_moves(client, ref, manifest.digest, again)
                 return await self._write_records(push, slots, blob_task, again, planned)
             finally:
-                for read in again.values():
-                    read.cancel()  # no-op once done
-                await asyncio.gather(*again.values(), return_exceptions=True)
+                await _cancel_all(again.values())
         return await self._write_records(push, slots, blob_task, tag_reads, planned)
 
     async def _write_records(
@@ -1018,15 +1021,11 @@ class Registry:
         try:
             await self.holds.notify_manifest(hold_did, user_did, self._push_body(ref, manifest, tag, rkey))
         except HoldUnavailable as exc:
-            if exc.error == "PdsUnavailable":  # the hold's token could not be had from the PDS
-                raise Unavailable(
-                    "your PDS is unreachable (it issues the hold's tokens); nothing was written",
-                    headers={"Retry-After": "10"},
-                ) from None
-            raise Unavailable(
-                f"your hold {_hold_name(hold_did)} did not answer the push; nothing was written",
-                headers={"Retry-After": "10"},
-            ) from None
+            message = _unavailable_message(
+                exc, unreachable=f"your hold {_hold_name(hold_did)} did not answer the push; nothing was written",
+                nothing="written",
+            )
+            raise Unavailable(message, headers={"Retry-After": "10"}) from None
         except HoldError as exc:
             if "quota" in exc.error.lower():
                 raise Denied(f"quota exceeded on {_hold_name(hold_did)}: {exc.message or exc.error}") from None

@@ -129,6 +129,15 @@ class _EarlySync:
         self._flight = None
 
 
+def _move_in(staged: Path, final: Path, staging: Path) -> None:
+    """Make a verified, fsynced file visible at its content address (an atomic rename, made
+    durable), then drop the upload's staging directory."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def _supersede(final: Path, number: int) -> None:
     """The last write of a part number wins, as on S3: drop the part's other files and markers."""
     for other in final.parent.glob(f"{number:05d}.*"):
@@ -432,13 +441,7 @@ class FilesystemBlobStore:
         staging = self._staging_dir(upload)
         final = self.blob_file(digest)
 
-        def move() -> None:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / "data", final)
-            _fsync_dir(final.parent)
-            shutil.rmtree(staging, ignore_errors=True)
-
-        await self.run(move)
+        await self.run(lambda: _move_in(staging / "data", final, staging))
 
     async def put_whole(self, upload: StagedUpload, digest: Digest, data: bytes) -> None:
         staging = self._staging_dir(upload)
@@ -453,14 +456,11 @@ class FilesystemBlobStore:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-                _fsync_dir(final.parent)
+                _move_in(tmp, final, staging)
             except OSError as exc:
                 raise StorageError(f"could not store the blob: {exc.strerror}") from None
             finally:
                 tmp.unlink(missing_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
 
         await self.run(write)
 
