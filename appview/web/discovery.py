@@ -12,6 +12,10 @@ collections through the loader, which rebuilds the indexes as a side effect:
   stars (accounts that star but never push count for popularity), or ``listRepos`` where the
   relay lacks it (a lone PDS does).
 
+Accounts whose listing carries a repo ``rev`` (``listRepos`` does) are loaded newest commit
+first: a page that stops waiting before a large network is covered then shows the latest
+pushes, which are what the home page ranks first, not whichever DIDs sort first.
+
 The Jetstream consumer normally keeps these indexes warm; this is the fallback that makes a
 cold AppView show the same home page. It runs once per cluster at a time (a Valkey lock), is
 bounded in accounts, concurrency and time, and a page waits for it at most ``wait`` seconds.
@@ -110,7 +114,7 @@ class Discovery:
                     async with sem:
                         await self._load(did)
 
-                await asyncio.gather(*(one(d) for d in sorted(dids)))
+                await asyncio.gather(*(one(d) for d in dids))
             await self._v.set(SEEDED_KEY, str(int(time.time())), ex=SEEDED_TTL)
             log.info("discovery indexed %d accounts in %.1fs", len(dids), time.monotonic() - started)
             return len(dids)
@@ -127,51 +131,57 @@ class Discovery:
         finally:
             await self._v.delete(LOCK_KEY)
 
-    async def _accounts(self) -> set[str]:
-        found: set[str] = set()
+    async def _accounts(self) -> list[str]:
+        """Every account found, newest commit first where a listing said (then by DID)."""
+        found: dict[str, str] = {}
         for hold in self._holds:
-            async for did in self._hold_accounts(hold):
-                found.add(did)
+            async for did, rev in self._hold_accounts(hold):
+                found[did] = max(found.get(did, ""), rev)
         if self._relay:
-            async for did in self._relay_accounts():
-                found.add(did)
+            async for did, rev in self._relay_accounts():
+                found[did] = max(found.get(did, ""), rev)
                 if len(found) >= self._max:
                     break
-        return set(sorted(found)[: self._max])
+        by_did = sorted(found)
+        by_did.sort(key=found.__getitem__, reverse=True)  # stable: equal revs stay in DID order
+        return by_did[: self._max]
 
-    async def _hold_accounts(self, hold: str) -> AsyncIterator[str]:
+    async def _hold_accounts(self, hold: str) -> AsyncIterator[tuple[str, str]]:
         try:
             ident = await self._loader.identity(hold)
             client = XrpcClient(self._http, ident.pds_endpoint)
             async for rec in client.iter_records(hold, keys.STATS, max_pages=50):
                 owner = (rec.get("value") or {}).get("ownerDid")
                 if isinstance(owner, str) and is_did(owner):
-                    yield owner
+                    yield owner, ""
             for member in await self._loader.crew(hold):
-                yield member
+                yield member, ""
         except errors.AtcrError as exc:
             log.info("discovery: hold %s not listed: %s", hold, exc)
 
-    async def _relay_accounts(self) -> AsyncIterator[str]:
+    async def _relay_accounts(self) -> AsyncIterator[tuple[str, str]]:
         assert self._relay is not None
         client = XrpcClient(self._http, self._relay)
         for collection in (keys.MANIFEST, keys.STAR):
             try:
-                async for did in self._pages(client, "com.atproto.sync.listReposByCollection",
-                                             {"collection": collection}):
-                    yield did
+                async for found in self._pages(client, "com.atproto.sync.listReposByCollection",
+                                               {"collection": collection}):
+                    yield found
             except errors.XrpcError as exc:
                 if exc.error not in UNSUPPORTED and exc.status not in (401, 404, 501):
                     log.info("discovery: relay refused listReposByCollection: %s", exc)
                     return
-                async for did in self._pages(client, "com.atproto.sync.listRepos", {}):
-                    yield did
+                async for found in self._pages(client, "com.atproto.sync.listRepos", {}):
+                    yield found
                 return
             except errors.NetworkError as exc:
                 log.info("discovery: relay unavailable: %s", exc)
                 return
 
-    async def _pages(self, client: XrpcClient, nsid: str, params: dict[str, str]) -> AsyncIterator[str]:
+    async def _pages(
+        self, client: XrpcClient, nsid: str, params: dict[str, str]
+    ) -> AsyncIterator[tuple[str, str]]:
+        """(DID, rev) of each active account listed; rev is "" where the listing has none."""
         cursor: str | None = None
         seen = 0
         for _ in range(100):
@@ -181,7 +191,8 @@ class Discovery:
                 did = r.get("did") if isinstance(r, dict) else None
                 if isinstance(did, str) and is_did(did) and r.get("active", True) is not False:
                     seen += 1
-                    yield did
+                    rev = r.get("rev")
+                    yield did, rev if isinstance(rev, str) else ""
             cursor = out.get("cursor") if isinstance(out, dict) else None
             if not cursor or not repos or seen >= self._max:
                 return

@@ -52,6 +52,26 @@ class UiStack:
         finally:
             client.close()
 
+    def wait_until_discovered(self, timeout: float = 180.0) -> None:
+        """Wait for the discovery a cold page started to finish (its marker appears).
+
+        A page waits for discovery only a few seconds, then shows what is indexed so far; how far
+        that gets depends on how busy the machine is and how many accounts the session PDS has
+        by then. Comparing pages after discovery ends compares what was rebuilt, not how fast.
+        """
+        import valkey
+
+        from appview.web.discovery import SEEDED_KEY
+
+        client = valkey.Valkey.from_url(self.valkey_url)
+        try:
+            deadline = time.monotonic() + timeout
+            while not client.exists(SEEDED_KEY):
+                assert time.monotonic() < deadline, f"discovery did not finish within {timeout:.0f}s"
+                time.sleep(0.2)
+        finally:
+            client.close()
+
 
 @pytest.fixture(scope="session")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory, registry_stack: RegistryStack) -> Iterator[UiStack]:

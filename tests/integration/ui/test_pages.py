@@ -204,6 +204,9 @@ def test_every_page_is_the_same_after_flushall(scene: Scene) -> None:
 
     scene.stack.flushall()
     try:
+        first = anon.get("/")  # starts discovery, waits for it a few seconds at most
+        assert first.status_code == 200, first.text[:500]
+        scene.stack.wait_until_discovered()
         cold = {p: anon.get(p) for p in paths}
         for p in paths:
             assert cold[p].status_code == 200, (p, cold[p].text[:500])
