@@ -158,6 +158,11 @@ class AppViewSettings(NetworkSettings):
     device_poll_interval: int = setting(5, "ATCR_DEVICE_POLL_INTERVAL", "seconds between device-flow polls")
     bcrypt_rounds: int = setting(12, "ATCR_BCRYPT_ROUNDS", "bcrypt cost for device secrets (4-16)")
     # --- web UI (docs/web-ui.md) ---
+    ui_hold_wait: float = setting(
+        0.4,
+        "ATCR_UI_HOLD_WAIT",
+        "seconds a page waits for hold stats and health before it is shown without them (a later view has them)",
+    )
     ui_discovery_relay: str = setting(
         "",
         "ATCR_UI_DISCOVERY_RELAY",

@@ -655,7 +655,7 @@ def build_web_ui(
         loader, health, registry_host=urlsplit(settings.base_url).netloc or settings.service,
         default_hold_did=settings.default_hold_did, configs=ConfigPlatforms(valkey, http, holds),
         gc_runs=holds.gc_runs,
-        plain_http=settings.base_url.startswith("http://"),
+        plain_http=settings.base_url.startswith("http://"), hold_wait=settings.ui_hold_wait,
     )
     discovery = Discovery(
         valkey, http, loader, holds=[settings.default_hold_did], relay=settings.ui_discovery_relay or None

@@ -37,13 +37,14 @@ T = TypeVar("T")
 
 
 HOLD_WAIT: Final = 0.4
-"""Seconds a page waits on parts that come from holds (stats, health): a hung hold must not
-hold the page (docs/web-ui.md). What is not ready by then shows on a later view."""
+"""Seconds a page waits on parts that come from holds (stats, health) by default
+(`ATCR_UI_HOLD_WAIT`): a hung hold must not hold the page (docs/web-ui.md). What is not ready
+by then shows on a later view."""
 
 _behind: set[asyncio.Future[Any]] = set()
 
 
-async def _within(call: Awaitable[T], default: T, seconds: float = HOLD_WAIT) -> T:
+async def _within(call: Awaitable[T], default: T, seconds: float) -> T:
     """`call`'s answer if it comes within `seconds`, else `default` while it finishes behind
     the page (its result lands in the caches the next view reads)."""
     task = asyncio.ensure_future(call)
@@ -472,8 +473,10 @@ class UiService:
         configs: ConfigPlatforms | None = None,
         plain_http: bool = False,
         gc_runs: Callable[[str, str], Awaitable[list[dict[str, Any]]]] | None = None,
+        hold_wait: float = HOLD_WAIT,
     ) -> None:
         self.loader = loader
+        self.hold_wait = hold_wait
         self.holds = holds
         self.gc_runs = gc_runs  # HoldClient.gc_runs: (hold DID, captain DID) -> the hold's runs
         self.registry_host = registry_host
@@ -640,10 +643,10 @@ class UiService:
         person, record, st, stars, starred, hold = await asyncio.gather(
             self.person(did),
             _optional(self.loader.repo_page(did, repository), None),
-            _within(self.loader.stats(did, repository), RepoStats()),
+            _within(self.loader.stats(did, repository), RepoStats(), self.hold_wait),
             self.loader.star_count(did, repository),
             self._starred(viewer, did, repository),
-            _within(self._hold_status(newest_hold), None),
+            _within(self._hold_status(newest_hold), None, self.hold_wait),
         )
         by_digest = {m.digest: m for m in manifests}
         # A platform image's platform: what an index says about it, else its own config blob.
@@ -749,7 +752,7 @@ class UiService:
         person, referrers, hold = await asyncio.gather(
             self.person(did),
             self.loader.referrers(did, repository, digest),
-            _within(self._hold_status(entry.hold_did), None),
+            _within(self._hold_status(entry.hold_did), None, self.hold_wait),
         )
         doc: dict[str, Any] = {}
         if entry.raw:

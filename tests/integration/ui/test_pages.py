@@ -150,7 +150,8 @@ def test_pages_show_the_scene(scene: Scene) -> None:
     assert re.search(r'id="pull-count">1<', repo.text) and re.search(r'id="push-count">2<', repo.text)
     assert "1 pull in the last 30 days" in repo.text  # the sparkline's label
     assert 'data-tag="1.0"' in repo.text and 'data-tag="latest"' in repo.text
-    assert f'title="{scene.stack.registry.hold_did}"' in repo.text and "reachable" in repo.text  # the hold's link
+    assert f'title="{scene.stack.registry.hold_did}"' in repo.text  # the hold's link
+    assert '<span class="badge ok">reachable</span>' in repo.text and "hold-warning" not in repo.text
     user = anon.get(f"/u/{scene.owner.handle}")
     assert user.status_code == 200 and scene.owner.did in user.text and "tools/cli" in user.text
     manifest = anon.get(f"{scene.repo_path}/manifest/{scene.app_digest}")
