@@ -66,7 +66,7 @@ async def test_sign_in_push_search_star_edit_and_revoke(browser, ui_stack: UiSta
     assert await page.locator("#star-count").inner_text() == "0"
     url_before = page.url
     await star.click()
-    await expect(page.locator("#star-count")).to_have_text("1")
+    await expect(page.locator("#star-count")).to_have_text("1", timeout=30_000)  # a PDS write behind it
     assert await star.get_attribute("aria-pressed") == "true"
     assert page.url == url_before
     await page.reload()

@@ -23,7 +23,7 @@ async def test_deactivation_hides_and_activation_restores(
     async def settled() -> bool:
         return consumer.sources[0].status.connected and not consumer.backfill.status.running
 
-    await eventually(settled, timeout=10)
+    await eventually(settled)
     await writer.push("acct", "v1")
 
     async def shown() -> bool:
@@ -53,7 +53,7 @@ async def test_deactivation_hides_and_activation_restores(
         tags, _ = await read.read_tags(valkey, writer.did, "acct")
         return "v1" in tags and await valkey.get(account_marker(writer.did)) is None
 
-    await eventually(restored, timeout=10)
+    await eventually(restored)
 
 
 async def test_identity_event_drops_cached_identity(
@@ -75,4 +75,4 @@ async def test_identity_event_drops_cached_identity(
     async def dropped() -> bool:
         return await valkey.exists(keys.identity(writer.did), keys.identity(old)) == 0
 
-    await eventually(dropped, timeout=10)
+    await eventually(dropped)

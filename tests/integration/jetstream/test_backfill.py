@@ -34,13 +34,13 @@ async def test_first_start_backfills_existing_records(
     async def backfilled() -> bool:
         return await _tags(valkey, writer.did, "before") == {"v1", "v2"}
 
-    await eventually(backfilled, timeout=10)
+    await eventually(backfilled)
     status = consumer.status()["backfill"]
 
     async def finished() -> bool:
         return consumer.backfill.status.runs == 1 and not consumer.backfill.status.running
 
-    await eventually(finished, timeout=10)
+    await eventually(finished)
     status = consumer.status()["backfill"]
     assert status["reason"] == "first start"
     assert status["repos_done"] >= 1 and status["records"] >= 4
@@ -90,7 +90,7 @@ async def test_cursor_older_than_lookback_triggers_backfill(
     async def restored() -> bool:
         return await _tags(valkey, writer.did, "gap") == {"b"}
 
-    await eventually(restored, timeout=10)
+    await eventually(restored)
     assert consumer.backfill.status.reason == "saved cursor is older than the stream's lookback"
 
 
@@ -112,7 +112,7 @@ async def test_gap_detected_on_reconnect_triggers_backfill(
     async def restored() -> bool:
         return await _tags(valkey, writer.did, "gap") == {"b", "c"}
 
-    await eventually(restored, timeout=10)
+    await eventually(restored)
     assert consumer.backfill.status.reason == "gap detected on jetstream"
     assert consumer.metrics.gaps.labels(source="jetstream")._value.get() == 1
 
@@ -136,7 +136,7 @@ async def test_interrupted_backfill_resumes_without_redoing_finished_repos(
         async def finished() -> bool:
             return consumer.backfill.status.runs == 1 and not consumer.backfill.status.running
 
-        await eventually(finished, timeout=10)
+        await eventually(finished)
         assert consumer.backfill.status.resumed
         assert await _tags(valkey, todo_writer.did, "resume") == {"y"}
         assert await _tags(valkey, done_writer.did, "resume") == set()  # skipped: already done

@@ -194,7 +194,7 @@ async def test_crew_and_pages_and_search(valkey: Any) -> None:
 Event = tuple[int, str | None]  # (rev number, digest seed or None for delete)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     events=st.lists(
         st.tuples(st.integers(1, 500), st.one_of(st.none(), st.sampled_from("abc"))),

@@ -156,7 +156,9 @@ async def test_retries_stop_after_max_age_and_the_webhook_is_marked_failing(
     store = _store(valkey)
     hook, _ = await store.create(OWNER, receiver.url, ["push"], None)
     receiver.statuses = [503] * 100
-    worker = _worker(store, http, max_age=0.5, retry_base=0.05)
+    # A second attempt needs the first to come within max_age of the event: 3 s leaves room for
+    # a busy machine, retries 0.05 s apart make several attempts inside it.
+    worker = _worker(store, http, max_age=3.0, retry_base=0.05)
     worker.start()
     try:
         await WebhookEvents(store, registry_host="r", base_url="http://r").emit("push", OWNER, None, "app")

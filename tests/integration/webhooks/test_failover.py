@@ -12,6 +12,7 @@ import valkey
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from appview.auth.sessions import SessionCipher
+from appview.webhooks import store as store_module
 from appview.webhooks.events import WebhookEvents
 from appview.webhooks.store import DUE, WebhookStore
 from appview.webhooks.worker import DeliveryWorker
@@ -49,8 +50,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 async def test_a_delivery_queued_before_a_failover_is_delivered_by_the_new_primary(
-    pair: tuple[Node, Node], receiver: Receiver
+    pair: tuple[Node, Node], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The enqueue waits for the replica's acknowledgement at most REPLICA_WAIT_MS (then only
+    # logs): a busy machine must not turn that bound into a lost check.
+    monkeypatch.setattr(store_module, "REPLICA_WAIT_MS", 10_000)
     primary, replica = pair
     cipher = SessionCipher(b"k" * 32)
     old = connect(f"redis://127.0.0.1:{primary.port}/0")

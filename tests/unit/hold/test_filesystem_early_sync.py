@@ -52,6 +52,11 @@ def test_a_part_is_synced_while_it_is_written_and_commits_intact(
         steps = [os.urandom(STEP) for _ in range(3 * EARLY_SYNC_BYTES // STEP)]
         for data in steps:
             await store.run(functools.partial(writer.write, data))
+        # The writes queued a sync; its thread may not have run yet on a busy machine, and a
+        # commit drops a sync still queued. Give it the time it needs (a hang is bounded).
+        deadline = time.monotonic() + 30
+        while not syncs and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         seen_before_commit = len(syncs)
         info = await store.run(writer.commit)
         assert info.size == len(steps) * STEP
