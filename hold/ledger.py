@@ -9,13 +9,13 @@ runs the stats flusher, and flushes once more at shutdown before the repo closes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from atcr.digest import Digest
+from atcr.tasks import cancel_and_wait
 from hold.auth import Captain
 from hold.crew import CrewService, RepoCrew
 from hold.notify import Notifications
@@ -139,11 +139,7 @@ class Ledger:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*tasks)
             if self.stats is not None:
                 try:
                     report = await asyncio.wait_for(self.stats.flush(), SHUTDOWN_FLUSH_TIMEOUT)

@@ -8,7 +8,6 @@ Valkey lock lets one of them sweep per interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from atcr.digest import Digest
 from atcr.keys import load_or_create_secret
 from atcr.runtime import Runtime
 from atcr.serviceauth import MemoryReplayCache, ReplayCache, ResolverSigningKeys, ServiceAuthVerifier, ValkeyReplayCache
+from atcr.tasks import cancel_and_wait
 from hold.auth import Captain, CaptainSource, CrewDirectory, HoldAuth, NoCrew, StaticCaptain
 from hold.identity import HOLD_SERVICE_ID, HoldIdentity
 from hold.settings import HoldSettings
@@ -195,7 +195,5 @@ class HoldServices:
             yield
         finally:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             await self.store.aclose()

@@ -26,6 +26,7 @@ from atcr.errors import AtcrError, NetworkError
 from atcr.http import SafeHttpClient
 from atcr.identity import IdentityResolver
 from atcr.serviceauth import atproto_key_of
+from atcr.tasks import cancel_and_wait
 from jetstream.backfill import Backfill, HoldRegistry
 from jetstream.cursor import Checkpointer, CursorStore
 from jetstream.errors import BackfillError, MalformedEvent, SourceError
@@ -201,17 +202,14 @@ class Consumer:
 
     async def stop(self) -> None:
         """Stop reading, apply what was already read (briefly), save cursors."""
-        for task in self._source_tasks:
-            task.cancel()
-        await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        await cancel_and_wait(*self._source_tasks)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.queue.join(), DRAIN_ON_STOP)
+            async with asyncio.timeout(DRAIN_ON_STOP):
+                await self.queue.join()
         tasks = [*self._tasks]
         if self._backfill_task is not None:
             tasks.append(self._backfill_task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         for cp in self.checkpoints.values():
             with contextlib.suppress(Exception):
                 await cp.flush()
@@ -259,9 +257,7 @@ class Consumer:
                 while inflight and (len(inflight) >= PIPELINE_DEPTH or inflight[0].task.done()):
                     await inflight.popleft().task
         finally:
-            for f in inflight:
-                f.task.cancel()
-            await asyncio.gather(*(f.task for f in inflight), return_exceptions=True)
+            await cancel_and_wait(*(f.task for f in inflight))
 
     async def _run_batch(self, batch: list[Delivery], events: list[Event], prev: asyncio.Task[None] | None) -> None:
         """Apply one batch (maybe while `prev` still runs), then record it after `prev`."""

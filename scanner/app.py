@@ -9,7 +9,6 @@ is taken that could not be scanned.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from litestar import Litestar, Response, get, post
 
 from atcr.http import SafeHttpClient, SsrfPolicy
 from atcr.server import health_routes
+from atcr.tasks import cancel_and_wait
 from scanner.holds import HoldSubscription
 from scanner.settings import ScannerSettings
 from scanner.vulndb import CurrentDB
@@ -58,9 +58,7 @@ def create_app(settings: ScannerSettings) -> Litestar:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
             await http.aclose()
 
     async def db_ready() -> None:

@@ -36,6 +36,7 @@ import valkey.asyncio as avalkey
 from valkey.exceptions import ResponseError, ValkeyError
 
 from atcr.readmodel import keys
+from atcr.tasks import cancel_and_wait
 
 log = logging.getLogger("appview.cache.near")
 
@@ -179,9 +180,7 @@ class NearCache:
         self._ready = False
         self._live.clear()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def wait_ready(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):

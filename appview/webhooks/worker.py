@@ -26,6 +26,7 @@ from appview.webhooks.errors import WebhookUnknown
 from appview.webhooks.store import Attempt, Pending, Webhook, WebhookStore
 from atcr.errors import BlockedAddress, NetworkError
 from atcr.http import SafeHttpClient
+from atcr.tasks import cancel_and_wait
 
 log = logging.getLogger("appview.webhooks")
 
@@ -84,9 +85,7 @@ class DeliveryWorker:
         try:
             await asyncio.wait_for(asyncio.shield(task), grace)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         finally:
             self._stopping = False
 

@@ -23,6 +23,7 @@ from litestar import Request, Response, Router, WebSocket, get, websocket
 from litestar.handlers import BaseRouteHandler
 
 from atcr.syntax import is_did, is_handle, is_nsid, is_record_key, is_tid
+from atcr.tasks import cancel_and_wait
 from hold.errors import InvalidRequest
 from hold.repo.errors import RecordNotFound, UnknownRepo
 from hold.repo.firehose import error_frame, subscribe_frames
@@ -300,11 +301,7 @@ async def _stream(socket: WebSocket[Any, Any, Any], repo: Repo, cursor: int | No
     try:
         done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sender, watcher):
-            task.cancel()
-        for task in (sender, watcher):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(sender, watcher)
     if sender in done and watcher not in done:
         exc = sender.exception()
         if exc is not None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from litestar import Request, Router, WebSocket, get, post, websocket
 
+from atcr.tasks import cancel_and_wait
 from hold.errors import HoldError, InvalidRequest
 from hold.scan.queue import Lease
 from hold.scan.service import ScanningDisabled, ScanService
@@ -138,11 +139,7 @@ class ScannerSession:
                 if exc is not None and not isinstance(exc, asyncio.CancelledError):
                     log.info("scan: a scanner connection ended: %s", type(exc).__name__)
         finally:
-            for task in (sender, reader):
-                task.cancel()
-            for task in (sender, reader):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(sender, reader)
             for lease in list(self.inflight.values()):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.scans.queue.release(lease.digest, lease.token))

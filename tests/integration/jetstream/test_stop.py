@@ -1,0 +1,38 @@
+"""The consumer stops, even when a worker's cancellation is lost (atcr/tasks.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from jetstream.backfill import RepoResult
+from tests.integration.jetstream.conftest import ConsumerFactory
+
+pytestmark = pytest.mark.integration
+
+
+async def test_stop_ends_a_resync_worker_whose_cancel_was_lost(make_consumer: ConsumerFactory) -> None:
+    # What CI hit 1 time in ~4 runs (a 300 s hang at teardown): a resync was listing an account
+    # when the consumer stopped; the cancel landed in a valkey-py command's asyncio.wait_for just
+    # as it finished, Python 3.11 handed back the result instead, the worker logged "listed ...
+    # again" and went back to waiting on its queue, and stop() waited for it forever.
+    consumer = await make_consumer()
+    listing = asyncio.Event()
+
+    async def sync_repo(did: str, **_: Any) -> RepoResult:
+        listing.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            pass  # the lost cancel, as 3.11's wait_for loses it
+        return RepoResult()
+
+    consumer.backfill.sync_repo = sync_repo
+    consumer.request_resync("did:plc:" + "q" * 24)
+    async with asyncio.timeout(30):
+        await listing.wait()
+    async with asyncio.timeout(30):  # was: forever
+        await consumer.stop()
+    assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith("jetstream-"))
