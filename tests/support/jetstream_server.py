@@ -42,6 +42,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from atcr.tasks import cancel_and_wait
+
 
 def _to_json_model(value: Any) -> Any:
     """libipld gives links and bytes both as bytes: a 36-byte CIDv1 is read as a link."""
@@ -176,9 +178,7 @@ class JetstreamServer:
         # Finish every connection handler here: a coroutine left for the garbage collector
         # runs its cleanup at a random later moment, in whatever the main thread is doing.
         pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(cancel_and_wait(*pending))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
@@ -193,15 +193,10 @@ class JetstreamServer:
             self._tasks.append(asyncio.create_task(self._follow(up)))
 
     async def _shutdown(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         for client in list(self._clients):
             client.conn.transport.abort()
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await cancel_and_wait(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()))
         if self._server is not None:
             self._server.close(close_connections=False)
             with contextlib.suppress(TimeoutError):

@@ -10,6 +10,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from atcr.settings import load
+from atcr.tasks import cancel_and_wait
 from jetstream.app import create_app
 from jetstream.events import CommitEvent
 from jetstream.settings import JetstreamSettings
@@ -105,8 +106,7 @@ async def test_failover_to_the_next_url_and_filter_updates(server: JetstreamServ
         assert server.hellos[-1]["wantedDids"] == [DID]
         assert queue.empty()
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 async def test_gap_flag_when_the_server_clamps_an_old_cursor(server: JetstreamServer) -> None:
@@ -131,8 +131,7 @@ async def test_gap_flag_when_the_server_clamps_an_old_cursor(server: JetstreamSe
         assert d.gap and isinstance(d.events[0], CommitEvent) and d.events[0].rkey == "later"
         assert f"cursor={old - 1_000_000}" in server.requests[-1]
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 async def test_status_and_metrics_endpoints(server: JetstreamServer, valkey_url: str, valkey: Any) -> None:

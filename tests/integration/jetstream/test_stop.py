@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -23,10 +24,8 @@ async def test_stop_ends_a_resync_worker_whose_cancel_was_lost(make_consumer: Co
 
     async def sync_repo(did: str, **_: Any) -> RepoResult:
         listing.set()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # the lost cancel, as 3.11's wait_for loses it
             await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            pass  # the lost cancel, as 3.11's wait_for loses it
         return RepoResult()
 
     consumer.backfill.sync_repo = sync_repo
