@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from atcr.tasks import cancel_and_wait
 
 log = logging.getLogger("atcr.periodic")
 
@@ -36,10 +37,10 @@ class Periodic:
         if task is None:
             return
         self._stopping = True
-        if not self._working:
-            task.cancel()  # asleep between rounds: nothing to finish
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if self._working:
+            await asyncio.wait({task})  # the round in progress finishes; the loop then sees _stopping
+        else:
+            await cancel_and_wait(task)  # asleep between rounds: nothing to finish
         self._task = None
 
     async def _run(self) -> None:

@@ -44,3 +44,27 @@ async def test_stop_between_rounds_is_immediate() -> None:
     assert calls == []
     loop.start()  # can start again
     await asyncio.wait_for(loop.stop(), 5)
+
+
+async def test_a_stop_that_is_itself_cancelled_says_so_and_leaves_the_round_alone() -> None:
+    # A shutdown given up on (a timeout around it) must see its cancellation; and the round it
+    # was waiting for is not cut off by it (the old stop swallowed one and did the other).
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[int] = []
+
+    async def work() -> None:
+        started.set()
+        await release.wait()
+        finished.append(1)
+
+    loop = Periodic(0.001, work, name="t")
+    loop.start()
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.create_task(loop.stop())
+    await asyncio.sleep(0)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    release.set()
+    await asyncio.wait_for(loop.stop(), 5)
+    assert finished == [1]
