@@ -11,9 +11,9 @@ from atcr.periodic import Periodic
 pytestmark = pytest.mark.unit
 
 
-async def test_stop_waits_for_the_round_in_progress() -> None:
-    started, release = asyncio.Event(), asyncio.Event()
-    finished: list[int] = []
+async def _in_a_round(release: asyncio.Event, finished: list[int]) -> Periodic:
+    """A running loop whose round has started and lasts until `release` is set."""
+    started = asyncio.Event()
 
     async def work() -> None:
         started.set()
@@ -23,6 +23,12 @@ async def test_stop_waits_for_the_round_in_progress() -> None:
     loop = Periodic(0.001, work, name="t")
     loop.start()
     await asyncio.wait_for(started.wait(), 5)
+    return loop
+
+
+async def test_stop_waits_for_the_round_in_progress() -> None:
+    release, finished = asyncio.Event(), []
+    loop = await _in_a_round(release, finished)
     stopping = asyncio.create_task(loop.stop())
     await asyncio.sleep(0)
     assert not stopping.done()  # waiting for the round, not cancelling it
@@ -49,17 +55,8 @@ async def test_stop_between_rounds_is_immediate() -> None:
 async def test_a_stop_that_is_itself_cancelled_says_so_and_leaves_the_round_alone() -> None:
     # A shutdown given up on (a timeout around it) must see its cancellation; and the round it
     # was waiting for is not cut off by it (the old stop swallowed one and did the other).
-    started, release = asyncio.Event(), asyncio.Event()
-    finished: list[int] = []
-
-    async def work() -> None:
-        started.set()
-        await release.wait()
-        finished.append(1)
-
-    loop = Periodic(0.001, work, name="t")
-    loop.start()
-    await asyncio.wait_for(started.wait(), 5)
+    release, finished = asyncio.Event(), []
+    loop = await _in_a_round(release, finished)
     stopping = asyncio.create_task(loop.stop())
     await asyncio.sleep(0)
     stopping.cancel()
