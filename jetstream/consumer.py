@@ -104,6 +104,7 @@ class Consumer:
         self._tasks: list[asyncio.Task[None]] = []
         self._source_tasks: list[asyncio.Task[None]] = []
         self._backfill_task: asyncio.Task[None] | None = None
+        self._stopping = False  # set by stop(): no new backfill starts behind its back
         self._resync_queue: asyncio.Queue[str] = asyncio.Queue()
         self._resync_pending: set[str] = set()
         self._hidden: dict[str, None] = {}  # accounts this process saw hidden, oldest first
@@ -190,6 +191,7 @@ class Consumer:
     async def start(self) -> None:
         """Start every task; returns at once. Valkey being down only delays the work."""
         self.started_at = self._clock()
+        self._stopping = False
         for source in self.sources:
             self.metrics.connected.labels(source=source.name).set(0)
             self._source_tasks.append(asyncio.create_task(source.run(self.queue), name=f"source-{source.name}"))
@@ -202,6 +204,7 @@ class Consumer:
 
     async def stop(self) -> None:
         """Stop reading, apply what was already read (briefly), save cursors."""
+        self._stopping = True
         await cancel_and_wait(*self._source_tasks)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_ON_STOP):
@@ -399,7 +402,7 @@ class Consumer:
 
     def request_backfill(self, reason: str) -> bool:
         """Start a backfill unless one is running (it already covers what this one would)."""
-        if not self.settings.backfill_enabled:
+        if not self.settings.backfill_enabled or self._stopping:
             return False
         if self._backfill_task is not None and not self._backfill_task.done():
             return False

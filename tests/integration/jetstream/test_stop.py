@@ -34,4 +34,32 @@ async def test_stop_ends_a_resync_worker_whose_cancel_was_lost(make_consumer: Co
         await listing.wait()
     async with asyncio.timeout(30):  # was: forever
         await consumer.stop()
-    assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith("jetstream-"))
+    assert _running() == []
+
+
+async def test_a_backfill_asked_for_while_stopping_does_not_start(make_consumer: ConsumerFactory) -> None:
+    # Found by the first test on a loaded machine: the start-up check (is a backfill needed?)
+    # lost its cancel the same way, went on to ask for a backfill, and that backfill began
+    # after stop() had taken its list of tasks, so it ran on after the consumer "stopped".
+    consumer = await make_consumer(start=False)
+    deciding = asyncio.Event()
+
+    async def backfill_reason() -> str | None:
+        deciding.set()
+        with contextlib.suppress(asyncio.CancelledError):  # the lost cancel
+            await asyncio.sleep(60)
+        return "first start"
+
+    consumer._backfill_reason = backfill_reason
+    await consumer.start()
+    async with asyncio.timeout(30):
+        await deciding.wait()
+    async with asyncio.timeout(30):
+        await consumer.stop()
+    assert consumer._backfill_task is None
+    assert _running() == []
+
+
+def _running() -> list[str]:
+    """The consumer's tasks still running (each is named jetstream-...)."""
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("jetstream-") and not t.done())
