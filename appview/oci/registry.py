@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -70,6 +70,7 @@ from atcr.readmodel import ManifestEntry, TagEntry, tag_rkey
 from atcr.readmodel.keys import manifest_rkey, repo_manifest_rkey
 from atcr.readmodel.records import tag_digest
 from atcr.syntax import is_did, is_oci_repository, is_oci_tag
+from atcr.tasks import cancel_and_wait
 from atcr.ttlcache import TtlCache
 from atcr.xrpc import XrpcClient
 
@@ -230,15 +231,6 @@ def _resolved(value: T) -> asyncio.Future[T]:
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     future.set_result(value)
     return future
-
-
-async def _cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
-    """Cancel what is still running (a no-op for what is done) and collect every outcome, so
-    no failure goes unretrieved; one that mattered was raised where it was awaited."""
-    pending = list(tasks)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _first_error(awaitables: Sequence[Awaitable[T]]) -> list[T]:
@@ -547,7 +539,7 @@ class Registry:
         try:
             return await self._write_manifest(push, slots_task, blob_task, tag_reads, fresh=fresh)
         finally:
-            await _cancel_all(t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None)
+            await cancel_and_wait(*(t for t in (slots_task, blob_task, *tag_reads.values()) if t is not None))
 
     def _read_tags(
         self, client: XrpcClient, ref: RepoRef, tags: Sequence[str], absent: Collection[str] = ()
@@ -593,7 +585,7 @@ class Registry:
             await self._check_tag_moves(client, ref, digest, first_reads)
             replaced = await self._write_tags(client, ref, digest, rkey, first_reads)
         finally:
-            await _cancel_all(first_reads.values())
+            await cancel_and_wait(*first_reads.values())
         await self._remove_replaced(ref, push.user_did, client, digest, replaced)
         return PutResult(
             digest=digest,
@@ -697,7 +689,7 @@ class Registry:
                 await self._check_tag_moves(client, ref, manifest.digest, again)
                 return await self._write_records(push, slots, blob_task, again, planned)
             finally:
-                await _cancel_all(again.values())
+                await cancel_and_wait(*again.values())
         return await self._write_records(push, slots, blob_task, tag_reads, planned)
 
     async def _write_records(

@@ -132,3 +132,22 @@ def test_unknown_owner_is_a_404() -> None:
 
 def test_templates_dir_exists() -> None:
     assert (Path(TEMPLATES) / "static" / "app.js").is_file()
+
+
+class SlowHolds(Holds):
+    """A hold whose status takes 0.3 s (and says it is down)."""
+
+    async def status(self, did: str) -> HoldStatus:
+        await asyncio.sleep(0.3)
+        return HoldStatus(did, False, "https://hold.test", 0.3)
+
+
+@pytest.mark.parametrize(("wait", "shown"), [(0.02, False), (10.0, True)])
+def test_a_page_waits_for_the_hold_as_long_as_it_is_told(wait: float, shown: bool) -> None:
+    # ATCR_UI_HOLD_WAIT: below the hold's answer time the page comes without the warning (a later
+    # view has it); above it, the warning is on this very page.
+    svc = UiService(scene(), SlowHolds(), registry_host="registry.test", default_hold_did=HOLD,  # type: ignore[arg-type]
+                    hold_wait=wait)
+    page = asyncio.run(svc.repo("owner.test", "app", None))
+    html = render("repo.html", page=page, message=None)
+    assert ('id="hold-warning"' in html) is shown
